@@ -1,0 +1,117 @@
+//! The command line, as clap sees it. Nothing here is interpreted: the
+//! values are resolved against the environment and the config folder in
+//! `settings`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "migrate",
+    version,
+    about = "PostgreSQL schema migrations: each applied exactly once, in order, under an advisory lock",
+    long_about = None,
+    after_help = "With no command, `migrate` runs `up`. Options may stand before or after the command.\n\
+Exit codes: 0 done or nothing to do, 1 a migration or the run failed, 2 bad usage, config or \
+migration files, 4 the lock was not acquired within --lock-wait, 5 the database could not be reached."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Subcommand, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Apply pending migrations in order, each in its own transaction (the default)
+    Up,
+    /// Show every migration: APPLIED, PENDING, FAILED, CHANGED or MISSING
+    Status,
+    /// Show the journal of every apply and failure, oldest first
+    History,
+    /// Apply every migration to a throwaway PostgreSQL server, show the result, remove the server
+    Sandbox,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct GlobalArgs {
+    /// Folder of migration files [env: MIGRATE_PATH] [config: migrations_path] [default: ./migrations]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub path: Option<PathBuf>,
+
+    /// Connection string, URL or key=value [env: DB_DSN, then DATABASE_URL] [config: dsn]
+    #[arg(long, global = true, value_name = "DSN")]
+    pub dsn: Option<String>,
+
+    /// Config folder; every *.yaml in it is read [env: MIGRATE_CONFIG] [default: ./config]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config: Option<PathBuf>,
+
+    /// Entry of the config folder to use [env: MIGRATE_DB] [default: db_main]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub db: Option<String>,
+
+    /// Schema to migrate; created if missing and used as search_path [env: MIGRATE_SCHEMA] [config: schema] [default: public]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub schema: Option<String>,
+
+    /// State table name; the journal is <NAME>_log [env: MIGRATE_TABLE] [config: table] [default: schema_migrations]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub table: Option<String>,
+
+    /// Advisory lock key [env: MIGRATE_LOCK_KEY] [config: lock_key] [default: derived from database, schema and table]
+    #[arg(long, global = true, value_name = "N", allow_negative_numbers = true)]
+    pub lock_key: Option<String>,
+
+    /// How long to wait for the migration lock, e.g. 90s, 5m [env: MIGRATE_LOCK_WAIT] [config: lock_wait] [default: 5m]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub lock_wait: Option<String>,
+
+    /// Exit 0 at once if another instance holds the migration lock [env: MIGRATE_SKIP_IF_LOCKED]
+    #[arg(long, global = true)]
+    pub skip_if_locked: bool,
+
+    /// --safe=false takes no lock: for a single instance only [env: MIGRATE_SAFE] [default: true]
+    #[arg(
+        long,
+        global = true,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub safe: Option<String>,
+
+    /// Apply without asking for confirmation
+    #[arg(short = 'y', long, global = true)]
+    pub yes: bool,
+
+    /// Print the plan; change nothing and take no lock
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// Apply up to and including this version
+    #[arg(long, global = true, value_name = "VERSION")]
+    pub target: Option<String>,
+
+    /// Same as `migrate status`
+    #[arg(long = "status", global = true)]
+    pub status_flag: bool,
+}
+
+impl Cli {
+    /// The command to run: the subcommand, `--status`, or `up`.
+    pub fn command(&self) -> Result<Command, String> {
+        match (self.command, self.global.status_flag) {
+            (None, true) | (Some(Command::Status), true) => Ok(Command::Status),
+            (Some(other), true) => Err(format!(
+                "--status cannot be combined with the `{}` command",
+                format!("{other:?}").to_lowercase()
+            )),
+            (Some(command), false) => Ok(command),
+            (None, false) => Ok(Command::Up),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! `migrate history`: the journal, read-only.
+
+use crate::error::Error;
+use crate::migration::MigrationSet;
+use crate::render::{history_table, Printer};
+use crate::settings::Settings;
+
+pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
+    // The journal does not depend on the files, so a bad file name does not
+    // hide it.
+    let migrator = super::migrator(settings, MigrationSet::default())?;
+    let report = migrator.history().await?;
+    printer.line(history_table(&report.entries, printer.terminal().color));
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! One module per command: settings in, engine call, output through the
+//! printer, an exit code out.
+
+mod history;
+mod sandbox;
+mod status;
+mod up;
+
+use crate::cli::{Cli, Command};
+use crate::engine::{default_actor, Database, Migrator};
+use crate::error::{exit, Error};
+use crate::migration::{discover, MigrationSet};
+use crate::render::{Printer, Terminal};
+use crate::settings::Settings;
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let terminal = Terminal::detect();
+    let command = match cli.command() {
+        Ok(command) => command,
+        Err(message) => {
+            Printer::new(terminal, false).error(message);
+            return exit::USAGE;
+        }
+    };
+    let settings = match Settings::resolve(&cli.global, &|name| std::env::var(name).ok()) {
+        Ok(settings) => settings,
+        Err(err) => {
+            Printer::new(terminal, false).error(err.to_string());
+            return err.exit_code();
+        }
+    };
+    let printer = Printer::new(terminal, settings.yes);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            printer.error(format!("cannot start the async runtime: {err}"));
+            return exit::FAILED;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Up => up::run(&settings, &printer).await,
+            Command::Status => status::run(&settings, &printer).await,
+            Command::History => history::run(&settings, &printer).await,
+            Command::Sandbox => sandbox::run(&settings, &printer).await,
+        }
+    });
+    match result {
+        Ok(()) => exit::OK,
+        Err(err) => {
+            printer.error(err.to_string());
+            err.exit_code()
+        }
+    }
+}
+
+/// The migration files, every problem reported at once, before connecting.
+fn load_migrations(settings: &Settings) -> Result<MigrationSet, Error> {
+    discover(&settings.migrations_dir).map_err(Error::Files)
+}
+
+fn migrator(settings: &Settings, migrations: MigrationSet) -> Result<Migrator, Error> {
+    Ok(Migrator::new(
+        migrations,
+        Database {
+            dsn: settings.dsn()?,
+            tracking: settings.tracking.clone(),
+            lock: settings.lock,
+            lock_key: settings.lock_key,
+            actor: default_actor(),
+        },
+    ))
+}

@@ -1,0 +1,16 @@
+//! `migrate up`: apply pending migrations.
+
+use crate::engine::UpOptions;
+use crate::error::Error;
+use crate::render::Printer;
+use crate::settings::Settings;
+
+pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
+    let migrations = super::load_migrations(settings)?;
+    let migrator = super::migrator(settings, migrations)?;
+    let options = UpOptions {
+        target: settings.target.clone(),
+        dry_run: settings.dry_run,
+    };
+    migrator.up(&options, printer).await.map(|_| ())
+}

@@ -1,0 +1,279 @@
+//! The `Migrator`: the one path every caller takes to change a schema.
+//! Connect, read the state, plan, take the lock, re-read, apply.
+
+use crate::dsn::Dsn;
+use crate::error::Error;
+use crate::migration::{MigrationSet, Version};
+use crate::plan::{self, Step};
+use crate::report::{
+    AppliedMigration, Event, HistoryReport, MigrationRef, Reporter, StatusReport, UpOutcome,
+    UpReport,
+};
+use crate::store::{default_lock_key, ApplyError, Store, Tracking};
+use std::time::{Duration, Instant};
+
+/// How `up` treats the migration lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    /// Wait for it, at most this long.
+    Wait(Duration),
+    /// Return at once, successfully, if another instance holds it.
+    SkipIfLocked,
+    /// Take no lock (`--safe=false`): for a single instance only.
+    Off,
+}
+
+/// Everything the engine needs to know about the database side.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pub dsn: Dsn,
+    pub tracking: Tracking,
+    pub lock: LockMode,
+    /// `None`: derived from database, schema and table.
+    pub lock_key: Option<i64>,
+    /// Recorded as `applied_by` and in the journal.
+    pub actor: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct UpOptions {
+    /// Stop after this version.
+    pub target: Option<Version>,
+    /// Print the plan; change nothing, take no lock.
+    pub dry_run: bool,
+}
+
+pub struct Migrator {
+    migrations: MigrationSet,
+    database: Database,
+}
+
+impl Migrator {
+    pub fn new(migrations: MigrationSet, database: Database) -> Migrator {
+        Migrator {
+            migrations,
+            database,
+        }
+    }
+
+    pub fn migrations(&self) -> &MigrationSet {
+        &self.migrations
+    }
+
+    /// Applies pending migrations in order, each in its own transaction with
+    /// its record, under the migration lock; stops at the first failure.
+    pub async fn up(&self, options: &UpOptions, reporter: &dyn Reporter) -> Result<UpReport, Error> {
+        if let Some(target) = &options.target {
+            if self.migrations.find(target).is_none() {
+                return Err(Error::Usage(format!(
+                    "--target {target}: no migration file in {} has that version",
+                    self.migrations.dir.display()
+                )));
+            }
+        }
+        let mut store = Store::connect(&self.database.dsn).await?;
+        let result = self.up_on(&mut store, options, reporter).await;
+        // Closing the connection also releases the lock on every error path.
+        store.close().await;
+        result
+    }
+
+    async fn up_on(
+        &self,
+        store: &mut Store,
+        options: &UpOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<UpReport, Error> {
+        let tracking = &self.database.tracking;
+        let target = options.target.as_ref();
+        let state = store.read_state(tracking).await?;
+        let steps = plan::pending(&self.migrations, &state.rows, target);
+        let planned: Vec<MigrationRef> = steps.iter().map(|s| MigrationRef::of(s.migration)).collect();
+        let mut report = UpReport {
+            outcome: UpOutcome::UpToDate,
+            planned,
+            applied: Vec::new(),
+            lock_waited: Duration::ZERO,
+        };
+        if steps.is_empty() {
+            reporter.event(Event::UpToDate {
+                applied: applied_count(&state.rows),
+            });
+            return Ok(report);
+        }
+        reporter.event(Event::Plan {
+            steps: &steps,
+            dry_run: options.dry_run,
+        });
+        if options.dry_run {
+            report.outcome = UpOutcome::DryRun;
+            return Ok(report);
+        }
+        if !reporter.confirm(&steps) {
+            return Err(Error::Aborted);
+        }
+
+        let key = self.database.lock_key.unwrap_or_else(|| {
+            default_lock_key(&state.database, &tracking.schema, &tracking.table)
+        });
+        let locked = match self.database.lock {
+            LockMode::Off => {
+                reporter.event(Event::LockDisabled);
+                false
+            }
+            LockMode::SkipIfLocked => {
+                if !store.try_lock(key).await? {
+                    let holder = store.lock_holder(key).await?;
+                    reporter.event(Event::LockSkipped {
+                        holder: holder.as_ref(),
+                    });
+                    report.outcome = UpOutcome::SkippedLocked;
+                    return Ok(report);
+                }
+                true
+            }
+            LockMode::Wait(limit) => {
+                if !store.try_lock(key).await? {
+                    let waited = store
+                        .wait_for_lock(key, limit, |holder, waited| {
+                            reporter.event(Event::LockWaiting {
+                                holder,
+                                waited,
+                                limit,
+                            })
+                        })
+                        .await?;
+                    report.lock_waited = waited;
+                    reporter.event(Event::LockAcquired { waited });
+                }
+                true
+            }
+        };
+
+        // Another instance may have worked while this one waited or prompted.
+        store.prepare_session(tracking).await?;
+        let state = store.read_state(tracking).await?;
+        store.ensure_tracking_tables(tracking, &state).await?;
+        let steps: Vec<Step> = plan::pending(&self.migrations, &state.rows, target);
+        if steps.is_empty() {
+            reporter.event(Event::DoneElsewhere {
+                applied: applied_count(&state.rows),
+            });
+            report.outcome = UpOutcome::DoneElsewhere;
+            return Ok(report);
+        }
+
+        let started = Instant::now();
+        let total = steps.len();
+        for (index, step) in steps.iter().enumerate() {
+            let migration = step.migration;
+            reporter.event(Event::Applying {
+                migration,
+                index,
+                total,
+            });
+            match store
+                .apply_in_transaction(
+                    tracking,
+                    migration,
+                    step.failed_row_version.as_deref(),
+                    &self.database.actor,
+                )
+                .await
+            {
+                Ok(applied) => {
+                    reporter.event(Event::Applied {
+                        migration,
+                        applied: &applied,
+                        index,
+                        total,
+                    });
+                    report.applied.push(AppliedMigration {
+                        migration: MigrationRef::of(migration),
+                        duration: applied.duration,
+                    });
+                }
+                Err(ApplyError::Sql {
+                    failure,
+                    duration,
+                    recorded,
+                }) => {
+                    reporter.event(Event::Failed {
+                        migration,
+                        failure: &failure,
+                        duration,
+                    });
+                    let note = match recorded {
+                        Ok(()) => None,
+                        Err(_) if failure.is_connection_lost() => Some(
+                            "the server rolls back the open transaction, so nothing of it \
+                             committed; run `migrate up` again once the server is back"
+                                .to_owned(),
+                        ),
+                        Err(err) => Some(format!("the failure could not be recorded: {err}")),
+                    };
+                    return Err(Error::MigrationFailed {
+                        label: migration.label(),
+                        path: migration.path.clone(),
+                        failure,
+                        note,
+                    });
+                }
+                Err(ApplyError::Record(err)) => return Err(err),
+            }
+        }
+        if locked {
+            store.unlock(key).await?;
+        }
+        report.outcome = UpOutcome::Applied;
+        reporter.event(Event::Finished {
+            applied: report.applied.len(),
+            elapsed: started.elapsed(),
+        });
+        Ok(report)
+    }
+
+    /// Every version with its status; reads only, creates nothing.
+    pub async fn status(&self) -> Result<StatusReport, Error> {
+        let store = Store::connect(&self.database.dsn).await?;
+        let state = store.read_state(&self.database.tracking).await;
+        store.close().await;
+        let rows = plan::status_rows(&self.migrations, &state?.rows);
+        let totals = plan::totals(&rows);
+        Ok(StatusReport { rows, totals })
+    }
+
+    /// The journal, oldest first; reads only, creates nothing.
+    pub async fn history(&self) -> Result<HistoryReport, Error> {
+        let store = Store::connect(&self.database.dsn).await?;
+        let entries = store.read_journal(&self.database.tracking).await;
+        store.close().await;
+        Ok(HistoryReport { entries: entries? })
+    }
+}
+
+fn applied_count(rows: &[crate::store::StateRow]) -> usize {
+    rows.iter()
+        .filter(|r| r.status == crate::store::RowStatus::Applied)
+        .count()
+}
+
+/// `user@host`: who ran a migration, for `applied_by` and the journal. In
+/// Kubernetes the host name is the pod's name.
+pub fn default_actor() -> String {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()));
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{user}@{host}")
+}

@@ -1,0 +1,307 @@
+//! Finding migration files in a folder and checking their names, before any
+//! connection is made. Every problem is collected, so one run shows them all.
+
+use super::{checksum, Migration, MigrationSet, Version};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A file that cannot be used as it is, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProblem {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl fmt::Display for FileProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+enum Direction {
+    Up,
+    Down,
+}
+
+struct NamedFile {
+    path: PathBuf,
+    name: String,
+}
+
+#[derive(Default)]
+struct VersionFiles {
+    ups: Vec<NamedFile>,
+    downs: Vec<NamedFile>,
+}
+
+/// Reads the migration folder: every `NNN_name.sql` / `NNN_name.up.sql` with
+/// its optional `NNN_name.down.sql`. Files not ending in `.sql` and hidden
+/// files are ignored; sub-folders (such as `bootstrap/`) are not entered.
+///
+/// Returns every problem found, not just the first.
+pub fn discover(dir: &Path) -> Result<MigrationSet, Vec<FileProblem>> {
+    let entries = std::fs::read_dir(dir).map_err(|err| {
+        vec![FileProblem {
+            path: dir.to_path_buf(),
+            reason: format!("cannot read the migration folder: {err}"),
+        }]
+    })?;
+
+    let mut problems = Vec::new();
+    let mut by_version: BTreeMap<Version, VersionFiles> = BTreeMap::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(err) => {
+                problems.push(FileProblem {
+                    path: dir.to_path_buf(),
+                    reason: format!("cannot list the migration folder: {err}"),
+                });
+                continue;
+            }
+        };
+        let path = entry.path();
+        // Follows symlinks, so a linked migration file counts as a file.
+        if !path.is_file() {
+            continue;
+        }
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            if file_name.as_encoded_bytes().ends_with(b".sql") {
+                problems.push(FileProblem {
+                    path,
+                    reason: "the file name is not valid UTF-8".into(),
+                });
+            }
+            continue;
+        };
+        match parse_file_name(file_name) {
+            Ok(None) => {}
+            Ok(Some((version, name, direction))) => {
+                let files = by_version.entry(version).or_default();
+                let named = NamedFile { path, name };
+                match direction {
+                    Direction::Up => files.ups.push(named),
+                    Direction::Down => files.downs.push(named),
+                }
+            }
+            Err(reason) => problems.push(FileProblem { path, reason }),
+        }
+    }
+
+    let mut migrations = Vec::with_capacity(by_version.len());
+    for (version, mut files) in by_version {
+        files.ups.sort_by(|a, b| a.path.cmp(&b.path));
+        files.downs.sort_by(|a, b| a.path.cmp(&b.path));
+        if files.ups.len() > 1 {
+            problems.push(duplicate(&version, &files.ups));
+        }
+        if files.downs.len() > 1 {
+            problems.push(duplicate(&version, &files.downs));
+        }
+        let Some(up) = files.ups.first() else {
+            for down in &files.downs {
+                problems.push(FileProblem {
+                    path: down.path.clone(),
+                    reason: format!("a down file with no up file for version {version}"),
+                });
+            }
+            continue;
+        };
+        if let Some(down) = files.downs.iter().find(|d| d.name != up.name) {
+            problems.push(FileProblem {
+                path: down.path.clone(),
+                reason: format!(
+                    "the down file's name does not match its up file {}",
+                    display_name(&up.path)
+                ),
+            });
+        }
+        if files.ups.len() > 1 || files.downs.len() > 1 {
+            continue;
+        }
+        match read_up_file(&up.path) {
+            Ok((sql, checksum)) => migrations.push(Migration {
+                version,
+                name: up.name.clone(),
+                path: up.path.clone(),
+                sql,
+                checksum,
+                down_path: files.downs.first().map(|d| d.path.clone()),
+            }),
+            Err(reason) => problems.push(FileProblem {
+                path: up.path.clone(),
+                reason,
+            }),
+        }
+    }
+
+    if problems.is_empty() {
+        Ok(MigrationSet {
+            dir: dir.to_path_buf(),
+            migrations,
+        })
+    } else {
+        problems.sort_by(|a, b| a.path.cmp(&b.path).then(a.reason.cmp(&b.reason)));
+        problems.dedup();
+        Err(problems)
+    }
+}
+
+fn duplicate(version: &Version, files: &[NamedFile]) -> FileProblem {
+    let names: Vec<String> = files.iter().map(|f| display_name(&f.path)).collect();
+    FileProblem {
+        path: files[0].path.clone(),
+        reason: format!(
+            "version {version} is used by more than one file: {}",
+            names.join(", ")
+        ),
+    }
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `Ok(None)` for a file that is not a migration at all (ignored), the parts
+/// for a migration file, and the reason for a file that looks like one but
+/// is misnamed.
+fn parse_file_name(file_name: &str) -> Result<Option<(Version, String, Direction)>, String> {
+    if file_name.starts_with('.') {
+        return Ok(None);
+    }
+    let Some(stem) = file_name.strip_suffix(".sql") else {
+        let lower = file_name.to_ascii_lowercase();
+        if lower.ends_with(".sql") {
+            return Err("the extension must be lower-case `.sql`".into());
+        }
+        return Ok(None);
+    };
+    let (stem, direction) = if let Some(stem) = stem.strip_suffix(".down") {
+        (stem, Direction::Down)
+    } else if let Some(stem) = stem.strip_suffix(".up") {
+        (stem, Direction::Up)
+    } else {
+        (stem, Direction::Up)
+    };
+    const EXPECTED: &str = "expected NNN_name.sql, NNN_name.up.sql or NNN_name.down.sql \
+         (NNN digits, name of letters, digits, `_` and `-`)";
+    let Some((version, name)) = stem.split_once('_') else {
+        return Err(format!("no `_` between version and name; {EXPECTED}"));
+    };
+    let Some(version) = Version::parse(version) else {
+        return Err(format!("the version `{version}` is not all digits; {EXPECTED}"));
+    };
+    if name.is_empty() {
+        return Err(format!("the name after the version is empty; {EXPECTED}"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(format!("the name `{name}` contains {bad:?}; {EXPECTED}"));
+    }
+    Ok(Some((version, name.to_owned(), direction)))
+}
+
+fn read_up_file(path: &Path) -> Result<(String, super::Checksum), String> {
+    let bytes = std::fs::read(path).map_err(|err| format!("cannot read the file: {err}"))?;
+    let checksum = checksum(&bytes);
+    let text = String::from_utf8(bytes).map_err(|err| {
+        let at = err.utf8_error().valid_up_to();
+        let bytes = err.as_bytes();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        format!("not valid UTF-8 (line {line}, byte {at}); migrations must be UTF-8 text")
+    })?;
+    // PostgreSQL does not skip a byte-order mark; the checksum keeps it.
+    let sql = match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    };
+    Ok((sql, checksum))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
+        dir
+    }
+
+    fn reasons(problems: &[FileProblem]) -> Vec<String> {
+        problems
+            .iter()
+            .map(|p| format!("{}: {}", display_name(&p.path), p.reason))
+            .collect()
+    }
+
+    #[test]
+    fn finds_up_and_down_files_in_numeric_order() {
+        let dir = folder(&[
+            ("010_b.sql", b"SELECT 10;"),
+            ("007_a.up.sql", b"SELECT 7;"),
+            ("007_a.down.sql", b"SELECT -7;"),
+            ("0100_c.sql", b"SELECT 100;"),
+            ("000_init.sql", b"SELECT 0;"),
+            ("README.md", b"not a migration"),
+            (".gitkeep", b""),
+            (".#001_lock.sql", b""),
+        ]);
+        std::fs::create_dir(dir.path().join("bootstrap")).unwrap();
+        std::fs::write(dir.path().join("bootstrap/001_admin.sql"), "x").unwrap();
+        let set = discover(dir.path()).unwrap();
+        let labels: Vec<String> = set.migrations.iter().map(Migration::label).collect();
+        assert_eq!(labels, ["000_init", "007_a", "010_b", "0100_c"]);
+        assert!(set.migrations[1].down_path.is_some());
+        assert!(set.migrations[0].down_path.is_none());
+        assert_eq!(set.migrations[2].sql, "SELECT 10;");
+    }
+
+    #[test]
+    fn every_naming_problem_is_reported_together() {
+        let dir = folder(&[
+            ("001_ok.sql", b"SELECT 1;"),
+            ("002_first.sql", b""),
+            ("002_second.sql", b""),
+            ("02_third.up.sql", b""),
+            ("003_orphan.down.sql", b""),
+            ("abc_x.sql", b""),
+            ("004.sql", b""),
+            ("005_has space.sql", b""),
+            ("006_.sql", b""),
+            ("007_upper.SQL", b""),
+            ("008_a.sql", b""),
+            ("008_b.down.sql", b""),
+            ("009_latin1.sql", b"SELECT 'caf\xe9';"),
+        ]);
+        let problems = discover(dir.path()).unwrap_err();
+        let text = reasons(&problems).join("\n");
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn missing_folder_is_one_problem_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let problems = discover(&missing).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, missing);
+        assert!(problems[0].reason.starts_with("cannot read the migration folder"));
+    }
+
+    #[test]
+    fn byte_order_mark_is_not_sent_but_is_hashed() {
+        let dir = folder(&[("001_bom.sql", b"\xEF\xBB\xBFSELECT 1;")]);
+        let set = discover(dir.path()).unwrap();
+        assert_eq!(set.migrations[0].sql, "SELECT 1;");
+        assert_ne!(set.migrations[0].checksum, checksum(b"SELECT 1;"));
+    }
+}

@@ -1,0 +1,279 @@
+//! Files and state rows in, status rows and the list of migrations to apply
+//! out. Pure: no database, no output.
+
+use crate::migration::{Migration, MigrationSet, Version};
+use crate::store::{RowStatus, StateRow};
+use std::time::Duration;
+
+/// The status of one version, comparing its file with its state row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Applied, and the file is unchanged.
+    Applied,
+    /// A file with no state row.
+    Pending,
+    /// The last attempt failed; `up` retries it.
+    Failed,
+    /// Applied, but the file's checksum differs from the recorded one.
+    Changed,
+    /// Applied, but its file is gone.
+    Missing,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Applied => "APPLIED",
+            Status::Pending => "PENDING",
+            Status::Failed => "FAILED",
+            Status::Changed => "CHANGED",
+            Status::Missing => "MISSING",
+        }
+    }
+}
+
+/// One line of `migrate status`.
+#[derive(Clone, Debug)]
+pub struct StatusRow {
+    pub version: Version,
+    pub name: String,
+    pub status: Status,
+    /// When it was applied, or when it last failed (RFC 3339, UTC).
+    pub applied_at: Option<String>,
+    pub duration: Option<Duration>,
+    pub error: Option<String>,
+    /// Whether the version has a file in the folder.
+    pub has_file: bool,
+}
+
+/// Every version known to the files or the database, in version order.
+pub fn status_rows(files: &MigrationSet, rows: &[StateRow]) -> Vec<StatusRow> {
+    let mut out = Vec::with_capacity(files.len().max(rows.len()));
+    let mut files_iter = files.migrations.iter().peekable();
+    let mut rows_iter = rows.iter().peekable();
+    loop {
+        let next = match (files_iter.peek(), rows_iter.peek()) {
+            (None, None) => break,
+            (Some(f), Some(r)) if f.version == r.version => {
+                (files_iter.next(), rows_iter.next())
+            }
+            (Some(f), Some(r)) if f.version < r.version => (files_iter.next(), None),
+            (Some(_), None) => (files_iter.next(), None),
+            _ => (None, rows_iter.next()),
+        };
+        out.push(match next {
+            (Some(file), None) => StatusRow {
+                version: file.version.clone(),
+                name: file.name.clone(),
+                status: Status::Pending,
+                applied_at: None,
+                duration: None,
+                error: None,
+                has_file: true,
+            },
+            (file, Some(row)) => {
+                let status = match (row.status, file) {
+                    (RowStatus::Failed, _) => Status::Failed,
+                    (RowStatus::Applied, None) => Status::Missing,
+                    (RowStatus::Applied, Some(f)) if f.checksum.as_str() != row.checksum => {
+                        Status::Changed
+                    }
+                    (RowStatus::Applied, Some(_)) => Status::Applied,
+                };
+                StatusRow {
+                    version: file.map_or_else(|| row.version.clone(), |f| f.version.clone()),
+                    name: file.map_or_else(|| row.name.clone(), |f| f.name.clone()),
+                    status,
+                    applied_at: Some(row.applied_at.clone()),
+                    duration: Some(row.duration),
+                    error: row.error.clone(),
+                    has_file: file.is_some(),
+                }
+            }
+            (None, None) => unreachable!("loop ends when both are empty"),
+        });
+    }
+    out
+}
+
+/// A migration `up` will run, with the version text of the failed row it
+/// replaces, if any.
+#[derive(Clone, Debug)]
+pub struct Step<'a> {
+    pub migration: &'a Migration,
+    pub failed_row_version: Option<String>,
+}
+
+/// The migrations to apply, in order: every file without a state row or
+/// whose last attempt failed, up to and including `target`.
+pub fn pending<'a>(
+    files: &'a MigrationSet,
+    rows: &[StateRow],
+    target: Option<&Version>,
+) -> Vec<Step<'a>> {
+    files
+        .migrations
+        .iter()
+        .take_while(|m| target.is_none_or(|t| m.version <= *t))
+        .filter_map(|m| {
+            let row = rows
+                .binary_search_by(|r| r.version.cmp(&m.version))
+                .ok()
+                .map(|i| &rows[i]);
+            match row {
+                None => Some(Step {
+                    migration: m,
+                    failed_row_version: None,
+                }),
+                Some(r) if r.status == RowStatus::Failed => Some(Step {
+                    migration: m,
+                    failed_row_version: Some(r.version.as_str().to_owned()),
+                }),
+                Some(_) => None,
+            }
+        })
+        .collect()
+}
+
+/// Counts per status, for the totals line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub applied: usize,
+    pub pending: usize,
+    pub failed: usize,
+    pub changed: usize,
+    pub missing: usize,
+}
+
+pub fn totals(rows: &[StatusRow]) -> Totals {
+    let mut totals = Totals::default();
+    for row in rows {
+        match row.status {
+            Status::Applied => totals.applied += 1,
+            Status::Pending => totals.pending += 1,
+            Status::Failed => totals.failed += 1,
+            Status::Changed => totals.changed += 1,
+            Status::Missing => totals.missing += 1,
+        }
+    }
+    totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migration::checksum;
+    use std::path::PathBuf;
+
+    fn file(version: &str, name: &str, sql: &str) -> Migration {
+        Migration {
+            version: Version::parse(version).unwrap(),
+            name: name.into(),
+            path: PathBuf::from(format!("{version}_{name}.sql")),
+            sql: sql.into(),
+            checksum: checksum(sql.as_bytes()),
+            down_path: None,
+        }
+    }
+
+    fn row(version: &str, name: &str, sql: &str, status: RowStatus) -> StateRow {
+        StateRow {
+            version: Version::parse(version).unwrap(),
+            name: name.into(),
+            checksum: checksum(sql.as_bytes()).to_string(),
+            status,
+            applied_at: "2026-01-01T00:00:00.000000Z".into(),
+            duration: Duration::from_millis(5),
+            applied_by: "test".into(),
+            error: (status == RowStatus::Failed).then(|| "ERROR: boom".into()),
+            in_transaction: true,
+        }
+    }
+
+    fn set(files: Vec<Migration>) -> MigrationSet {
+        MigrationSet {
+            dir: PathBuf::from("migrations"),
+            migrations: files,
+        }
+    }
+
+    #[test]
+    fn every_status_is_told_apart() {
+        let files = set(vec![
+            file("001", "applied", "SELECT 1;"),
+            file("002", "changed", "SELECT 2; -- edited"),
+            file("003", "failed", "SELECT 3;"),
+            file("005", "pending", "SELECT 5;"),
+        ]);
+        let rows = vec![
+            row("001", "applied", "SELECT 1;", RowStatus::Applied),
+            row("002", "changed", "SELECT 2;", RowStatus::Applied),
+            row("003", "failed", "SELECT 3;", RowStatus::Failed),
+            row("004", "missing", "SELECT 4;", RowStatus::Applied),
+        ];
+        let status: Vec<(String, Status, bool)> = status_rows(&files, &rows)
+            .into_iter()
+            .map(|r| (format!("{}_{}", r.version, r.name), r.status, r.has_file))
+            .collect();
+        assert_eq!(
+            status,
+            [
+                ("001_applied".into(), Status::Applied, true),
+                ("002_changed".into(), Status::Changed, true),
+                ("003_failed".into(), Status::Failed, true),
+                ("004_missing".into(), Status::Missing, false),
+                ("005_pending".into(), Status::Pending, true),
+            ]
+        );
+        let plan: Vec<String> = pending(&files, &rows, None)
+            .iter()
+            .map(|s| s.migration.label())
+            .collect();
+        assert_eq!(plan, ["003_failed", "005_pending"]);
+        assert_eq!(
+            pending(&files, &rows, None)[0].failed_row_version.as_deref(),
+            Some("003")
+        );
+    }
+
+    #[test]
+    fn rows_match_files_numerically() {
+        let files = set(vec![file("0007", "a", "SELECT 7;")]);
+        let rows = vec![row("7", "a", "SELECT 7;", RowStatus::Applied)];
+        let status = status_rows(&files, &rows);
+        assert_eq!(status.len(), 1);
+        assert_eq!(status[0].status, Status::Applied);
+        assert_eq!(status[0].version.as_str(), "0007");
+        assert!(pending(&files, &rows, None).is_empty());
+    }
+
+    #[test]
+    fn target_stops_the_plan_after_it() {
+        let files = set(vec![
+            file("1", "a", "SELECT 1;"),
+            file("2", "b", "SELECT 2;"),
+            file("10", "c", "SELECT 10;"),
+        ]);
+        let target = Version::parse("002").unwrap();
+        let plan: Vec<String> = pending(&files, &[], Some(&target))
+            .iter()
+            .map(|s| s.migration.label())
+            .collect();
+        assert_eq!(plan, ["1_a", "2_b"]);
+    }
+
+    #[test]
+    fn totals_count_each_status() {
+        let files = set(vec![file("1", "a", "x"), file("2", "b", "y")]);
+        let rows = vec![row("1", "a", "x", RowStatus::Applied)];
+        let totals = totals(&status_rows(&files, &rows));
+        assert_eq!(
+            totals,
+            Totals {
+                applied: 1,
+                pending: 1,
+                ..Totals::default()
+            }
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! The one place that writes to the terminal: messages, tables, progress
+//! and the confirmation prompt. Human output goes to stdout (Kubernetes
+//! collects it as the log); errors and the prompt go to stderr.
+
+mod table;
+
+pub use table::{history_table, status_table};
+
+use crate::duration::format_duration;
+use crate::plan::Step;
+use crate::report::{Event, Reporter};
+use console::{style, Term};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+
+/// How the terminal looks from here.
+#[derive(Clone, Copy, Debug)]
+pub struct Terminal {
+    pub stdout_tty: bool,
+    pub stdin_tty: bool,
+    pub color: bool,
+}
+
+impl Terminal {
+    /// Colour only on a TTY, never with `NO_COLOR` (any non-empty value) or
+    /// `TERM=dumb`.
+    pub fn detect() -> Terminal {
+        let stdout_tty = std::io::stdout().is_terminal();
+        let stdin_tty = std::io::stdin().is_terminal();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+        let color = stdout_tty && !no_color && !dumb;
+        console::set_colors_enabled(color);
+        console::set_colors_enabled_stderr(color && std::io::stderr().is_terminal());
+        Terminal {
+            stdout_tty,
+            stdin_tty,
+            color,
+        }
+    }
+}
+
+/// Prints the engine's events.
+pub struct Printer {
+    terminal: Terminal,
+    /// `--yes`: never prompt.
+    assume_yes: bool,
+    progress: Mutex<Option<ProgressBar>>,
+}
+
+impl Printer {
+    pub fn new(terminal: Terminal, assume_yes: bool) -> Printer {
+        Printer {
+            terminal,
+            assume_yes,
+            progress: Mutex::new(None),
+        }
+    }
+
+    pub fn terminal(&self) -> Terminal {
+        self.terminal
+    }
+
+    /// A line on stdout, above the progress bar when one is drawn.
+    pub fn line(&self, text: impl AsRef<str>) {
+        let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        match progress.as_ref() {
+            Some(bar) => bar.println(text.as_ref()),
+            None => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", text.as_ref());
+            }
+        }
+    }
+
+    /// A warning line on stdout.
+    pub fn warn(&self, text: impl AsRef<str>) {
+        self.line(format!("{} {}", style("warning:").yellow().bold(), text.as_ref()));
+    }
+
+    /// An error on stderr, after clearing any progress bar.
+    pub fn error(&self, text: impl AsRef<str>) {
+        self.finish_progress();
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{} {}", style("error:").red().bold(), text.as_ref());
+    }
+
+    fn finish_progress(&self) {
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bar) = progress.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn start_progress(&self, total: usize) {
+        if !self.terminal.stdout_tty {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stdout());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+    }
+
+    fn with_progress(&self, f: impl FnOnce(&ProgressBar)) {
+        let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bar) = progress.as_ref() {
+            f(bar);
+        }
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+impl Reporter for Printer {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::UpToDate { applied } => self.line(format!(
+                "up to date: {} applied, none pending",
+                plural(applied, "migration", "migrations")
+            )),
+            Event::Plan { steps, dry_run } => {
+                let what = plural(steps.len(), "migration", "migrations");
+                if dry_run {
+                    self.line(format!("dry run: {what} would be applied:"));
+                } else {
+                    self.line(format!("{what} to apply:"));
+                }
+                for step in steps {
+                    let retry = if step.failed_row_version.is_some() {
+                        " (failed before; retrying)"
+                    } else {
+                        ""
+                    };
+                    self.line(format!("  {}{retry}", step.migration.label()));
+                }
+                if dry_run {
+                    self.line("nothing was changed (dry run)");
+                }
+            }
+            Event::LockDisabled => self.warn(
+                "--safe=false: running without the migration lock; no other instance may run now",
+            ),
+            Event::LockWaiting {
+                holder,
+                waited,
+                limit,
+            } => {
+                let held_by = match holder {
+                    Some(holder) => format!("held by {holder}"),
+                    None => "just released".to_owned(),
+                };
+                if waited.is_zero() {
+                    self.line(format!(
+                        "waiting up to {} for the migration lock, {held_by}",
+                        format_duration(limit)
+                    ));
+                } else {
+                    self.line(format!(
+                        "still waiting for the migration lock after {}, {held_by}",
+                        format_duration(waited)
+                    ));
+                }
+            }
+            Event::LockAcquired { waited } => self.line(format!(
+                "acquired the migration lock after {}",
+                format_duration(waited)
+            )),
+            Event::LockSkipped { holder } => {
+                let held_by = holder.map(|h| format!(" ({h})")).unwrap_or_default();
+                self.line(format!(
+                    "another instance holds the migration lock{held_by}; skipping (--skip-if-locked)"
+                ));
+            }
+            Event::DoneElsewhere { applied } => self.line(format!(
+                "another instance applied the pending migrations while this one waited; nothing to do ({} applied)",
+                plural(applied, "migration", "migrations")
+            )),
+            Event::Applying {
+                migration,
+                index,
+                total,
+            } => {
+                if index == 0 {
+                    self.start_progress(total);
+                }
+                self.with_progress(|bar| {
+                    bar.set_position(index as u64);
+                    bar.set_message(format!("applying {}", migration.label()));
+                });
+            }
+            Event::Applied {
+                migration, applied, ..
+            } => {
+                self.with_progress(|bar| bar.inc(1));
+                self.line(format!(
+                    "{} {} ({})",
+                    style("applied").green(),
+                    migration.label(),
+                    format_duration(applied.duration)
+                ));
+                if applied.left_transaction {
+                    self.warn(format!(
+                        "{} ends its transaction itself (COMMIT or ROLLBACK in the file), so it \
+                         did not commit atomically with its record; remove BEGIN/COMMIT from it, \
+                         each migration already runs in a transaction",
+                        migration.file_name()
+                    ));
+                }
+            }
+            Event::Failed {
+                migration,
+                duration,
+                ..
+            } => {
+                self.finish_progress();
+                self.line(format!(
+                    "{} {} ({}); rolled back",
+                    style("failed").red().bold(),
+                    migration.label(),
+                    format_duration(duration)
+                ));
+            }
+            Event::Finished { applied, elapsed } => {
+                self.finish_progress();
+                self.line(format!(
+                    "done: {} applied in {}",
+                    plural(applied, "migration", "migrations"),
+                    format_duration(elapsed)
+                ));
+            }
+        }
+    }
+
+    /// Asks `Continue? [y/N]` on stderr when stdin and stdout are a TTY and
+    /// `--yes` was not given; otherwise proceeds, saying so.
+    fn confirm(&self, _steps: &[Step<'_>]) -> bool {
+        if self.assume_yes {
+            return true;
+        }
+        if !(self.terminal.stdin_tty && self.terminal.stdout_tty) {
+            self.line("no terminal to ask on: applying without confirmation (--yes skips this note)");
+            return true;
+        }
+        dialoguer::Confirm::new()
+            .with_prompt("Continue?")
+            .default(false)
+            .interact_on(&Term::stderr())
+            .unwrap_or(false)
+    }
+}

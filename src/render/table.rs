@@ -1,0 +1,134 @@
+//! The boxed tables of `status` and `history`.
+
+use crate::duration::format_duration;
+use crate::plan::{Status, StatusRow, Totals};
+use crate::store::JournalEntry;
+use comfy_table::{presets, Attribute, Cell, Color, ContentArrangement, Table};
+
+fn new_table(color: bool, header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(presets::UTF8_FULL_CONDENSED.with_rounded_corners())
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    if color {
+        table.enforce_styling();
+    } else {
+        table.force_no_tty();
+    }
+    table.set_header(
+        header
+            .iter()
+            .map(|h| Cell::new(h).add_attribute(Attribute::Bold)),
+    );
+    table
+}
+
+/// `2026-11-21T10:32:05.123456Z` → `2026-11-21 10:32:05`.
+fn timestamp(rfc3339: &str) -> String {
+    rfc3339.get(..19).unwrap_or(rfc3339).replace('T', " ")
+}
+
+fn status_cell(status: Status) -> Cell {
+    let cell = Cell::new(status.label());
+    match status {
+        Status::Applied => cell.fg(Color::Green),
+        Status::Pending => cell.fg(Color::Yellow),
+        Status::Failed | Status::Changed | Status::Missing => {
+            cell.fg(Color::Red).add_attribute(Attribute::Bold)
+        }
+    }
+}
+
+/// The status table, the totals line, and a line per failure with the
+/// server's message.
+pub fn status_table(rows: &[StatusRow], totals: &Totals, color: bool) -> String {
+    let mut table = new_table(color, &["Version", "Name", "Status", "Applied at (UTC)", "Took"]);
+    for row in rows {
+        table.add_row(vec![
+            Cell::new(row.version.as_str()),
+            Cell::new(&row.name),
+            status_cell(row.status),
+            Cell::new(row.applied_at.as_deref().map(timestamp).unwrap_or_default()),
+            Cell::new(row.duration.map(format_duration).unwrap_or_default()),
+        ]);
+    }
+    let mut out = if rows.is_empty() {
+        "no migrations: the folder is empty and nothing is recorded".to_owned()
+    } else {
+        table.to_string()
+    };
+    out.push('\n');
+    out.push_str(&totals_line(rows.len(), totals));
+    for row in rows.iter().filter(|r| r.status == Status::Failed) {
+        if let Some(error) = &row.error {
+            out.push_str(&format!(
+                "\n{}_{} failed{}: {}",
+                row.version,
+                row.name,
+                if row.has_file { "" } else { " (its file is gone)" },
+                error.lines().next().unwrap_or("")
+            ));
+        }
+    }
+    out
+}
+
+fn totals_line(total: usize, totals: &Totals) -> String {
+    let mut parts = vec![format!("{} applied", totals.applied), format!("{} pending", totals.pending)];
+    for (count, label) in [
+        (totals.failed, "failed"),
+        (totals.changed, "changed"),
+        (totals.missing, "missing"),
+    ] {
+        if count > 0 {
+            parts.push(format!("{count} {label}"));
+        }
+    }
+    format!(
+        "{total} {}: {}",
+        if total == 1 { "migration" } else { "migrations" },
+        parts.join(", ")
+    )
+}
+
+/// The journal as a table, oldest first.
+pub fn history_table(entries: &[JournalEntry], color: bool) -> String {
+    if entries.is_empty() {
+        return "the journal is empty: nothing has been applied yet".to_owned();
+    }
+    let mut table = new_table(
+        color,
+        &["#", "At (UTC)", "Event", "Version", "Name", "Took", "By", "Error"],
+    );
+    for entry in entries {
+        let event = Cell::new(&entry.event);
+        let event = match entry.event.as_str() {
+            "applied" => event.fg(Color::Green),
+            "failed" => event.fg(Color::Red).add_attribute(Attribute::Bold),
+            _ => event,
+        };
+        let error = entry
+            .error
+            .as_deref()
+            .and_then(|e| e.lines().next())
+            .unwrap_or("");
+        table.add_row(vec![
+            Cell::new(entry.id),
+            Cell::new(timestamp(&entry.at)),
+            event,
+            Cell::new(entry.version.as_deref().unwrap_or("")),
+            Cell::new(entry.name.as_deref().unwrap_or("")),
+            Cell::new(entry.duration.map(format_duration).unwrap_or_default()),
+            Cell::new(format!("{} ({})", entry.actor, entry.db_user)),
+            Cell::new(error),
+        ]);
+    }
+    let mut out = table.to_string();
+    out.push('\n');
+    out.push_str(&format!(
+        "{} {}",
+        entries.len(),
+        if entries.len() == 1 { "entry" } else { "entries" }
+    ));
+    out
+}

@@ -1,0 +1,378 @@
+//! Resolving the settings of a run: command-line flag, then environment
+//! variable, then the config folder, then the default. Every error names
+//! the flag, variable or file line the bad value came from.
+
+use crate::cli::GlobalArgs;
+use crate::config::{ConfigFolder, ConfigValue, DbEntry};
+use crate::dsn::Dsn;
+use crate::duration::parse_duration;
+use crate::engine::LockMode;
+use crate::error::Error;
+use crate::migration::Version;
+use crate::store::Tracking;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The resolved settings. Built before anything touches the database.
+#[derive(Debug)]
+pub struct Settings {
+    pub migrations_dir: PathBuf,
+    pub tracking: Tracking,
+    pub lock: LockMode,
+    pub lock_key: Option<i64>,
+    pub yes: bool,
+    pub dry_run: bool,
+    pub target: Option<Version>,
+    dsn: Option<Sourced>,
+}
+
+/// A raw value and where it came from (`--dsn`, `DB_DSN`, `config/x.yaml:3 (db_main.dsn)`).
+#[derive(Debug, Clone)]
+struct Sourced {
+    value: String,
+    origin: String,
+}
+
+/// PostgreSQL truncates longer identifiers silently; the tool refuses them.
+const MAX_IDENTIFIER_BYTES: usize = 63;
+
+impl Settings {
+    /// Resolves the settings from the flags, an environment lookup (the
+    /// process environment in the binary, a map in tests) and the config
+    /// folder.
+    pub fn resolve(args: &GlobalArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, Error> {
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+        let flag = |value: Option<&str>, name: &str| {
+            value.map(|v| Sourced {
+                value: v.to_owned(),
+                origin: name.to_owned(),
+            })
+        };
+        let var = |name: &str| {
+            env(name).map(|value| Sourced {
+                value,
+                origin: name.to_owned(),
+            })
+        };
+        let from_config = |value: &Option<ConfigValue>| {
+            value.as_ref().map(|v| Sourced {
+                value: v.value.clone(),
+                origin: v.origin.clone(),
+            })
+        };
+
+        let config_dir = flag(args.config.as_ref().and_then(|p| p.to_str()), "--config")
+            .or_else(|| var("MIGRATE_CONFIG"));
+        let folder = match &config_dir {
+            Some(dir) => ConfigFolder::read(&PathBuf::from(&dir.value), true)?,
+            None => ConfigFolder::read(&PathBuf::from("config"), false)?,
+        };
+        let db = flag(args.db.as_deref(), "--db").or_else(|| var("MIGRATE_DB"));
+        let entry_name = db.as_ref().map_or("db_main", |s| s.value.as_str()).to_owned();
+        let entry = match folder.db_entry(&entry_name)? {
+            Some(entry) => entry,
+            None if db.is_some() => {
+                let dir = config_dir.as_ref().map_or("config", |d| d.value.as_str());
+                return Err(Error::Config {
+                    origin: db.map(|d| d.origin).unwrap_or_default(),
+                    message: format!("no entry `{entry_name}` in any *.yaml file of {dir}/"),
+                });
+            }
+            None => DbEntry::default(),
+        };
+
+        let migrations_dir = flag(args.path.as_ref().and_then(|p| p.to_str()), "--path")
+            .or_else(|| var("MIGRATE_PATH"))
+            .or_else(|| from_config(&entry.migrations_path))
+            .map_or_else(|| PathBuf::from("migrations"), |s| PathBuf::from(s.value));
+        if let Some(path) = &args.path {
+            if path.to_str().is_none() {
+                return Err(Error::Usage("--path: the folder name is not valid UTF-8".into()));
+            }
+        }
+
+        let dsn = flag(args.dsn.as_deref(), "--dsn")
+            .or_else(|| var("DB_DSN"))
+            .or_else(|| var("DATABASE_URL"))
+            .or_else(|| from_config(&entry.dsn));
+
+        let schema = flag(args.schema.as_deref(), "--schema")
+            .or_else(|| var("MIGRATE_SCHEMA"))
+            .or_else(|| from_config(&entry.schema));
+        let schema = identifier(schema, "public", 0)?;
+        let table = flag(args.table.as_deref(), "--table")
+            .or_else(|| var("MIGRATE_TABLE"))
+            .or_else(|| from_config(&entry.table));
+        // The journal is `<table>_log`, which must fit too.
+        let table = identifier(table, "schema_migrations", "_log".len())?;
+
+        let lock_key = flag(args.lock_key.as_deref(), "--lock-key")
+            .or_else(|| var("MIGRATE_LOCK_KEY"))
+            .or_else(|| from_config(&entry.lock_key))
+            .map(|s| {
+                s.value.trim().parse::<i64>().map_err(|_| Error::Config {
+                    origin: s.origin.clone(),
+                    message: format!("`{}` is not a 64-bit integer lock key", s.value),
+                })
+            })
+            .transpose()?;
+
+        let lock_wait = flag(args.lock_wait.as_deref(), "--lock-wait")
+            .or_else(|| var("MIGRATE_LOCK_WAIT"))
+            .or_else(|| from_config(&entry.lock_wait))
+            .map(|s| {
+                parse_duration(&s.value).map_err(|message| Error::Config {
+                    origin: s.origin.clone(),
+                    message,
+                })
+            })
+            .transpose()?
+            .unwrap_or(Duration::from_secs(5 * 60));
+
+        let skip_if_locked = if args.skip_if_locked {
+            true
+        } else {
+            env_bool(&env, "MIGRATE_SKIP_IF_LOCKED")?.unwrap_or(false)
+        };
+        let safe = match &args.safe {
+            Some(value) => parse_bool(value).ok_or_else(|| Error::Config {
+                origin: "--safe".into(),
+                message: format!("`{value}` is not one of true, false, 1, 0, yes, no"),
+            })?,
+            None => env_bool(&env, "MIGRATE_SAFE")?.unwrap_or(true),
+        };
+        let lock = match (safe, skip_if_locked) {
+            (false, true) => {
+                return Err(Error::Usage(
+                    "--skip-if-locked needs the lock, but --safe=false takes none; drop one of them"
+                        .into(),
+                ));
+            }
+            (false, false) => LockMode::Off,
+            (true, true) => LockMode::SkipIfLocked,
+            (true, false) => LockMode::Wait(lock_wait),
+        };
+
+        let target = args
+            .target
+            .as_deref()
+            .map(|t| {
+                Version::parse(t).ok_or_else(|| {
+                    Error::Usage(format!("--target: `{t}` is not a version (digits only)"))
+                })
+            })
+            .transpose()?;
+
+        Ok(Settings {
+            migrations_dir,
+            tracking: Tracking { schema, table },
+            lock,
+            lock_key,
+            yes: args.yes,
+            dry_run: args.dry_run,
+            target,
+            dsn,
+        })
+    }
+
+    /// The connection string, parsed; an error naming every place to set it
+    /// when none was given.
+    pub fn dsn(&self) -> Result<Dsn, Error> {
+        let Some(dsn) = &self.dsn else {
+            return Err(Error::Usage(
+                "no database given: pass --dsn, set DB_DSN or DATABASE_URL, or give a `dsn` \
+                 to the db_main entry of a config/*.yaml file"
+                    .into(),
+            ));
+        };
+        Dsn::parse(&dsn.value).map_err(|message| Error::Config {
+            origin: dsn.origin.clone(),
+            message: format!("invalid connection string: {message}"),
+        })
+    }
+}
+
+fn identifier(value: Option<Sourced>, default: &str, suffix: usize) -> Result<String, Error> {
+    let Some(value) = value else {
+        return Ok(default.to_owned());
+    };
+    let problem = if value.value.is_empty() {
+        Some("must not be empty".to_owned())
+    } else if value.value.contains('\0') {
+        Some("must not contain a NUL character".to_owned())
+    } else if value.value.len() + suffix > MAX_IDENTIFIER_BYTES {
+        Some(format!(
+            "`{}` is longer than PostgreSQL's {} bytes{}",
+            value.value,
+            MAX_IDENTIFIER_BYTES - suffix,
+            if suffix > 0 { " (the journal adds `_log`)" } else { "" }
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => Err(Error::Config {
+            origin: value.origin,
+            message,
+        }),
+        None => Ok(value.value),
+    }
+}
+
+/// `true false 1 0 yes no`, any case.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn env_bool(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<bool>, Error> {
+    match env(name) {
+        None => Ok(None),
+        Some(value) => parse_bool(&value).map(Some).ok_or_else(|| Error::Config {
+            origin: name.to_owned(),
+            message: format!("`{value}` is not one of true, false, 1, 0, yes, no"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn resolve(args: GlobalArgs, env: &[(&str, &str)]) -> Result<Settings, Error> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        // A config folder that does not exist, so the test does not read ./config.
+        let mut args = args;
+        if args.config.is_none() && !env.contains_key("MIGRATE_CONFIG") {
+            let empty = tempfile::tempdir().unwrap();
+            args.config = Some(empty.path().to_path_buf());
+            let settings = Settings::resolve(&args, &|k| env.get(k).cloned());
+            return settings;
+        }
+        Settings::resolve(&args, &|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = resolve(GlobalArgs::default(), &[]).unwrap();
+        assert_eq!(s.migrations_dir, PathBuf::from("migrations"));
+        assert_eq!(s.tracking.schema, "public");
+        assert_eq!(s.tracking.table, "schema_migrations");
+        assert_eq!(s.lock, LockMode::Wait(Duration::from_secs(300)));
+        assert!(s.lock_key.is_none());
+        assert!(matches!(s.dsn(), Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn flags_beat_environment_beats_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("db.yaml"),
+            "db_main:\n  dsn: postgres://config/db\n  schema: from_config\n  table: t_config\n  lock_wait: 1m\n",
+        )
+        .unwrap();
+        let args = GlobalArgs {
+            config: Some(dir.path().to_path_buf()),
+            schema: Some("from_flag".into()),
+            ..GlobalArgs::default()
+        };
+        let env = [
+            ("MIGRATE_SCHEMA", "from_env"),
+            ("MIGRATE_TABLE", "t_env"),
+            ("DATABASE_URL", "postgres://url/db"),
+        ];
+        let s = resolve(args, &env).unwrap();
+        assert_eq!(s.tracking.schema, "from_flag");
+        assert_eq!(s.tracking.table, "t_env");
+        assert_eq!(s.lock, LockMode::Wait(Duration::from_secs(60)));
+        assert_eq!(s.dsn().unwrap().describe().split('@').nth(1), Some("url:5432/db"));
+        // DB_DSN wins over DATABASE_URL.
+        let args = GlobalArgs {
+            config: Some(dir.path().to_path_buf()),
+            ..GlobalArgs::default()
+        };
+        let s = resolve(args, &[("DB_DSN", "postgres://dbdsn/x"), ("DATABASE_URL", "postgres://url/db")]).unwrap();
+        assert!(s.dsn().unwrap().describe().contains("dbdsn:5432/x"));
+    }
+
+    #[test]
+    fn bad_values_name_their_origin() {
+        let cases: Vec<(GlobalArgs, Vec<(&str, &str)>, &str)> = vec![
+            (
+                GlobalArgs { lock_wait: Some("5x".into()), ..GlobalArgs::default() },
+                vec![],
+                "--lock-wait: `5x` is not a duration",
+            ),
+            (GlobalArgs::default(), vec![("MIGRATE_LOCK_WAIT", "soon")], "MIGRATE_LOCK_WAIT: `soon`"),
+            (GlobalArgs::default(), vec![("MIGRATE_SAFE", "maybe")], "MIGRATE_SAFE: `maybe` is not one of"),
+            (
+                GlobalArgs { safe: Some("nope".into()), ..GlobalArgs::default() },
+                vec![],
+                "--safe: `nope`",
+            ),
+            (
+                GlobalArgs { lock_key: Some("12ab".into()), ..GlobalArgs::default() },
+                vec![],
+                "--lock-key: `12ab` is not a 64-bit integer",
+            ),
+            (
+                GlobalArgs { table: Some("t".repeat(60)), ..GlobalArgs::default() },
+                vec![],
+                "(the journal adds `_log`)",
+            ),
+            (
+                GlobalArgs { schema: Some(String::new()), ..GlobalArgs::default() },
+                vec![],
+                "--schema: must not be empty",
+            ),
+            (
+                GlobalArgs { safe: Some("false".into()), skip_if_locked: true, ..GlobalArgs::default() },
+                vec![],
+                "--skip-if-locked needs the lock",
+            ),
+            (
+                GlobalArgs { target: Some("v2".into()), ..GlobalArgs::default() },
+                vec![],
+                "--target: `v2` is not a version",
+            ),
+        ];
+        for (args, env, expected) in cases {
+            let err = resolve(args, &env).unwrap_err().to_string();
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        }
+    }
+
+    #[test]
+    fn named_entry_must_exist() {
+        let err = resolve(
+            GlobalArgs { db: Some("db_nope".into()), ..GlobalArgs::default() },
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("--db: no entry `db_nope`"), "{err}");
+    }
+
+    #[test]
+    fn bad_dsn_names_where_it_came_from_and_hides_the_password() {
+        let s = resolve(GlobalArgs::default(), &[("DB_DSN", "postgres://u:hunter2@h/db?sslmode=sure")]).unwrap();
+        let err = s.dsn().unwrap_err().to_string();
+        assert!(err.starts_with("DB_DSN: invalid connection string"), "{err}");
+        assert!(!err.contains("hunter2"));
+    }
+
+    #[test]
+    fn safe_false_and_skip_if_locked() {
+        let s = resolve(GlobalArgs { safe: Some("false".into()), ..GlobalArgs::default() }, &[]).unwrap();
+        assert_eq!(s.lock, LockMode::Off);
+        let s = resolve(GlobalArgs::default(), &[("MIGRATE_SKIP_IF_LOCKED", "YES")]).unwrap();
+        assert_eq!(s.lock, LockMode::SkipIfLocked);
+    }
+}

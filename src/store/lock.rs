@@ -1,0 +1,179 @@
+//! The migration lock: a session advisory lock on the connection that
+//! applies the migrations, released by the server if that connection drops.
+
+use super::Store;
+use crate::error::Error;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::time::{Duration, Instant};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+
+/// The session holding the migration lock, as `pg_stat_activity` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: i32,
+    pub application: String,
+    pub user: String,
+    /// The client address, or `local socket`.
+    pub client: String,
+    /// When the holding session connected (RFC 3339, UTC). PostgreSQL does
+    /// not record when an advisory lock was granted; `migrate` takes it
+    /// right after connecting, so for another `migrate` this is the time.
+    pub since: String,
+}
+
+impl fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let application = if self.application.is_empty() {
+            "no application_name"
+        } else {
+            &self.application
+        };
+        write!(
+            f,
+            "pid {} ({application}, user {}, from {}, connected since {})",
+            self.pid, self.user, self.client, self.since
+        )
+    }
+}
+
+/// The default lock key: the first 8 bytes of
+/// SHA-256(`migrate` NUL database NUL schema NUL table), big-endian. Stable
+/// across versions and machines, so every instance pointed at the same
+/// tracking table contends for the same lock, and different schemas or
+/// tables of one database do not block each other.
+pub fn default_lock_key(database: &str, schema: &str, table: &str) -> i64 {
+    let mut hasher = Sha256::new();
+    for part in ["migrate", database, schema, table] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
+const HOLDER: &str = "\
+SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.usename::text, ''),
+       coalesce(host(a.client_addr), 'local socket'),
+       coalesce(to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')
+  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND l.classid::bigint = $1 AND l.objid::bigint = $2
+ LIMIT 1";
+
+/// How often a waiter wakes to look at who holds the lock.
+const WAIT_SLICE: Duration = Duration::from_secs(1);
+
+impl Store {
+    /// Takes the lock if it is free; never waits.
+    pub async fn try_lock(&self, key: i64) -> Result<bool, Error> {
+        let rows = self
+            .client()
+            .query_typed("SELECT pg_try_advisory_lock($1)", &[(&key, Type::INT8)])
+            .await
+            .map_err(|err| Error::database("cannot take the migration lock", err))?;
+        Ok(rows[0].get(0))
+    }
+
+    /// Waits for the lock up to `limit`, calling `waiting` with the holder
+    /// whenever it changes and every 30 s. Returns how long it waited.
+    ///
+    /// The wait is `pg_advisory_lock` under a short `lock_timeout`, so the
+    /// lock is granted the moment it is released, in arrival order.
+    pub async fn wait_for_lock(
+        &self,
+        key: i64,
+        limit: Duration,
+        mut waiting: impl FnMut(Option<&LockHolder>, Duration),
+    ) -> Result<Duration, Error> {
+        let start = Instant::now();
+        let mut last_holder: Option<LockHolder> = None;
+        let mut last_report: Option<Instant> = None;
+        loop {
+            let waited = start.elapsed();
+            if waited >= limit {
+                return Err(Error::LockTimeout {
+                    waited: limit,
+                    holder: self.lock_holder(key).await?,
+                });
+            }
+            let holder = self.lock_holder(key).await?;
+            let due = last_report.is_none_or(|at| at.elapsed() >= Duration::from_secs(30));
+            if due || holder.as_ref().map(|h| h.pid) != last_holder.as_ref().map(|h| h.pid) {
+                waiting(holder.as_ref(), waited);
+                last_report = Some(Instant::now());
+                last_holder = holder;
+            }
+            let slice = (limit - waited).min(WAIT_SLICE).max(Duration::from_millis(1));
+            let sql = format!(
+                "SET lock_timeout = '{}ms'; SELECT pg_advisory_lock({key})",
+                slice.as_millis()
+            );
+            match self.client().batch_execute(&sql).await {
+                Ok(()) => {
+                    self.client()
+                        .batch_execute("RESET lock_timeout")
+                        .await
+                        .map_err(|err| Error::database("cannot reset lock_timeout", err))?;
+                    return Ok(start.elapsed());
+                }
+                Err(err) if err.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => continue,
+                Err(err) => {
+                    return Err(Error::database("cannot wait for the migration lock", err));
+                }
+            }
+        }
+    }
+
+    /// Who holds the lock, if anyone.
+    pub async fn lock_holder(&self, key: i64) -> Result<Option<LockHolder>, Error> {
+        let classid = (key as u64 >> 32) as i64;
+        let objid = (key as u64 & 0xffff_ffff) as i64;
+        let rows = self
+            .client()
+            .query_typed(HOLDER, &[(&classid, Type::INT8), (&objid, Type::INT8)])
+            .await
+            .map_err(|err| Error::database("cannot look up the lock holder", err))?;
+        Ok(rows.first().map(|row| LockHolder {
+            pid: row.get(0),
+            application: row.get(1),
+            user: row.get(2),
+            client: row.get(3),
+            since: row.get(4),
+        }))
+    }
+
+    /// Releases the lock. Closing the connection would too; this keeps the
+    /// release explicit on the success path.
+    pub async fn unlock(&self, key: i64) -> Result<(), Error> {
+        self.client()
+            .query_typed("SELECT pg_advisory_unlock($1)", &[(&key, Type::INT8)])
+            .await
+            .map(|_| ())
+            .map_err(|err| Error::database("cannot release the migration lock", err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_key_is_pinned_and_depends_on_every_part() {
+        // Changing the derivation would let an old and a new binary migrate
+        // the same database at once.
+        assert_eq!(
+            default_lock_key("app", "public", "schema_migrations"),
+            2006417248032747282
+        );
+        let base = default_lock_key("app", "public", "schema_migrations");
+        assert_ne!(base, default_lock_key("app2", "public", "schema_migrations"));
+        assert_ne!(base, default_lock_key("app", "auth", "schema_migrations"));
+        assert_ne!(base, default_lock_key("app", "public", "other"));
+        assert_ne!(default_lock_key("ab", "c", "t"), default_lock_key("a", "bc", "t"));
+    }
+}

@@ -1,0 +1,210 @@
+//! The database side: one connection per run, the tracking tables, the
+//! advisory lock and the execution of migrations.
+
+mod apply;
+mod lock;
+mod state;
+mod tls;
+
+pub use apply::{Applied, ApplyError};
+pub use lock::{default_lock_key, LockHolder};
+pub use state::{DbState, JournalEntry, RowStatus, StateRow};
+
+use crate::dsn::{Dsn, TlsMode};
+use crate::error::Error;
+use std::fmt;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls};
+
+/// Where the tool keeps its bookkeeping: `<schema>.<table>` and
+/// `<schema>.<table>_log`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tracking {
+    pub schema: String,
+    pub table: String,
+}
+
+impl Tracking {
+    pub fn journal_name(&self) -> String {
+        format!("{}_log", self.table)
+    }
+
+    /// `"schema"."table"`, quoted for SQL.
+    pub fn state_table(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.table))
+    }
+
+    pub fn journal_table(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.journal_name()))
+    }
+
+    /// `schema.table` as an operator would write it, for messages.
+    pub fn display_state(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+}
+
+/// Quotes an identifier for SQL: always quoted, `"` doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// What the server said about a failure, kept whole: the message alone
+/// rarely tells an operator what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbFailure {
+    pub severity: Option<String>,
+    pub code: Option<String>,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+    /// 1-based character position in the statement sent, when the server gives one.
+    pub position: Option<u32>,
+    pub context: Option<String>,
+}
+
+impl DbFailure {
+    pub fn is_connection_lost(&self) -> bool {
+        self.code.is_none()
+    }
+
+    /// The text stored in the state table and the journal.
+    pub fn record_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl From<tokio_postgres::Error> for DbFailure {
+    fn from(err: tokio_postgres::Error) -> DbFailure {
+        match err.as_db_error() {
+            Some(db) => DbFailure {
+                severity: Some(db.severity().to_owned()),
+                code: Some(db.code().code().to_owned()),
+                message: db.message().to_owned(),
+                detail: db.detail().map(str::to_owned),
+                hint: db.hint().map(str::to_owned),
+                position: match db.position() {
+                    Some(tokio_postgres::error::ErrorPosition::Original(at)) => Some(*at),
+                    _ => None,
+                },
+                context: db.where_().map(str::to_owned),
+            },
+            None => DbFailure {
+                severity: None,
+                code: None,
+                message: if err.is_closed() {
+                    "the connection to the server was lost".to_owned()
+                } else {
+                    err.to_string()
+                },
+                detail: None,
+                hint: None,
+                position: None,
+                context: None,
+            },
+        }
+    }
+}
+
+impl fmt::Display for DbFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.severity, &self.code) {
+            (Some(severity), Some(code)) => {
+                write!(f, "{severity}: {} (SQLSTATE {code})", self.message)?
+            }
+            _ => f.write_str(&self.message)?,
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, "\n  DETAIL: {detail}")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  HINT: {hint}")?;
+        }
+        if let Some(context) = &self.context {
+            write!(f, "\n  CONTEXT: {}", context.replace('\n', "\n    "))?;
+        }
+        Ok(())
+    }
+}
+
+/// One open connection and what was learnt while opening it.
+pub struct Store {
+    client: Client,
+    connection: JoinHandle<()>,
+    server_version: String,
+    statements: Option<apply::Statements>,
+}
+
+impl Store {
+    /// Opens the connection. Adds a 10 s connect timeout and 30 s TCP
+    /// keepalives when the DSN leaves them at the driver's defaults (none
+    /// and 2 h), so a dead network is noticed in minutes, not hours.
+    pub async fn connect(dsn: &Dsn) -> Result<Store, Error> {
+        let mut config = dsn.config.clone();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(30));
+        }
+        let connect_error = |err: tokio_postgres::Error| Error::Connect {
+            target: dsn.describe(),
+            message: DbFailure::from(err).to_string(),
+        };
+        let (client, server_version, connection) = if dsn.tls_mode() == TlsMode::Disable {
+            let (client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
+            let version = connection.parameter("server_version").unwrap_or("").to_owned();
+            let task = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            (client, version, task)
+        } else {
+            let tls = tls::connector(dsn)?;
+            let (client, connection) = config.connect(tls).await.map_err(connect_error)?;
+            let version = connection.parameter("server_version").unwrap_or("").to_owned();
+            let task = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            (client, version, task)
+        };
+        Ok(Store {
+            client,
+            connection,
+            server_version,
+            statements: None,
+        })
+    }
+
+    /// The server's version as it reports it (`15.8 (Debian 15.8-1)`).
+    pub fn server_version(&self) -> &str {
+        &self.server_version
+    }
+
+    /// Settings for the session that applies migrations: the search path,
+    /// and (PostgreSQL 14+) a check for a vanished client every second, so a
+    /// killed `migrate` releases its lock and rolls back within a second even
+    /// in the middle of a long statement.
+    pub async fn prepare_session(&self, tracking: &Tracking) -> Result<(), Error> {
+        let sql = format!(
+            "SET search_path TO {};
+             SELECT set_config(name, '1s', false) FROM pg_settings
+              WHERE name = 'client_connection_check_interval'",
+            quote_ident(&tracking.schema)
+        );
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(|err| Error::database("cannot set up the session", err))
+    }
+
+    /// Closes the connection cleanly (the server logs no lost client).
+    pub async fn close(self) {
+        drop(self.client);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.connection).await;
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+}

@@ -1,0 +1,278 @@
+//! Reading and creating the state table and the journal.
+
+use super::{DbFailure, Store, Tracking};
+use crate::error::Error;
+use crate::migration::Version;
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+use tokio_postgres::SimpleQueryMessage;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowStatus {
+    Applied,
+    Failed,
+}
+
+/// One row of the state table.
+#[derive(Clone, Debug)]
+pub struct StateRow {
+    pub version: Version,
+    pub name: String,
+    pub checksum: String,
+    pub status: RowStatus,
+    /// RFC 3339, UTC, microseconds.
+    pub applied_at: String,
+    pub duration: Duration,
+    pub applied_by: String,
+    pub error: Option<String>,
+    pub in_transaction: bool,
+}
+
+/// One journal entry.
+#[derive(Clone, Debug)]
+pub struct JournalEntry {
+    pub id: i64,
+    /// RFC 3339, UTC, microseconds.
+    pub at: String,
+    pub event: String,
+    pub version: Option<String>,
+    pub name: Option<String>,
+    pub checksum: Option<String>,
+    pub duration: Option<Duration>,
+    pub actor: String,
+    pub db_user: String,
+    pub error: Option<String>,
+}
+
+/// What the database holds for this folder's tracking tables.
+#[derive(Clone, Debug)]
+pub struct DbState {
+    pub database: String,
+    pub schema_exists: bool,
+    pub state_table_exists: bool,
+    pub journal_exists: bool,
+    /// Ordered by version.
+    pub rows: Vec<StateRow>,
+}
+
+impl DbState {
+    pub fn row(&self, version: &Version) -> Option<&StateRow> {
+        self.rows
+            .binary_search_by(|r| r.version.cmp(version))
+            .ok()
+            .map(|i| &self.rows[i])
+    }
+}
+
+const EXISTENCE: &str = "\
+SELECT current_database()::text,
+       EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
+       EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = $1 AND c.relname = $2),
+       EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = $1 AND c.relname = $3)";
+
+const TIMESTAMP_FORMAT: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"#;
+
+fn select_state(tracking: &Tracking) -> String {
+    format!(
+        "SELECT version, name, checksum, status,
+                to_char(applied_at AT TIME ZONE 'UTC', {TIMESTAMP_FORMAT}),
+                (extract(epoch FROM duration) * 1000000)::bigint,
+                applied_by, error, in_transaction
+           FROM {}",
+        tracking.state_table()
+    )
+}
+
+fn select_journal(tracking: &Tracking) -> String {
+    format!(
+        "SELECT id, to_char(at AT TIME ZONE 'UTC', {TIMESTAMP_FORMAT}), event, version, name,
+                checksum, (extract(epoch FROM duration) * 1000000)::bigint, actor, db_user, error
+           FROM {} ORDER BY id",
+        tracking.journal_table()
+    )
+}
+
+/// The tracking tables. `version` is the text of the file name; the engine
+/// matches it to files numerically. `duration` is an interval so that an
+/// operator reading the table sees `00:00:01.25`, not a number of units.
+fn create_tables(tracking: &Tracking, create_schema: bool) -> String {
+    let schema = if create_schema {
+        format!("CREATE SCHEMA IF NOT EXISTS {};\n", super::quote_ident(&tracking.schema))
+    } else {
+        String::new()
+    };
+    format!(
+        "{schema}CREATE TABLE IF NOT EXISTS {state} (
+    version        text PRIMARY KEY,
+    name           text NOT NULL,
+    checksum       text NOT NULL,
+    status         text NOT NULL CHECK (status IN ('applied', 'failed')),
+    applied_at     timestamptz NOT NULL DEFAULT now(),
+    duration       interval NOT NULL DEFAULT '0',
+    applied_by     text NOT NULL,
+    error          text,
+    in_transaction boolean NOT NULL DEFAULT true
+);
+COMMENT ON TABLE {state} IS 'migrate: one row per migration version, applied or failed';
+CREATE TABLE IF NOT EXISTS {journal} (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at             timestamptz NOT NULL DEFAULT clock_timestamp(),
+    event          text NOT NULL,
+    version        text,
+    name           text,
+    checksum       text,
+    duration       interval,
+    actor          text NOT NULL,
+    db_user        text NOT NULL DEFAULT current_user,
+    error          text
+);
+COMMENT ON TABLE {journal} IS 'migrate: append-only journal of every apply and failure';",
+        state = tracking.state_table(),
+        journal = tracking.journal_table(),
+    )
+}
+
+impl Store {
+    /// Reads the state table in one round trip; creates nothing. Missing
+    /// schema or tables read as an empty history.
+    pub async fn read_state(&self, tracking: &Tracking) -> Result<DbState, Error> {
+        let journal = tracking.journal_name();
+        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 3] = [
+            (&tracking.schema, Type::TEXT),
+            (&tracking.table, Type::TEXT),
+            (&journal, Type::TEXT),
+        ];
+        let existence = self.client().query_typed(EXISTENCE, &params);
+        let select = select_state(tracking);
+        let rows = self.client().simple_query(&select);
+        let (existence, rows) = tokio::join!(existence, rows);
+        let existence = existence
+            .map_err(|err| Error::database("cannot read the database catalog", err))?;
+        let info = &existence[0];
+        let mut state = DbState {
+            database: info.get(0),
+            schema_exists: info.get(1),
+            state_table_exists: info.get(2),
+            journal_exists: info.get(3),
+            rows: Vec::new(),
+        };
+        let messages = match rows {
+            Ok(messages) => messages,
+            Err(err) => {
+                let code = err.code().cloned();
+                if code == Some(SqlState::UNDEFINED_TABLE) || code == Some(SqlState::INVALID_SCHEMA_NAME) {
+                    return Ok(state);
+                }
+                if code == Some(SqlState::UNDEFINED_COLUMN) {
+                    let failure = DbFailure::from(err);
+                    return Err(Error::ForeignStateTable {
+                        table: tracking.display_state(),
+                        missing: failure.message,
+                    });
+                }
+                return Err(Error::database(
+                    format!("cannot read {}", tracking.display_state()),
+                    err,
+                ));
+            }
+        };
+        for message in messages {
+            let SimpleQueryMessage::Row(row) = message else { continue };
+            let text = |i: usize| row.get(i).unwrap_or("").to_owned();
+            let version_text = text(0);
+            let Some(version) = Version::parse(&version_text) else {
+                return Err(Error::ForeignStateTable {
+                    table: tracking.display_state(),
+                    missing: format!("a numeric version (it holds `{version_text}`)"),
+                });
+            };
+            state.rows.push(StateRow {
+                version,
+                name: text(1),
+                checksum: text(2),
+                status: if row.get(3) == Some("failed") {
+                    RowStatus::Failed
+                } else {
+                    RowStatus::Applied
+                },
+                applied_at: text(4),
+                duration: micros(row.get(5)).unwrap_or_default(),
+                applied_by: text(6),
+                error: row.get(7).map(str::to_owned),
+                in_transaction: row.get(8) != Some("f"),
+            });
+        }
+        state.rows.sort_by(|a, b| a.version.cmp(&b.version));
+        Ok(state)
+    }
+
+    /// The journal, oldest first; empty when it does not exist yet.
+    pub async fn read_journal(&self, tracking: &Tracking) -> Result<Vec<JournalEntry>, Error> {
+        let messages = match self.client().simple_query(&select_journal(tracking)).await {
+            Ok(messages) => messages,
+            Err(err)
+                if matches!(
+                    err.code(),
+                    Some(&SqlState::UNDEFINED_TABLE) | Some(&SqlState::INVALID_SCHEMA_NAME)
+                ) =>
+            {
+                return Ok(Vec::new());
+            }
+            Err(err) => {
+                return Err(Error::database(
+                    format!("cannot read {}.{}", tracking.schema, tracking.journal_name()),
+                    err,
+                ));
+            }
+        };
+        let mut entries = Vec::new();
+        for message in messages {
+            let SimpleQueryMessage::Row(row) = message else { continue };
+            let opt = |i: usize| row.get(i).map(str::to_owned);
+            entries.push(JournalEntry {
+                id: row.get(0).and_then(|v| v.parse().ok()).unwrap_or_default(),
+                at: opt(1).unwrap_or_default(),
+                event: opt(2).unwrap_or_default(),
+                version: opt(3),
+                name: opt(4),
+                checksum: opt(5),
+                duration: micros(row.get(6)),
+                actor: opt(7).unwrap_or_default(),
+                db_user: opt(8).unwrap_or_default(),
+                error: opt(9),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Creates the schema and the tracking tables that are missing. Called
+    /// under the migration lock, so concurrent instances never race on the
+    /// catalog; the schema is only created when absent, so a role without
+    /// CREATE on the database can use an existing one.
+    pub async fn ensure_tracking_tables(
+        &self,
+        tracking: &Tracking,
+        state: &DbState,
+    ) -> Result<(), Error> {
+        if state.state_table_exists && state.journal_exists {
+            return Ok(());
+        }
+        self.client()
+            .batch_execute(&create_tables(tracking, !state.schema_exists))
+            .await
+            .map_err(|err| {
+                Error::database(
+                    format!("cannot create the tracking tables in schema {}", tracking.schema),
+                    err,
+                )
+            })
+    }
+}
+
+fn micros(text: Option<&str>) -> Option<Duration> {
+    text.and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_micros)
+}
