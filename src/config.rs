@@ -152,11 +152,12 @@ impl ConfigFolder {
                     });
                 }
             };
-            let value = expand_env(&text, |var| std::env::var(var).ok())
-                .map_err(|message| Error::Config {
+            let value = expand_env(&text, |var| std::env::var(var).ok()).map_err(|message| {
+                Error::Config {
                     origin: origin.clone(),
                     message,
-                })?;
+                }
+            })?;
             let slot = match key {
                 "dsn" => &mut entry.dsn,
                 "schema" => &mut entry.schema,
@@ -232,7 +233,9 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
             None => (body, None),
         };
         if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("`${{{body}}}` does not name an environment variable"));
+            return Err(format!(
+                "`${{{body}}}` does not name an environment variable"
+            ));
         }
         match (lookup(var).filter(|v| !v.is_empty()), default) {
             (Some(value), _) => out.push_str(&value),
@@ -263,20 +266,41 @@ mod tests {
 
     #[test]
     fn expands_variables_and_defaults() {
-        assert_eq!(expand_env("postgres://${HOST}/x", env).unwrap(), "postgres://db.internal/x");
-        assert_eq!(expand_env("${NOPE:localhost}:${PORT:5432}", env).unwrap(), "localhost:5432");
+        assert_eq!(
+            expand_env("postgres://${HOST}/x", env).unwrap(),
+            "postgres://db.internal/x"
+        );
+        assert_eq!(
+            expand_env("${NOPE:localhost}:${PORT:5432}", env).unwrap(),
+            "localhost:5432"
+        );
         assert_eq!(expand_env("${EMPTY:fallback}", env).unwrap(), "fallback");
         assert_eq!(expand_env("${NOPE:}", env).unwrap(), "");
-        assert_eq!(expand_env("a$b $$ ${HOST:x:y}", env).unwrap(), "a$b $ db.internal");
+        assert_eq!(
+            expand_env("a$b $$ ${HOST:x:y}", env).unwrap(),
+            "a$b $ db.internal"
+        );
         assert_eq!(expand_env("${NOPE:a:b}", env).unwrap(), "a:b");
     }
 
     #[test]
     fn expansion_errors_name_the_variable() {
-        assert!(expand_env("${MISSING}", env).unwrap_err().contains("MISSING is not set"));
+        assert!(
+            expand_env("${MISSING}", env)
+                .unwrap_err()
+                .contains("MISSING is not set")
+        );
         assert!(expand_env("${HOST", env).unwrap_err().contains("closing"));
-        assert!(expand_env("${}", env).unwrap_err().contains("does not name"));
-        assert!(expand_env("${A B}", env).unwrap_err().contains("does not name"));
+        assert!(
+            expand_env("${}", env)
+                .unwrap_err()
+                .contains("does not name")
+        );
+        assert!(
+            expand_env("${A B}", env)
+                .unwrap_err()
+                .contains("does not name")
+        );
     }
 
     fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -295,7 +319,10 @@ mod tests {
                 "db_main.yaml",
                 "# databases\ndb_main:\n  dsn: postgres://h/db\n  schema: auth\n  lock_key: 42\n  max_conns: 10\n",
             ),
-            ("other.yml", "db_reports: {dsn: 'postgres://r/db', schema: reports}\n"),
+            (
+                "other.yml",
+                "db_reports: {dsn: 'postgres://r/db', schema: reports}\n",
+            ),
             ("notes.txt", "db_main: ignored"),
         ]);
         let folder = ConfigFolder::read(dir.path(), true).unwrap();
@@ -303,34 +330,57 @@ mod tests {
         assert_eq!(main.dsn.as_ref().unwrap().value, "postgres://h/db");
         assert_eq!(main.lock_key.as_ref().unwrap().value, "42");
         let origin = &main.schema.as_ref().unwrap().origin;
-        assert!(origin.ends_with("db_main.yaml:4 (db_main.schema)"), "{origin}");
+        assert!(
+            origin.ends_with("db_main.yaml:4 (db_main.schema)"),
+            "{origin}"
+        );
         let reports = folder.db_entry("db_reports").unwrap().unwrap();
         assert_eq!(reports.schema.as_ref().unwrap().value, "reports");
-        assert!(reports.schema.unwrap().origin.ends_with("other.yml:1 (db_reports.schema)"));
+        assert!(
+            reports
+                .schema
+                .unwrap()
+                .origin
+                .ends_with("other.yml:1 (db_reports.schema)")
+        );
         assert!(folder.db_entry("db_nope").unwrap().is_none());
     }
 
     #[test]
     fn malformed_yaml_names_file_and_line() {
         let dir = folder(&[("db_main.yaml", "db_main:\n  dsn: x\n   schema: [unclosed\n")]);
-        let err = ConfigFolder::read(dir.path(), true).unwrap_err().to_string();
+        let err = ConfigFolder::read(dir.path(), true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("db_main.yaml:3:"), "{err}");
         assert!(err.contains("not valid YAML"), "{err}");
     }
 
     #[test]
     fn an_entry_in_two_files_is_an_error() {
-        let dir = folder(&[("a.yaml", "db_main: {dsn: x}\n"), ("b.yaml", "\n\ndb_main: {dsn: y}\n")]);
+        let dir = folder(&[
+            ("a.yaml", "db_main: {dsn: x}\n"),
+            ("b.yaml", "\n\ndb_main: {dsn: y}\n"),
+        ]);
         let folder = ConfigFolder::read(dir.path(), true).unwrap();
         let err = folder.db_entry("db_main").unwrap_err().to_string();
-        assert!(err.contains("a.yaml:1") && err.contains("b.yaml:3"), "{err}");
+        assert!(
+            err.contains("a.yaml:1") && err.contains("b.yaml:3"),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_folder_is_empty_unless_named() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("config");
-        assert!(ConfigFolder::read(&missing, false).unwrap().db_entry("db_main").unwrap().is_none());
+        assert!(
+            ConfigFolder::read(&missing, false)
+                .unwrap()
+                .db_entry("db_main")
+                .unwrap()
+                .is_none()
+        );
         assert!(ConfigFolder::read(&missing, true).is_err());
     }
 
@@ -343,6 +393,9 @@ mod tests {
         let folder = ConfigFolder::read(dir.path(), true).unwrap();
         let err = folder.db_entry("db_main").unwrap_err().to_string();
         assert!(err.contains("db.yaml:3 (db_main.dsn)"), "{err}");
-        assert!(err.contains("MIGRATE_TEST_SURELY_UNSET_VAR is not set"), "{err}");
+        assert!(
+            err.contains("MIGRATE_TEST_SURELY_UNSET_VAR is not set"),
+            "{err}"
+        );
     }
 }

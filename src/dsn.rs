@@ -257,7 +257,10 @@ mod tests {
         assert_eq!(dsn.tls, TlsMode::VerifyFull);
         assert_eq!(dsn.root_certs, Some(RootCerts::File("/etc/ca.pem".into())));
         assert_eq!(dsn.describe(), "app@db.example.com:6432/shop");
-        assert_eq!(dsn.config.get_connect_timeout(), Some(&std::time::Duration::from_secs(5)));
+        assert_eq!(
+            dsn.config.get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(5))
+        );
         assert_eq!(dsn.config.get_application_name(), Some("migrate"));
     }
 

@@ -9,7 +9,7 @@ use crate::report::{
     AppliedMigration, Event, HistoryReport, MigrationRef, Reporter, StatusReport, UpOutcome,
     UpReport,
 };
-use crate::store::{default_lock_key, ApplyError, Store, Tracking};
+use crate::store::{ApplyError, Store, Tracking, default_lock_key};
 use std::time::{Duration, Instant};
 
 /// How `up` treats the migration lock.
@@ -62,14 +62,18 @@ impl Migrator {
 
     /// Applies pending migrations in order, each in its own transaction with
     /// its record, under the migration lock; stops at the first failure.
-    pub async fn up(&self, options: &UpOptions, reporter: &dyn Reporter) -> Result<UpReport, Error> {
-        if let Some(target) = &options.target {
-            if self.migrations.find(target).is_none() {
-                return Err(Error::Usage(format!(
-                    "--target {target}: no migration file in {} has that version",
-                    self.migrations.dir.display()
-                )));
-            }
+    pub async fn up(
+        &self,
+        options: &UpOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<UpReport, Error> {
+        if let Some(target) = &options.target
+            && self.migrations.find(target).is_none()
+        {
+            return Err(Error::Usage(format!(
+                "--target {target}: no migration file in {} has that version",
+                self.migrations.dir.display()
+            )));
         }
         let mut store = Store::connect(&self.database.dsn).await?;
         let result = self.up_on(&mut store, options, reporter).await;
@@ -88,7 +92,10 @@ impl Migrator {
         let target = options.target.as_ref();
         let state = store.read_state(tracking).await?;
         let steps = plan::pending(&self.migrations, &state.rows, target);
-        let planned: Vec<MigrationRef> = steps.iter().map(|s| MigrationRef::of(s.migration)).collect();
+        let planned: Vec<MigrationRef> = steps
+            .iter()
+            .map(|s| MigrationRef::of(s.migration))
+            .collect();
         let mut report = UpReport {
             outcome: UpOutcome::UpToDate,
             planned,
@@ -215,7 +222,7 @@ impl Migrator {
                     return Err(Error::MigrationFailed {
                         label: migration.label(),
                         path: migration.path.clone(),
-                        failure,
+                        failure: Box::new(failure),
                         note,
                     });
                 }

@@ -62,7 +62,7 @@ pub enum Error {
     MigrationFailed {
         label: String,
         path: PathBuf,
-        failure: DbFailure,
+        failure: Box<DbFailure>,
         note: Option<String>,
     },
 
@@ -76,7 +76,10 @@ pub enum Error {
     /// The database failed outside a migration's own SQL (the connection
     /// dropped, a bookkeeping statement failed).
     #[error("{context}: {failure}")]
-    Database { context: String, failure: DbFailure },
+    Database {
+        context: String,
+        failure: Box<DbFailure>,
+    },
 
     /// The operator answered no at the prompt.
     #[error("aborted; nothing was changed")]
@@ -106,7 +109,7 @@ impl Error {
     pub(crate) fn database(context: impl Into<String>, err: tokio_postgres::Error) -> Error {
         Error::Database {
             context: context.into(),
-            failure: DbFailure::from(err),
+            failure: Box::new(DbFailure::from(err)),
         }
     }
 }

@@ -39,8 +39,8 @@ pub mod settings;
 pub mod store;
 
 pub use dsn::Dsn;
-pub use engine::{default_actor, Database, LockMode, Migrator, UpOptions};
+pub use engine::{Database, LockMode, Migrator, UpOptions, default_actor};
 pub use error::Error;
-pub use migration::{discover, Migration, MigrationSet, Version};
+pub use migration::{Migration, MigrationSet, Version, discover};
 pub use report::{Event, Reporter, Silent, UpOutcome, UpReport};
 pub use store::Tracking;

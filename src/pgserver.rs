@@ -44,8 +44,11 @@ impl ServerBinaries {
             ));
         }
         let path = std::env::var_os("PATH").unwrap_or_default();
-        let candidates = std::env::split_paths(&path)
-            .chain(SEARCH_GLOBS.iter().flat_map(|glob| expand_version_glob(glob)));
+        let candidates = std::env::split_paths(&path).chain(
+            SEARCH_GLOBS
+                .iter()
+                .flat_map(|glob| expand_version_glob(glob)),
+        );
         match find_in(candidates) {
             Some(dir) => ServerBinaries::at(dir),
             None => Err(not_found_message()),
@@ -151,6 +154,10 @@ pub struct ClusterOptions {
     pub tcp: bool,
     /// Extra `-c name=value` server settings.
     pub settings: Vec<(String, String)>,
+    /// Files written into the data directory before the server starts,
+    /// readable by the server only (TLS keys and certificates: server
+    /// settings may name them relative to the data directory).
+    pub data_files: Vec<(String, Vec<u8>)>,
 }
 
 /// A running throwaway server. Dropping it stops the server and removes
@@ -187,7 +194,11 @@ impl TempCluster {
             _watchdog: watchdog,
         };
         cluster.init()?;
-        cluster.port = if cluster.options.tcp { free_port()? } else { 5432 };
+        cluster.port = if cluster.options.tcp {
+            free_port()?
+        } else {
+            5432
+        };
         cluster.start_postmaster()?;
         Ok(cluster)
     }
@@ -250,7 +261,11 @@ impl TempCluster {
             .command("initdb")
             .arg("--pgdata")
             .arg(self.data_dir())
-            .args(["--username=postgres", "--auth-local=trust", "--auth-host=scram-sha-256"])
+            .args([
+                "--username=postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .args(["--encoding=UTF8", "--locale=C", "--no-sync"])
             .output()
@@ -261,6 +276,18 @@ impl TempCluster {
                 String::from_utf8_lossy(&output.stderr),
                 String::from_utf8_lossy(&output.stdout)
             ));
+        }
+        for (name, contents) in &self.options.data_files {
+            let path = self.data_dir().join(name);
+            std::fs::write(&path, contents)
+                .and_then(|()| {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                })
+                .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+            if let Some(run_as) = self.run_as {
+                std::os::unix::fs::chown(&path, Some(run_as.uid), Some(run_as.gid))
+                    .map_err(|err| format!("cannot hand {} to postgres: {err}", path.display()))?;
+            }
         }
         Ok(())
     }
@@ -311,22 +338,25 @@ impl TempCluster {
         let deadline = Instant::now() + Duration::from_secs(60);
         let pid_file = self.data_dir().join("postmaster.pid");
         loop {
-            if let Some(child) = self.postmaster.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.postmaster = None;
-                    return Err(format!(
-                        "postgres exited during start-up ({status}):\n{}",
-                        self.log_tail()
-                    ));
-                }
+            if let Some(child) = self.postmaster.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.postmaster = None;
+                return Err(format!(
+                    "postgres exited during start-up ({status}):\n{}",
+                    self.log_tail()
+                ));
             }
-            if let Ok(text) = std::fs::read_to_string(&pid_file) {
-                if text.lines().nth(7).is_some_and(|s| s.trim() == "ready") {
-                    return Ok(());
-                }
+            if let Ok(text) = std::fs::read_to_string(&pid_file)
+                && text.lines().nth(7).is_some_and(|s| s.trim() == "ready")
+            {
+                return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!("postgres did not start within 60 s:\n{}", self.log_tail()));
+                return Err(format!(
+                    "postgres did not start within 60 s:\n{}",
+                    self.log_tail()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -437,7 +467,10 @@ mod tests {
             std::fs::write(d.join("initdb"), "").unwrap();
         }
         std::fs::write(both.join("postgres"), "").unwrap();
-        assert_eq!(find_in(vec![only_initdb.clone(), both.clone()].into_iter()), Some(both));
+        assert_eq!(
+            find_in(vec![only_initdb.clone(), both.clone()].into_iter()),
+            Some(both)
+        );
         assert_eq!(find_in(vec![only_initdb].into_iter()), None);
     }
 

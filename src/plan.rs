@@ -54,9 +54,7 @@ pub fn status_rows(files: &MigrationSet, rows: &[StateRow]) -> Vec<StatusRow> {
     loop {
         let next = match (files_iter.peek(), rows_iter.peek()) {
             (None, None) => break,
-            (Some(f), Some(r)) if f.version == r.version => {
-                (files_iter.next(), rows_iter.next())
-            }
+            (Some(f), Some(r)) if f.version == r.version => (files_iter.next(), rows_iter.next()),
             (Some(f), Some(r)) if f.version < r.version => (files_iter.next(), None),
             (Some(_), None) => (files_iter.next(), None),
             _ => (None, rows_iter.next()),
@@ -231,7 +229,9 @@ mod tests {
             .collect();
         assert_eq!(plan, ["003_failed", "005_pending"]);
         assert_eq!(
-            pending(&files, &rows, None)[0].failed_row_version.as_deref(),
+            pending(&files, &rows, None)[0]
+                .failed_row_version
+                .as_deref(),
             Some("003")
         );
     }

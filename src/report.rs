@@ -13,10 +13,15 @@ pub enum Event<'a> {
     /// Nothing to apply.
     UpToDate { applied: usize },
     /// What `up` is about to apply (or, with `dry_run`, would apply).
-    Plan { steps: &'a [Step<'a>], dry_run: bool },
+    Plan {
+        steps: &'a [Step<'a>],
+        dry_run: bool,
+    },
     /// Running with `--safe=false`: no lock is taken.
     LockDisabled,
-    /// Another session holds the migration lock; waiting for it.
+    /// Another session holds the migration lock; waiting for it. Sent
+    /// when the wait starts (`waited` zero), when the holder changes and
+    /// every 30 s.
     LockWaiting {
         holder: Option<&'a LockHolder>,
         waited: Duration,

@@ -40,7 +40,10 @@ impl Settings {
     /// Resolves the settings from the flags, an environment lookup (the
     /// process environment in the binary, a map in tests) and the config
     /// folder.
-    pub fn resolve(args: &GlobalArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, Error> {
+    pub fn resolve(
+        args: &GlobalArgs,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, Error> {
         let env = |name: &str| env(name).filter(|v| !v.is_empty());
         let flag = |value: Option<&str>, name: &str| {
             value.map(|v| Sourced {
@@ -61,35 +64,40 @@ impl Settings {
             })
         };
 
-        let config_dir = flag(args.config.as_ref().and_then(|p| p.to_str()), "--config")
-            .or_else(|| var("MIGRATE_CONFIG"));
+        let config_dir = args
+            .config
+            .clone()
+            .or_else(|| var("MIGRATE_CONFIG").map(|s| PathBuf::from(s.value)));
         let folder = match &config_dir {
-            Some(dir) => ConfigFolder::read(&PathBuf::from(&dir.value), true)?,
+            Some(dir) => ConfigFolder::read(dir, true)?,
             None => ConfigFolder::read(&PathBuf::from("config"), false)?,
         };
         let db = flag(args.db.as_deref(), "--db").or_else(|| var("MIGRATE_DB"));
-        let entry_name = db.as_ref().map_or("db_main", |s| s.value.as_str()).to_owned();
+        let entry_name = db
+            .as_ref()
+            .map_or("db_main", |s| s.value.as_str())
+            .to_owned();
         let entry = match folder.db_entry(&entry_name)? {
             Some(entry) => entry,
             None if db.is_some() => {
-                let dir = config_dir.as_ref().map_or("config", |d| d.value.as_str());
+                let dir = config_dir.unwrap_or_else(|| PathBuf::from("config"));
                 return Err(Error::Config {
                     origin: db.map(|d| d.origin).unwrap_or_default(),
-                    message: format!("no entry `{entry_name}` in any *.yaml file of {dir}/"),
+                    message: format!(
+                        "no entry `{entry_name}` in any *.yaml file of {}/",
+                        dir.display()
+                    ),
                 });
             }
             None => DbEntry::default(),
         };
 
-        let migrations_dir = flag(args.path.as_ref().and_then(|p| p.to_str()), "--path")
-            .or_else(|| var("MIGRATE_PATH"))
-            .or_else(|| from_config(&entry.migrations_path))
-            .map_or_else(|| PathBuf::from("migrations"), |s| PathBuf::from(s.value));
-        if let Some(path) = &args.path {
-            if path.to_str().is_none() {
-                return Err(Error::Usage("--path: the folder name is not valid UTF-8".into()));
-            }
-        }
+        let migrations_dir = match &args.path {
+            Some(path) => path.clone(),
+            None => var("MIGRATE_PATH")
+                .or_else(|| from_config(&entry.migrations_path))
+                .map_or_else(|| PathBuf::from("migrations"), |s| PathBuf::from(s.value)),
+        };
 
         let dsn = flag(args.dsn.as_deref(), "--dsn")
             .or_else(|| var("DB_DSN"))
@@ -205,7 +213,11 @@ fn identifier(value: Option<Sourced>, default: &str, suffix: usize) -> Result<St
             "`{}` is longer than PostgreSQL's {} bytes{}",
             value.value,
             MAX_IDENTIFIER_BYTES - suffix,
-            if suffix > 0 { " (the journal adds `_log`)" } else { "" }
+            if suffix > 0 {
+                " (the journal adds `_log`)"
+            } else {
+                ""
+            }
         ))
     } else {
         None
@@ -243,18 +255,16 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn resolve(args: GlobalArgs, env: &[(&str, &str)]) -> Result<Settings, Error> {
+    /// Resolves with `env` as the whole environment and, unless the test
+    /// names one, an empty config folder (not the repository's ./config).
+    fn resolve(mut args: GlobalArgs, env: &[(&str, &str)]) -> Result<Settings, Error> {
         let env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        // A config folder that does not exist, so the test does not read ./config.
-        let mut args = args;
+        let empty = tempfile::tempdir().unwrap();
         if args.config.is_none() && !env.contains_key("MIGRATE_CONFIG") {
-            let empty = tempfile::tempdir().unwrap();
             args.config = Some(empty.path().to_path_buf());
-            let settings = Settings::resolve(&args, &|k| env.get(k).cloned());
-            return settings;
         }
         Settings::resolve(&args, &|k| env.get(k).cloned())
     }
@@ -292,53 +302,94 @@ mod tests {
         assert_eq!(s.tracking.schema, "from_flag");
         assert_eq!(s.tracking.table, "t_env");
         assert_eq!(s.lock, LockMode::Wait(Duration::from_secs(60)));
-        assert_eq!(s.dsn().unwrap().describe().split('@').nth(1), Some("url:5432/db"));
+        assert_eq!(
+            s.dsn().unwrap().describe().split('@').nth(1),
+            Some("url:5432/db")
+        );
         // DB_DSN wins over DATABASE_URL.
         let args = GlobalArgs {
             config: Some(dir.path().to_path_buf()),
             ..GlobalArgs::default()
         };
-        let s = resolve(args, &[("DB_DSN", "postgres://dbdsn/x"), ("DATABASE_URL", "postgres://url/db")]).unwrap();
+        let s = resolve(
+            args,
+            &[
+                ("DB_DSN", "postgres://dbdsn/x"),
+                ("DATABASE_URL", "postgres://url/db"),
+            ],
+        )
+        .unwrap();
         assert!(s.dsn().unwrap().describe().contains("dbdsn:5432/x"));
     }
 
     #[test]
     fn bad_values_name_their_origin() {
-        let cases: Vec<(GlobalArgs, Vec<(&str, &str)>, &str)> = vec![
+        type Case = (GlobalArgs, Vec<(&'static str, &'static str)>, &'static str);
+        let cases: Vec<Case> = vec![
             (
-                GlobalArgs { lock_wait: Some("5x".into()), ..GlobalArgs::default() },
+                GlobalArgs {
+                    lock_wait: Some("5x".into()),
+                    ..GlobalArgs::default()
+                },
                 vec![],
                 "--lock-wait: `5x` is not a duration",
             ),
-            (GlobalArgs::default(), vec![("MIGRATE_LOCK_WAIT", "soon")], "MIGRATE_LOCK_WAIT: `soon`"),
-            (GlobalArgs::default(), vec![("MIGRATE_SAFE", "maybe")], "MIGRATE_SAFE: `maybe` is not one of"),
             (
-                GlobalArgs { safe: Some("nope".into()), ..GlobalArgs::default() },
+                GlobalArgs::default(),
+                vec![("MIGRATE_LOCK_WAIT", "soon")],
+                "MIGRATE_LOCK_WAIT: `soon`",
+            ),
+            (
+                GlobalArgs::default(),
+                vec![("MIGRATE_SAFE", "maybe")],
+                "MIGRATE_SAFE: `maybe` is not one of",
+            ),
+            (
+                GlobalArgs {
+                    safe: Some("nope".into()),
+                    ..GlobalArgs::default()
+                },
                 vec![],
                 "--safe: `nope`",
             ),
             (
-                GlobalArgs { lock_key: Some("12ab".into()), ..GlobalArgs::default() },
+                GlobalArgs {
+                    lock_key: Some("12ab".into()),
+                    ..GlobalArgs::default()
+                },
                 vec![],
                 "--lock-key: `12ab` is not a 64-bit integer",
             ),
             (
-                GlobalArgs { table: Some("t".repeat(60)), ..GlobalArgs::default() },
+                GlobalArgs {
+                    table: Some("t".repeat(60)),
+                    ..GlobalArgs::default()
+                },
                 vec![],
                 "(the journal adds `_log`)",
             ),
             (
-                GlobalArgs { schema: Some(String::new()), ..GlobalArgs::default() },
+                GlobalArgs {
+                    schema: Some(String::new()),
+                    ..GlobalArgs::default()
+                },
                 vec![],
                 "--schema: must not be empty",
             ),
             (
-                GlobalArgs { safe: Some("false".into()), skip_if_locked: true, ..GlobalArgs::default() },
+                GlobalArgs {
+                    safe: Some("false".into()),
+                    skip_if_locked: true,
+                    ..GlobalArgs::default()
+                },
                 vec![],
                 "--skip-if-locked needs the lock",
             ),
             (
-                GlobalArgs { target: Some("v2".into()), ..GlobalArgs::default() },
+                GlobalArgs {
+                    target: Some("v2".into()),
+                    ..GlobalArgs::default()
+                },
                 vec![],
                 "--target: `v2` is not a version",
             ),
@@ -352,7 +403,10 @@ mod tests {
     #[test]
     fn named_entry_must_exist() {
         let err = resolve(
-            GlobalArgs { db: Some("db_nope".into()), ..GlobalArgs::default() },
+            GlobalArgs {
+                db: Some("db_nope".into()),
+                ..GlobalArgs::default()
+            },
             &[],
         )
         .unwrap_err()
@@ -362,15 +416,29 @@ mod tests {
 
     #[test]
     fn bad_dsn_names_where_it_came_from_and_hides_the_password() {
-        let s = resolve(GlobalArgs::default(), &[("DB_DSN", "postgres://u:hunter2@h/db?sslmode=sure")]).unwrap();
+        let s = resolve(
+            GlobalArgs::default(),
+            &[("DB_DSN", "postgres://u:hunter2@h/db?sslmode=sure")],
+        )
+        .unwrap();
         let err = s.dsn().unwrap_err().to_string();
-        assert!(err.starts_with("DB_DSN: invalid connection string"), "{err}");
+        assert!(
+            err.starts_with("DB_DSN: invalid connection string"),
+            "{err}"
+        );
         assert!(!err.contains("hunter2"));
     }
 
     #[test]
     fn safe_false_and_skip_if_locked() {
-        let s = resolve(GlobalArgs { safe: Some("false".into()), ..GlobalArgs::default() }, &[]).unwrap();
+        let s = resolve(
+            GlobalArgs {
+                safe: Some("false".into()),
+                ..GlobalArgs::default()
+            },
+            &[],
+        )
+        .unwrap();
         assert_eq!(s.lock, LockMode::Off);
         let s = resolve(GlobalArgs::default(), &[("MIGRATE_SKIP_IF_LOCKED", "YES")]).unwrap();
         assert_eq!(s.lock, LockMode::SkipIfLocked);

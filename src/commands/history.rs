@@ -2,7 +2,7 @@
 
 use crate::error::Error;
 use crate::migration::MigrationSet;
-use crate::render::{history_table, Printer};
+use crate::render::{Printer, history_table};
 use crate::settings::Settings;
 
 pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {

@@ -7,9 +7,9 @@ mod status;
 mod up;
 
 use crate::cli::{Cli, Command};
-use crate::engine::{default_actor, Database, Migrator};
-use crate::error::{exit, Error};
-use crate::migration::{discover, MigrationSet};
+use crate::engine::{Database, Migrator, default_actor};
+use crate::error::{Error, exit};
+use crate::migration::{MigrationSet, discover};
 use crate::render::{Printer, Terminal};
 use crate::settings::Settings;
 

@@ -2,10 +2,10 @@
 //! throwaway server that is removed afterwards.
 
 use crate::dsn::Dsn;
-use crate::engine::{default_actor, Database, LockMode, Migrator, UpOptions};
+use crate::engine::{Database, LockMode, Migrator, UpOptions, default_actor};
 use crate::error::Error;
 use crate::pgserver::{ClusterOptions, TempCluster};
-use crate::render::{status_table, Printer};
+use crate::render::{Printer, status_table};
 use crate::settings::Settings;
 use std::time::Duration;
 
@@ -50,9 +50,11 @@ pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
         None => Err(Error::Sandbox("interrupted".into())),
         Some(up) => {
             match migrator.status().await {
-                Ok(report) => {
-                    printer.line(status_table(&report.rows, &report.totals, printer.terminal().color))
-                }
+                Ok(report) => printer.line(status_table(
+                    &report.rows,
+                    &report.totals,
+                    printer.terminal().color,
+                )),
                 Err(err) => printer.error(format!("cannot read the sandbox's status: {err}")),
             }
             up.map(|_| ())
@@ -62,6 +64,9 @@ pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
     tokio::task::spawn_blocking(move || drop(cluster))
         .await
         .map_err(|err| Error::Sandbox(format!("stopping the server panicked: {err}")))?;
-    printer.line(format!("sandbox server stopped; {} removed", root.display()));
+    printer.line(format!(
+        "sandbox server stopped; {} removed",
+        root.display()
+    ));
     result
 }

@@ -1,13 +1,17 @@
 //! `migrate status`: every version and its status, read-only.
 
 use crate::error::Error;
-use crate::render::{status_table, Printer};
+use crate::render::{Printer, status_table};
 use crate::settings::Settings;
 
 pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
     let migrations = super::load_migrations(settings)?;
     let migrator = super::migrator(settings, migrations)?;
     let report = migrator.status().await?;
-    printer.line(status_table(&report.rows, &report.totals, printer.terminal().color));
+    printer.line(status_table(
+        &report.rows,
+        &report.totals,
+        printer.terminal().color,
+    ));
     Ok(())
 }

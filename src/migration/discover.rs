@@ -1,7 +1,7 @@
 //! Finding migration files in a folder and checking their names, before any
 //! connection is made. Every problem is collected, so one run shows them all.
 
-use super::{checksum, Migration, MigrationSet, Version};
+use super::{Migration, MigrationSet, Version, checksum};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -193,7 +193,9 @@ fn parse_file_name(file_name: &str) -> Result<Option<(Version, String, Direction
         return Err(format!("no `_` between version and name; {EXPECTED}"));
     };
     let Some(version) = Version::parse(version) else {
-        return Err(format!("the version `{version}` is not all digits; {EXPECTED}"));
+        return Err(format!(
+            "the version `{version}` is not all digits; {EXPECTED}"
+        ));
     };
     if name.is_empty() {
         return Err(format!("the name after the version is empty; {EXPECTED}"));
@@ -294,7 +296,11 @@ mod tests {
         let problems = discover(&missing).unwrap_err();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].path, missing);
-        assert!(problems[0].reason.starts_with("cannot read the migration folder"));
+        assert!(
+            problems[0]
+                .reason
+                .starts_with("cannot read the migration folder")
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 mod checksum;
 mod discover;
 
-pub use checksum::{checksum, Checksum};
-pub use discover::{discover, FileProblem};
+pub use checksum::{Checksum, checksum};
+pub use discover::{FileProblem, discover};
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn versions_order_numerically_not_by_text() {
-        let mut versions = vec![v("0100"), v("010"), v("007"), v("000"), v("9")];
+        let mut versions = [v("0100"), v("010"), v("007"), v("000"), v("9")];
         versions.sort();
         let texts: Vec<&str> = versions.iter().map(Version::as_str).collect();
         assert_eq!(texts, ["000", "007", "9", "010", "0100"]);

@@ -9,7 +9,7 @@ pub use table::{history_table, status_table};
 use crate::duration::format_duration;
 use crate::plan::Step;
 use crate::report::{Event, Reporter};
-use console::{style, Term};
+use console::{Term, style};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -76,7 +76,11 @@ impl Printer {
 
     /// A warning line on stdout.
     pub fn warn(&self, text: impl AsRef<str>) {
-        self.line(format!("{} {}", style("warning:").yellow().bold(), text.as_ref()));
+        self.line(format!(
+            "{} {}",
+            style("warning:").yellow().bold(),
+            text.as_ref()
+        ));
     }
 
     /// An error on stderr, after clearing any progress bar.
@@ -246,7 +250,9 @@ impl Reporter for Printer {
             return true;
         }
         if !(self.terminal.stdin_tty && self.terminal.stdout_tty) {
-            self.line("no terminal to ask on: applying without confirmation (--yes skips this note)");
+            self.line(
+                "no terminal to ask on: applying without confirmation (--yes skips this note)",
+            );
             return true;
         }
         dialoguer::Confirm::new()

@@ -3,7 +3,7 @@
 use crate::duration::format_duration;
 use crate::plan::{Status, StatusRow, Totals};
 use crate::store::JournalEntry;
-use comfy_table::{presets, Attribute, Cell, Color, ContentArrangement, Table};
+use comfy_table::{Attribute, Cell, Color, ContentArrangement, Table, presets};
 
 fn new_table(color: bool, header: &[&str]) -> Table {
     let mut table = Table::new();
@@ -42,7 +42,10 @@ fn status_cell(status: Status) -> Cell {
 /// The status table, the totals line, and a line per failure with the
 /// server's message.
 pub fn status_table(rows: &[StatusRow], totals: &Totals, color: bool) -> String {
-    let mut table = new_table(color, &["Version", "Name", "Status", "Applied at (UTC)", "Took"]);
+    let mut table = new_table(
+        color,
+        &["Version", "Name", "Status", "Applied at (UTC)", "Took"],
+    );
     for row in rows {
         table.add_row(vec![
             Cell::new(row.version.as_str()),
@@ -65,7 +68,11 @@ pub fn status_table(rows: &[StatusRow], totals: &Totals, color: bool) -> String 
                 "\n{}_{} failed{}: {}",
                 row.version,
                 row.name,
-                if row.has_file { "" } else { " (its file is gone)" },
+                if row.has_file {
+                    ""
+                } else {
+                    " (its file is gone)"
+                },
                 error.lines().next().unwrap_or("")
             ));
         }
@@ -74,7 +81,10 @@ pub fn status_table(rows: &[StatusRow], totals: &Totals, color: bool) -> String 
 }
 
 fn totals_line(total: usize, totals: &Totals) -> String {
-    let mut parts = vec![format!("{} applied", totals.applied), format!("{} pending", totals.pending)];
+    let mut parts = vec![
+        format!("{} applied", totals.applied),
+        format!("{} pending", totals.pending),
+    ];
     for (count, label) in [
         (totals.failed, "failed"),
         (totals.changed, "changed"),
@@ -86,7 +96,11 @@ fn totals_line(total: usize, totals: &Totals) -> String {
     }
     format!(
         "{total} {}: {}",
-        if total == 1 { "migration" } else { "migrations" },
+        if total == 1 {
+            "migration"
+        } else {
+            "migrations"
+        },
         parts.join(", ")
     )
 }
@@ -98,7 +112,9 @@ pub fn history_table(entries: &[JournalEntry], color: bool) -> String {
     }
     let mut table = new_table(
         color,
-        &["#", "At (UTC)", "Event", "Version", "Name", "Took", "By", "Error"],
+        &[
+            "#", "At (UTC)", "Event", "Version", "Name", "Took", "By", "Error",
+        ],
     );
     for entry in entries {
         let event = Cell::new(&entry.event);
@@ -128,7 +144,11 @@ pub fn history_table(entries: &[JournalEntry], color: bool) -> String {
     out.push_str(&format!(
         "{} {}",
         entries.len(),
-        if entries.len() == 1 { "entry" } else { "entries" }
+        if entries.len() == 1 {
+            "entry"
+        } else {
+            "entries"
+        }
     ));
     out
 }

@@ -5,9 +5,9 @@ use super::{DbFailure, Store, Tracking};
 use crate::error::Error;
 use crate::migration::Migration;
 use std::time::{Duration, Instant};
+use tokio_postgres::Statement;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::Statement;
 
 /// A migration that committed.
 #[derive(Clone, Debug)]
@@ -99,7 +99,8 @@ impl Store {
                 client.prepare_typed(&applied_sql, &PARAM_TYPES),
                 client.prepare_typed(&failed_sql, &failed_types),
             );
-            let prepare_error = |err| Error::database("cannot prepare the bookkeeping statements", err);
+            let prepare_error =
+                |err| Error::database("cannot prepare the bookkeeping statements", err);
             self.statements = Some(Statements {
                 clear_failed: clear_failed.map_err(prepare_error)?,
                 record_applied: record_applied.map_err(prepare_error)?,
@@ -121,7 +122,9 @@ impl Store {
         failed_row_version: Option<&str>,
         actor: &str,
     ) -> Result<Applied, ApplyError> {
-        self.statements(tracking).await.map_err(ApplyError::Record)?;
+        self.statements(tracking)
+            .await
+            .map_err(ApplyError::Record)?;
         let statements = self.statements.as_ref().expect("prepared above");
         let client = &self.client;
         let version = failed_row_version.unwrap_or(migration.version.as_str());
@@ -162,12 +165,21 @@ impl Store {
         let in_transaction = true;
         let clear = async {
             match failed_row_version {
-                Some(v) => client.execute(&statements.clear_failed, &[&v]).await.map(|_| ()),
+                Some(v) => client
+                    .execute(&statements.clear_failed, &[&v])
+                    .await
+                    .map(|_| ()),
                 None => Ok(()),
             }
         };
-        let params: [&(dyn ToSql + Sync); 6] =
-            [&version, &migration.name, &checksum, &micros, &actor, &in_transaction];
+        let params: [&(dyn ToSql + Sync); 6] = [
+            &version,
+            &migration.name,
+            &checksum,
+            &micros,
+            &actor,
+            &in_transaction,
+        ];
         let (savepoint, cleared, recorded, commit) = tokio::join!(
             client.batch_execute("SAVEPOINT migrate_record"),
             clear,

@@ -104,11 +104,19 @@ impl Store {
             let holder = self.lock_holder(key).await?;
             let due = last_report.is_none_or(|at| at.elapsed() >= Duration::from_secs(30));
             if due || holder.as_ref().map(|h| h.pid) != last_holder.as_ref().map(|h| h.pid) {
-                waiting(holder.as_ref(), waited);
+                // The first report says "waiting", later ones "still waiting".
+                let reported = if last_report.is_none() {
+                    Duration::ZERO
+                } else {
+                    waited
+                };
+                waiting(holder.as_ref(), reported);
                 last_report = Some(Instant::now());
                 last_holder = holder;
             }
-            let slice = (limit - waited).min(WAIT_SLICE).max(Duration::from_millis(1));
+            let slice = (limit - waited)
+                .min(WAIT_SLICE)
+                .max(Duration::from_millis(1));
             let sql = format!(
                 "SET lock_timeout = '{}ms'; SELECT pg_advisory_lock({key})",
                 slice.as_millis()
@@ -171,9 +179,15 @@ mod tests {
             2006417248032747282
         );
         let base = default_lock_key("app", "public", "schema_migrations");
-        assert_ne!(base, default_lock_key("app2", "public", "schema_migrations"));
+        assert_ne!(
+            base,
+            default_lock_key("app2", "public", "schema_migrations")
+        );
         assert_ne!(base, default_lock_key("app", "auth", "schema_migrations"));
         assert_ne!(base, default_lock_key("app", "public", "other"));
-        assert_ne!(default_lock_key("ab", "c", "t"), default_lock_key("a", "bc", "t"));
+        assert_ne!(
+            default_lock_key("ab", "c", "t"),
+            default_lock_key("a", "bc", "t")
+        );
     }
 }

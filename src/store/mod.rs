@@ -7,7 +7,7 @@ mod state;
 mod tls;
 
 pub use apply::{Applied, ApplyError};
-pub use lock::{default_lock_key, LockHolder};
+pub use lock::{LockHolder, default_lock_key};
 pub use state::{DbState, JournalEntry, RowStatus, StateRow};
 
 use crate::dsn::{Dsn, TlsMode};
@@ -36,7 +36,11 @@ impl Tracking {
     }
 
     pub fn journal_table(&self) -> String {
-        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.journal_name()))
+        format!(
+            "{}.{}",
+            quote_ident(&self.schema),
+            quote_ident(&self.journal_name())
+        )
     }
 
     /// `schema.table` as an operator would write it, for messages.
@@ -154,7 +158,10 @@ impl Store {
         };
         let (client, server_version, connection) = if dsn.tls_mode() == TlsMode::Disable {
             let (client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
-            let version = connection.parameter("server_version").unwrap_or("").to_owned();
+            let version = connection
+                .parameter("server_version")
+                .unwrap_or("")
+                .to_owned();
             let task = tokio::spawn(async move {
                 let _ = connection.await;
             });
@@ -162,7 +169,10 @@ impl Store {
         } else {
             let tls = tls::connector(dsn)?;
             let (client, connection) = config.connect(tls).await.map_err(connect_error)?;
-            let version = connection.parameter("server_version").unwrap_or("").to_owned();
+            let version = connection
+                .parameter("server_version")
+                .unwrap_or("")
+                .to_owned();
             let task = tokio::spawn(async move {
                 let _ = connection.await;
             });

@@ -4,9 +4,9 @@ use super::{DbFailure, Store, Tracking};
 use crate::error::Error;
 use crate::migration::Version;
 use std::time::Duration;
+use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
-use tokio_postgres::SimpleQueryMessage;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowStatus {
@@ -100,7 +100,10 @@ fn select_journal(tracking: &Tracking) -> String {
 /// operator reading the table sees `00:00:01.25`, not a number of units.
 fn create_tables(tracking: &Tracking, create_schema: bool) -> String {
     let schema = if create_schema {
-        format!("CREATE SCHEMA IF NOT EXISTS {};\n", super::quote_ident(&tracking.schema))
+        format!(
+            "CREATE SCHEMA IF NOT EXISTS {};\n",
+            super::quote_ident(&tracking.schema)
+        )
     } else {
         String::new()
     };
@@ -149,8 +152,8 @@ impl Store {
         let select = select_state(tracking);
         let rows = self.client().simple_query(&select);
         let (existence, rows) = tokio::join!(existence, rows);
-        let existence = existence
-            .map_err(|err| Error::database("cannot read the database catalog", err))?;
+        let existence =
+            existence.map_err(|err| Error::database("cannot read the database catalog", err))?;
         let info = &existence[0];
         let mut state = DbState {
             database: info.get(0),
@@ -163,7 +166,9 @@ impl Store {
             Ok(messages) => messages,
             Err(err) => {
                 let code = err.code().cloned();
-                if code == Some(SqlState::UNDEFINED_TABLE) || code == Some(SqlState::INVALID_SCHEMA_NAME) {
+                if code == Some(SqlState::UNDEFINED_TABLE)
+                    || code == Some(SqlState::INVALID_SCHEMA_NAME)
+                {
                     return Ok(state);
                 }
                 if code == Some(SqlState::UNDEFINED_COLUMN) {
@@ -180,7 +185,9 @@ impl Store {
             }
         };
         for message in messages {
-            let SimpleQueryMessage::Row(row) = message else { continue };
+            let SimpleQueryMessage::Row(row) = message else {
+                continue;
+            };
             let text = |i: usize| row.get(i).unwrap_or("").to_owned();
             let version_text = text(0);
             let Some(version) = Version::parse(&version_text) else {
@@ -223,14 +230,20 @@ impl Store {
             }
             Err(err) => {
                 return Err(Error::database(
-                    format!("cannot read {}.{}", tracking.schema, tracking.journal_name()),
+                    format!(
+                        "cannot read {}.{}",
+                        tracking.schema,
+                        tracking.journal_name()
+                    ),
                     err,
                 ));
             }
         };
         let mut entries = Vec::new();
         for message in messages {
-            let SimpleQueryMessage::Row(row) = message else { continue };
+            let SimpleQueryMessage::Row(row) = message else {
+                continue;
+            };
             let opt = |i: usize| row.get(i).map(str::to_owned);
             entries.push(JournalEntry {
                 id: row.get(0).and_then(|v| v.parse().ok()).unwrap_or_default(),
@@ -265,7 +278,10 @@ impl Store {
             .await
             .map_err(|err| {
                 Error::database(
-                    format!("cannot create the tracking tables in schema {}", tracking.schema),
+                    format!(
+                        "cannot create the tracking tables in schema {}",
+                        tracking.schema
+                    ),
                     err,
                 )
             })

@@ -2,9 +2,9 @@
 
 use crate::dsn::{Dsn, RootCerts, TlsMode};
 use crate::error::Error;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -37,9 +37,7 @@ pub(crate) fn connector(dsn: &Dsn) -> Result<MakeRustlsConnect, Error> {
                 .build()
                 .map_err(|err| tls_error(format!("TLS setup failed: {err}")))?;
             if dsn.tls == TlsMode::VerifyFull {
-                builder
-                    .with_webpki_verifier(webpki)
-                    .with_no_client_auth()
+                builder.with_webpki_verifier(webpki).with_no_client_auth()
             } else {
                 builder
                     .dangerous()
@@ -60,7 +58,9 @@ fn tls_error(message: String) -> Error {
 
 /// libpq's default root certificate file, `~/.postgresql/root.crt`.
 fn default_root_file() -> Result<RootCerts, Error> {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let path = home.join(".postgresql/root.crt");
     if path.exists() {
         Ok(RootCerts::File(path))
@@ -89,7 +89,10 @@ fn load_roots(source: &RootCerts) -> Result<RootCertStore, Error> {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
                 .map_err(|err| {
-                    tls_error(format!("cannot read root certificates from {}: {err}", path.display()))
+                    tls_error(format!(
+                        "cannot read root certificates from {}: {err}",
+                        path.display()
+                    ))
                 })?;
             let (added, _) = store.add_parsable_certificates(certs);
             if added == 0 {
@@ -127,7 +130,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -136,7 +144,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -1,0 +1,395 @@
+//! The test harness: one throwaway PostgreSQL server per test run (or the
+//! server named by `MIGRATE_TEST_DSN`), a fresh database and folder per
+//! test, and a builder that runs the real `migrate` binary.
+
+pub mod pty;
+pub mod tls;
+
+use migrate::pgserver::{ClusterOptions, TempCluster};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A password that every test DSN carries and no output may ever show. The
+/// harness's server authenticates socket clients by trust, so it is never
+/// needed, only carried.
+pub const SECRET: &str = "pw-never-printed-7c1f";
+
+pub enum Server {
+    /// A server this test run started (and its watchdog removes).
+    Temp {
+        cluster: Box<TempCluster>,
+        tls: Box<tls::Certificates>,
+    },
+    /// `MIGRATE_TEST_DSN`: a server the developer runs.
+    External { admin_dsn: String },
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+pub fn server() -> &'static Server {
+    SERVER.get_or_init(|| match std::env::var("MIGRATE_TEST_DSN") {
+        Ok(dsn) if !dsn.is_empty() => Server::External { admin_dsn: dsn },
+        _ => {
+            let tls = tls::Certificates::generate();
+            let cluster = TempCluster::start(ClusterOptions {
+                tcp: true,
+                settings: vec![
+                    ("ssl".into(), "on".into()),
+                    ("ssl_cert_file".into(), "server.crt".into()),
+                    ("ssl_key_file".into(), "server.key".into()),
+                ],
+                data_files: vec![
+                    ("server.crt".into(), tls.server_cert.clone().into_bytes()),
+                    ("server.key".into(), tls.server_key.clone().into_bytes()),
+                ],
+            })
+            .unwrap_or_else(|err| panic!("cannot start the test server: {err}"));
+            Server::Temp {
+                cluster: Box::new(cluster),
+                tls: Box::new(tls),
+            }
+        }
+    })
+}
+
+impl Server {
+    fn admin_dsn(&self) -> String {
+        match self {
+            Server::Temp { cluster, .. } => cluster.socket_dsn("postgres"),
+            Server::External { admin_dsn } => admin_dsn.clone(),
+        }
+    }
+
+    /// A DSN for `dbname` carrying `SECRET` as its password.
+    pub fn dsn_for(&self, dbname: &str) -> String {
+        match self {
+            Server::Temp { cluster, .. } => {
+                format!(
+                    "{} dbname={dbname} password={SECRET}",
+                    cluster.socket_dsn("postgres")
+                )
+            }
+            Server::External { admin_dsn } => with_dbname(admin_dsn, dbname),
+        }
+    }
+}
+
+fn with_dbname(dsn: &str, dbname: &str) -> String {
+    if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
+        let sep = if dsn.contains('?') { '&' } else { '?' };
+        format!("{dsn}{sep}dbname={dbname}")
+    } else {
+        format!("{dsn} dbname={dbname}")
+    }
+}
+
+pub fn connect(dsn: &str) -> postgres::Client {
+    postgres::Client::connect(dsn, postgres::NoTls)
+        .unwrap_or_else(|err| panic!("test connection failed: {err}"))
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh database and a fresh working folder (with `migrations/`), and
+/// the means to run `migrate` against them.
+pub struct TestEnv {
+    pub db_name: String,
+    pub dsn: String,
+    dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let server = server();
+        let db_name = format!(
+            "migrate_test_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut admin = connect(&server.admin_dsn());
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{db_name}\""))
+            .expect("create test database");
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("migrations")).unwrap();
+        TestEnv {
+            dsn: server.dsn_for(&db_name),
+            db_name,
+            dir,
+        }
+    }
+
+    pub fn migrations(&self) -> PathBuf {
+        self.dir.path().join("migrations")
+    }
+
+    /// Writes `migrations/<name>`.
+    pub fn migration(&self, name: &str, sql: &str) -> &TestEnv {
+        std::fs::write(self.migrations().join(name), sql).unwrap();
+        self
+    }
+
+    /// Writes a file relative to the working folder, creating folders.
+    pub fn file(&self, path: &str, contents: &str) -> &TestEnv {
+        let path = self.dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+        self
+    }
+
+    /// `migrate` with `--dsn` for this database, run in the working folder.
+    pub fn migrate(&self) -> Run {
+        let mut run = Run::bare(self.dir.path());
+        run.arg("--dsn").arg(&self.dsn);
+        run
+    }
+
+    /// `migrate` with no connection settings at all.
+    pub fn migrate_bare(&self) -> Run {
+        Run::bare(self.dir.path())
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        connect(&self.dsn)
+    }
+
+    /// Every row of `sql`, each column as text (NULL as `None`).
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let mut client = self.client();
+        client
+            .simple_query(sql)
+            .unwrap_or_else(|err| panic!("{sql}: {err}"))
+            .into_iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(row) => Some(
+                    (0..row.len())
+                        .map(|i| row.get(i).map(str::to_owned))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The single value of `sql`.
+    pub fn value(&self, sql: &str) -> Option<String> {
+        let rows = self.rows(sql);
+        assert_eq!(rows.len(), 1, "{sql} returned {} rows", rows.len());
+        rows[0][0].clone()
+    }
+
+    /// Whether a table (`schema.name`) exists.
+    pub fn table_exists(&self, qualified: &str) -> bool {
+        self.value(&format!("SELECT to_regclass('{qualified}') IS NOT NULL")) == Some("t".into())
+    }
+
+    /// `version:status` of every state row, in version order.
+    pub fn state(&self) -> Vec<String> {
+        self.state_in("public.schema_migrations")
+    }
+
+    pub fn state_in(&self, table: &str) -> Vec<String> {
+        self.rows(&format!(
+            "SELECT version || ':' || status FROM {table} ORDER BY version::numeric"
+        ))
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect()
+    }
+
+    /// `event:version` of every journal entry, oldest first.
+    pub fn journal(&self) -> Vec<String> {
+        self.rows("SELECT event || ':' || version FROM public.schema_migrations_log ORDER BY id")
+            .into_iter()
+            .map(|r| r[0].clone().unwrap())
+            .collect()
+    }
+
+    /// Advisory locks held in this database, by anyone.
+    pub fn advisory_locks(&self) -> usize {
+        self.value(&format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+               AND database = (SELECT oid FROM pg_database WHERE datname = '{}')",
+            self.db_name
+        ))
+        .unwrap()
+        .parse()
+        .unwrap()
+    }
+
+    /// The lock key `migrate` derives for this database and the default
+    /// schema and table.
+    pub fn default_lock_key(&self) -> i64 {
+        migrate::store::default_lock_key(&self.db_name, "public", "schema_migrations")
+    }
+}
+
+/// The `migrate` binary with a clean environment.
+pub struct Run {
+    command: Command,
+}
+
+impl Run {
+    fn bare(dir: &Path) -> Run {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_migrate"));
+        command
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("USER", "tester")
+            .env("LANG", "C.UTF-8");
+        Run { command }
+    }
+
+    pub fn arg(&mut self, arg: impl AsRef<std::ffi::OsStr>) -> &mut Run {
+        self.command.arg(arg);
+        self
+    }
+
+    pub fn args<I, S>(&mut self, args: I) -> &mut Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.command.args(args);
+        self
+    }
+
+    pub fn env(&mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> &mut Run {
+        self.command.env(key, value);
+        self
+    }
+
+    /// Runs to completion; checks that no output shows the DSN password.
+    pub fn run(&mut self) -> Outcome {
+        let started = Instant::now();
+        let child = self
+            .command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn migrate");
+        let output = child.wait_with_output().expect("wait for migrate");
+        let outcome = Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            elapsed: started.elapsed(),
+        };
+        outcome.assert_no_secret();
+        outcome
+    }
+
+    /// Starts without waiting; stdout and stderr are piped.
+    pub fn spawn(&mut self) -> Child {
+        self.command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn migrate")
+    }
+
+    /// The command itself, to run some other way (on a terminal).
+    pub fn into_command(self) -> Command {
+        self.command
+    }
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub fn from_output(output: std::process::Output) -> Outcome {
+        let outcome = Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            elapsed: Duration::ZERO,
+        };
+        outcome.assert_no_secret();
+        outcome
+    }
+
+    /// Asserts the exit code, showing both streams when it differs.
+    #[track_caller]
+    pub fn code(&self, expected: i32) -> &Outcome {
+        assert_eq!(
+            self.code, expected,
+            "exit code {} (expected {expected})\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_has(&self, text: &str) -> &Outcome {
+        assert!(
+            self.stdout.contains(text),
+            "stdout lacks {text:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, text: &str) -> &Outcome {
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    fn assert_no_secret(&self) {
+        assert!(
+            !self.stdout.contains(SECRET) && !self.stderr.contains(SECRET),
+            "the DSN password appeared in the output\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+#[track_caller]
+pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Filters for snapshots: timings, timestamps and the host name vary.
+pub fn snapshot_filters() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "[timestamp]"),
+        (r"\d+(\.\d+)?(µs|ms|s)\b", "[took]"),
+        (r"tester@[^ )]+", "tester@[host]"),
+    ]
+}
+
+/// Counts in a map, for comparing sets of outcomes.
+pub fn tally<I: IntoIterator<Item = String>>(items: I) -> BTreeMap<String, usize> {
+    let mut map = BTreeMap::new();
+    for item in items {
+        *map.entry(item).or_insert(0) += 1;
+    }
+    map
+}

@@ -1,0 +1,174 @@
+//! Reaching the server: exit 5, passwords, TLS modes.
+
+use crate::common::{SECRET, Server, TestEnv, server};
+
+#[test]
+fn an_unreachable_server_is_exit_5_without_the_password() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "SELECT 1;");
+    let dsn = format!("postgres://app:{SECRET}@127.0.0.1:1/app?connect_timeout=3");
+    for command in ["up", "status", "history"] {
+        t.migrate_bare()
+            .args([command, "--dsn", &dsn])
+            .run()
+            .code(5)
+            .stderr_has("cannot connect to app@127.0.0.1:1/app:");
+    }
+}
+
+/// The harness's own server, which also listens on TCP with password
+/// authentication and TLS; tests that need it skip on an external server.
+fn own_server() -> Option<(
+    &'static migrate::pgserver::TempCluster,
+    &'static crate::common::tls::Certificates,
+)> {
+    match server() {
+        Server::Temp { cluster, tls } => Some((cluster, tls)),
+        Server::External { .. } => {
+            eprintln!("skipped: needs the harness's own server (MIGRATE_TEST_DSN is set)");
+            None
+        }
+    }
+}
+
+#[test]
+fn password_authentication_over_tcp() {
+    let Some((cluster, _)) = own_server() else {
+        return;
+    };
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    let port = cluster.port();
+    let good = format!(
+        "postgres://postgres:postgres@127.0.0.1:{port}/{}?sslmode=disable",
+        t.db_name
+    );
+    t.migrate_bare()
+        .args(["up", "--yes", "--dsn", &good])
+        .run()
+        .code(0);
+    let bad = format!(
+        "postgres://postgres:{SECRET}@127.0.0.1:{port}/{}?sslmode=disable",
+        t.db_name
+    );
+    t.migrate_bare()
+        .args(["status", "--dsn", &bad])
+        .run()
+        .code(5)
+        .stderr_has("password authentication failed for user \"postgres\"");
+}
+
+#[test]
+fn tls_modes() {
+    let Some((cluster, certs)) = own_server() else {
+        return;
+    };
+    let t = TestEnv::new();
+    // Records whether the session that applies it is encrypted.
+    t.migration(
+        "001_a.sql",
+        "CREATE TABLE tls_check AS SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid();",
+    );
+    let port = cluster.port();
+    let base = |host: &str| {
+        format!(
+            "host={host} port={port} user=postgres password=postgres dbname={}",
+            t.db_name
+        )
+    };
+    let ca = certs.ca_cert.display().to_string();
+    let other_ca = certs.other_ca_cert.display().to_string();
+
+    // require: encrypted, certificate not checked.
+    t.migrate_bare()
+        .args([
+            "up",
+            "--yes",
+            "--dsn",
+            &format!("{} sslmode=require", base("127.0.0.1")),
+        ])
+        .run()
+        .code(0);
+    assert_eq!(t.value("SELECT ssl FROM tls_check"), Some("t".into()));
+
+    // verify-full: the right authority and the certificate's host name.
+    t.migrate_bare()
+        .args([
+            "status",
+            "--dsn",
+            &format!("{} sslmode=verify-full sslrootcert={ca}", base("localhost")),
+        ])
+        .run()
+        .code(0);
+    // verify-full by address: the certificate names localhost only.
+    t.migrate_bare()
+        .args([
+            "status",
+            "--dsn",
+            &format!("{} sslmode=verify-full sslrootcert={ca}", base("127.0.0.1")),
+        ])
+        .run()
+        .code(5)
+        .stderr_has("cannot connect to postgres@127.0.0.1");
+    // verify-ca accepts the address, since it checks only the chain.
+    t.migrate_bare()
+        .args([
+            "status",
+            "--dsn",
+            &format!("{} sslmode=verify-ca sslrootcert={ca}", base("127.0.0.1")),
+        ])
+        .run()
+        .code(0);
+    // Another authority: refused, by both verify modes and by require with a root certificate.
+    for mode in ["verify-full", "verify-ca", "require"] {
+        t.migrate_bare()
+            .args([
+                "status",
+                "--dsn",
+                &format!(
+                    "{} sslmode={mode} sslrootcert={other_ca}",
+                    base("localhost")
+                ),
+            ])
+            .run()
+            .code(5);
+    }
+    // verify-full with no root certificate anywhere: told where to put one.
+    t.migrate_bare()
+        .args([
+            "status",
+            "--dsn",
+            &format!("{} sslmode=verify-full", base("localhost")),
+        ])
+        .run()
+        .code(2)
+        .stderr_has("sslmode verify-ca and verify-full need a root certificate");
+    // A URL with the same keys.
+    let url = format!(
+        "postgresql://postgres:postgres@localhost:{port}/{}?sslmode=verify-full&sslrootcert={}",
+        t.db_name,
+        ca.replace('/', "%2F")
+    );
+    t.migrate_bare()
+        .args(["status", "--dsn", &url])
+        .run()
+        .code(0);
+}
+
+#[test]
+fn application_name_defaults_to_migrate() {
+    let t = TestEnv::new();
+    t.migration("001_slow.sql", "SELECT pg_sleep(2);");
+    let mut child = t.migrate().args(["up", "--yes"]).spawn();
+    crate::common::wait_until(
+        std::time::Duration::from_secs(10),
+        "migrate to connect",
+        || {
+            t.value(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND application_name = 'migrate'",
+            t.db_name
+        )) == Some("1".into())
+        },
+    );
+    assert!(child.wait().unwrap().success());
+}

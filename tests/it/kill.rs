@@ -1,0 +1,55 @@
+//! A `migrate` killed with SIGKILL in the middle of a migration.
+
+use crate::common::{TestEnv, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::time::Duration;
+
+#[test]
+fn sigkill_mid_migration_leaves_nothing_and_the_next_run_completes() {
+    let t = TestEnv::new();
+    t.migration("001_first.sql", "CREATE TABLE first (id int);")
+        .migration(
+            "002_slow.sql",
+            "CREATE TABLE slow_half (id int);\nINSERT INTO slow_half VALUES (1);\nSELECT pg_sleep(120);\n",
+        );
+    let mut child = t.migrate().args(["up", "--yes"]).spawn();
+    wait_until(
+        Duration::from_secs(20),
+        "the slow migration to start",
+        || {
+            t.value(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE '%pg_sleep(120)%' \
+               AND application_name = 'migrate'",
+            t.db_name
+        )) == Some("1".into())
+        },
+    );
+    assert_eq!(t.advisory_locks(), 1);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+
+    // The server notices the vanished client (client_connection_check_interval),
+    // rolls back and releases the lock well before the sleep would end.
+    wait_until(Duration::from_secs(10), "the lock to be released", || {
+        t.advisory_locks() == 0
+    });
+    assert!(t.table_exists("public.first"));
+    assert!(
+        !t.table_exists("public.slow_half"),
+        "the killed migration must roll back"
+    );
+    assert_eq!(t.state(), ["001:applied"]);
+    assert_eq!(t.journal(), ["applied:001"]);
+
+    t.migration(
+        "002_slow.sql",
+        "CREATE TABLE slow_half (id int);\nINSERT INTO slow_half VALUES (1);\n",
+    );
+    t.migrate()
+        .args(["up", "--yes", "--lock-wait", "0"])
+        .run()
+        .code(0)
+        .stdout_has("applied 002_slow");
+    assert_eq!(t.state(), ["001:applied", "002:applied"]);
+}

@@ -1,0 +1,240 @@
+//! The migration lock: many instances at once, waiting, skipping, timing
+//! out, and running without it.
+
+use crate::common::{Outcome, TestEnv, tally, wait_until};
+use std::time::Duration;
+
+fn fifty(t: &TestEnv) {
+    t.migration(
+        "000_base.sql",
+        "CREATE TABLE counter (version int PRIMARY KEY);",
+    );
+    for v in 1..50 {
+        // A duplicate insert would fail on the primary key: applying any
+        // migration twice cannot go unnoticed.
+        t.migration(
+            &format!("{v:03}_step.sql"),
+            &format!("INSERT INTO counter VALUES ({v});\nCREATE TABLE step_{v} (id int);"),
+        );
+    }
+}
+
+fn race(t: &TestEnv, processes: usize, extra: &[&str]) -> Vec<Outcome> {
+    let children: Vec<_> = (0..processes)
+        .map(|_| t.migrate().args(["up", "--yes"]).args(extra).spawn())
+        .collect();
+    children
+        .into_iter()
+        .map(|c| Outcome::from_output(c.wait_with_output().unwrap()))
+        .collect()
+}
+
+fn assert_applied_once(t: &TestEnv) {
+    assert_eq!(t.value("SELECT count(*) FROM counter"), Some("49".into()));
+    assert_eq!(
+        t.value("SELECT count(*) FROM schema_migrations WHERE status = 'applied'"),
+        Some("50".into())
+    );
+    assert_eq!(
+        t.value("SELECT count(*) FROM (SELECT version FROM schema_migrations_log WHERE event = 'applied' GROUP BY version HAVING count(*) = 1) once"),
+        Some("50".into())
+    );
+    assert_eq!(
+        t.value("SELECT count(*) FROM schema_migrations_log"),
+        Some("50".into())
+    );
+    assert_eq!(t.advisory_locks(), 0);
+}
+
+/// What each process said it did.
+fn verdict(out: &Outcome) -> String {
+    if out.stdout.contains("done: 50 migrations applied") {
+        "applied all".into()
+    } else if out.stdout.contains("done: ") {
+        "applied some".into()
+    } else if out
+        .stdout
+        .contains("another instance applied the pending migrations while this one waited")
+    {
+        "done elsewhere".into()
+    } else if out.stdout.contains("up to date") {
+        "up to date".into()
+    } else if out.stdout.contains("skipping (--skip-if-locked)") {
+        "skipped".into()
+    } else {
+        format!("unexplained: {}", out.stdout)
+    }
+}
+
+#[test]
+fn sixteen_processes_at_once_apply_each_migration_exactly_once() {
+    let t = TestEnv::new();
+    fifty(&t);
+    let outcomes = race(&t, 16, &[]);
+    for out in &outcomes {
+        out.code(0);
+    }
+    assert_applied_once(&t);
+    let verdicts = tally(outcomes.iter().map(verdict));
+    assert_eq!(verdicts.get("applied all"), Some(&1), "{verdicts:?}");
+    assert!(
+        verdicts
+            .keys()
+            .all(|v| ["applied all", "done elsewhere", "up to date"].contains(&v.as_str())),
+        "{verdicts:?}"
+    );
+}
+
+#[test]
+fn sixteen_processes_with_skip_if_locked() {
+    let t = TestEnv::new();
+    fifty(&t);
+    let outcomes = race(&t, 16, &["--skip-if-locked"]);
+    for out in &outcomes {
+        out.code(0);
+    }
+    assert_applied_once(&t);
+    let verdicts = tally(outcomes.iter().map(verdict));
+    assert_eq!(verdicts.get("applied all"), Some(&1), "{verdicts:?}");
+    assert!(
+        verdicts.keys().all(
+            |v| ["applied all", "skipped", "up to date", "done elsewhere"].contains(&v.as_str())
+        ),
+        "{verdicts:?}"
+    );
+}
+
+/// Holds the default migration lock from a session named `test-holder`.
+fn hold_lock(t: &TestEnv, key: i64) -> postgres::Client {
+    let mut holder = t.client();
+    holder
+        .batch_execute("SET application_name = 'test-holder'")
+        .unwrap();
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&key])
+        .unwrap();
+    holder
+}
+
+#[test]
+fn skip_if_locked_returns_at_once_naming_the_holder() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    let _holder = hold_lock(&t, t.default_lock_key());
+    let out = t.migrate().args(["up", "--yes", "--skip-if-locked"]).run();
+    out.code(0)
+        .stdout_has("another instance holds the migration lock (pid ")
+        .stdout_has("test-holder")
+        .stdout_has("skipping (--skip-if-locked)");
+    assert!(
+        out.elapsed < Duration::from_secs(3),
+        "took {:?}",
+        out.elapsed
+    );
+    assert!(!t.table_exists("public.a"));
+}
+
+#[test]
+fn waiting_runs_out_with_exit_4_naming_the_holder() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    let _holder = hold_lock(&t, t.default_lock_key());
+    let out = t
+        .migrate()
+        .args(["up", "--yes", "--lock-wait", "1500ms"])
+        .run();
+    out.code(4)
+        .stdout_has("waiting up to 1.50s for the migration lock, held by pid ")
+        .stderr_has("the migration lock was not acquired within 1.50s: it is held by pid ")
+        .stderr_has("(test-holder, user postgres, from local socket, connected since ");
+    assert!(
+        out.elapsed >= Duration::from_millis(1500),
+        "took {:?}",
+        out.elapsed
+    );
+    assert!(
+        out.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        out.elapsed
+    );
+    assert!(!t.table_exists("public.a"));
+    // The environment and --lock-wait 0 give the same bound.
+    t.migrate()
+        .env("MIGRATE_LOCK_WAIT", "0")
+        .args(["up", "--yes"])
+        .run()
+        .code(4);
+}
+
+#[test]
+fn a_waiter_proceeds_when_the_lock_is_released() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    let holder = hold_lock(&t, t.default_lock_key());
+    let child = t
+        .migrate()
+        .args(["up", "--yes", "--lock-wait", "30s"])
+        .spawn();
+    wait_until(
+        Duration::from_secs(10),
+        "migrate to wait for the lock",
+        || {
+            t.value(&format!(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+              WHERE l.locktype = 'advisory' AND NOT l.granted AND a.datname = '{}'",
+                t.db_name
+            )) == Some("1".into())
+        },
+    );
+    drop(holder);
+    let out = Outcome::from_output(child.wait_with_output().unwrap());
+    out.code(0)
+        .stdout_has("held by pid")
+        .stdout_has("acquired the migration lock after")
+        .stdout_has("applied 001_a");
+}
+
+#[test]
+fn lock_key_chooses_another_lock() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    let _holder = hold_lock(&t, t.default_lock_key());
+    t.migrate()
+        .args(["up", "--yes", "--lock-key", "-42"])
+        .run()
+        .code(0)
+        .stdout_has("applied 001_a");
+    // And holding that key blocks a run that uses it.
+    t.migration("002_b.sql", "CREATE TABLE b (id int);");
+    let _other = hold_lock(&t, 4242);
+    t.migrate()
+        .args(["up", "--yes", "--lock-wait", "0"])
+        .env("MIGRATE_LOCK_KEY", "4242")
+        .run()
+        .code(4);
+}
+
+#[test]
+fn safe_false_takes_no_lock_and_says_so() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    let _holder = hold_lock(&t, t.default_lock_key());
+    t.migrate()
+        .args(["--safe=false", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("warning: --safe=false: running without the migration lock")
+        .stdout_has("applied 001_a");
+}
+
+#[test]
+fn the_lock_is_released_after_a_failure() {
+    let t = TestEnv::new();
+    t.migration("001_bad.sql", "SELECT * FROM nowhere;");
+    t.migrate().args(["up", "--yes"]).run().code(1);
+    t.migrate()
+        .args(["up", "--yes", "--lock-wait", "0"])
+        .run()
+        .code(1)
+        .stdout_has("failed 001_bad");
+}

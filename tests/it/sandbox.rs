@@ -1,0 +1,69 @@
+//! `migrate sandbox`: a throwaway server, the folder applied from scratch.
+
+use crate::common::TestEnv;
+use std::path::Path;
+
+fn sandbox_folder(out: &str) -> String {
+    out.lines()
+        .find_map(|l| {
+            l.split_once(" in ")
+                .filter(|_| l.starts_with("sandbox: PostgreSQL"))
+        })
+        .map(|(_, dir)| dir.to_owned())
+        .unwrap_or_else(|| panic!("no sandbox folder in {out}"))
+}
+
+#[test]
+fn applies_the_folder_on_a_throwaway_server_and_removes_it() {
+    let t = TestEnv::new();
+    t.migration("000_schema.sql", "CREATE TABLE s (id int);")
+        .migration("001_data.sql", "INSERT INTO s VALUES (1);");
+    let out = t.migrate_bare().args(["sandbox", "--schema", "app"]).run();
+    out.code(0)
+        .stdout_has("done: 2 migrations applied")
+        .stdout_has("│ 001     ┆ data")
+        .stdout_has("2 migrations: 2 applied, 0 pending")
+        .stdout_has("sandbox server stopped;");
+    let folder = sandbox_folder(&out.stdout);
+    assert!(!Path::new(&folder).exists(), "{folder} left behind");
+    // The test's own database is untouched.
+    assert!(!t.table_exists("public.s") && !t.table_exists("app.s"));
+}
+
+#[test]
+fn a_failing_migration_shows_in_the_sandbox_status() {
+    let t = TestEnv::new();
+    t.migration("001_ok.sql", "CREATE TABLE ok (id int);")
+        .migration("002_typo.sql", "CREAT TABLE typo (id int);");
+    let out = t.migrate_bare().arg("sandbox").run();
+    out.code(1)
+        .stdout_has("FAILED")
+        .stdout_has("002_typo failed: ERROR: syntax error at or near \"CREAT\"")
+        .stderr_has("migration 002_typo (migrations/002_typo.sql) failed");
+    assert!(!Path::new(&sandbox_folder(&out.stdout)).exists());
+}
+
+#[test]
+fn without_server_programs_it_says_what_to_install() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "SELECT 1;");
+    let empty = tempfile::tempdir().unwrap();
+    t.migrate_bare()
+        .env("MIGRATE_PG_BIN", empty.path())
+        .arg("sandbox")
+        .run()
+        .code(1)
+        .stderr_has("cannot start a sandbox server: MIGRATE_PG_BIN=")
+        .stderr_has("holds no initdb and postgres programs");
+}
+
+#[test]
+fn bad_files_stop_the_sandbox_before_any_server_starts() {
+    let t = TestEnv::new();
+    t.migration("1_a.sql", "SELECT 1;")
+        .migration("01_b.sql", "SELECT 1;");
+    let out = t.migrate_bare().arg("sandbox").run();
+    out.code(2)
+        .stderr_has("is used by more than one file: 01_b.sql, 1_a.sql");
+    assert!(!out.stdout.contains("sandbox: PostgreSQL"));
+}

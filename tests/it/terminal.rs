@@ -1,0 +1,103 @@
+//! At a terminal: the y/N prompt, progress, colour and NO_COLOR.
+
+use crate::common::TestEnv;
+use crate::common::pty::run_on_pty;
+
+fn two(t: &TestEnv) {
+    t.migration("001_a.sql", "CREATE TABLE a (id int);")
+        .migration("002_b.sql", "CREATE TABLE b (id int);");
+}
+
+#[test]
+fn answering_no_changes_nothing() {
+    let t = TestEnv::new();
+    two(&t);
+    let mut run = t.migrate();
+    run.arg("up");
+    let out = run_on_pty(run.into_command(), Some(("Continue?", "n")));
+    assert_eq!(out.code, 1, "{}", out.output);
+    assert!(
+        out.output.contains("2 migrations to apply:"),
+        "{}",
+        out.output
+    );
+    assert!(
+        out.output.contains("aborted; nothing was changed"),
+        "{}",
+        out.output
+    );
+    assert!(!t.table_exists("public.schema_migrations"));
+    assert!(!t.table_exists("public.a"));
+}
+
+#[test]
+fn answering_yes_applies_with_colour() {
+    let t = TestEnv::new();
+    two(&t);
+    let mut run = t.migrate();
+    run.arg("up");
+    let out = run_on_pty(run.into_command(), Some(("Continue?", "y")));
+    assert_eq!(out.code, 0, "{}", out.output);
+    assert!(out.output.contains("applied"), "{}", out.output);
+    assert!(
+        out.output.contains("\u{1b}["),
+        "a terminal gets colour: {:?}",
+        out.output
+    );
+    assert_eq!(t.state(), ["001:applied", "002:applied"]);
+}
+
+#[test]
+fn no_color_and_yes_at_a_terminal() {
+    let t = TestEnv::new();
+    two(&t);
+    let mut run = t.migrate();
+    run.args(["up", "--yes"]).env("NO_COLOR", "1");
+    let out = run_on_pty(run.into_command(), None);
+    assert_eq!(out.code, 0, "{}", out.output);
+    assert!(
+        !out.output.contains("Continue?"),
+        "--yes never prompts: {}",
+        out.output
+    );
+    // Progress bars draw with escape sequences too; NO_COLOR removes colour (SGR) only.
+    assert!(
+        !out.output.contains("\u{1b}[3"),
+        "NO_COLOR output has colour: {:?}",
+        out.output
+    );
+    assert!(
+        !out.output.contains("\u{1b}[1m"),
+        "NO_COLOR output has bold: {:?}",
+        out.output
+    );
+    assert_eq!(t.state().len(), 2);
+
+    let mut run = t.migrate();
+    run.arg("status").env("NO_COLOR", "1");
+    let out = run_on_pty(run.into_command(), None);
+    assert_eq!(out.code, 0);
+    assert!(
+        out.output.contains("APPLIED") && !out.output.contains("\u{1b}[3"),
+        "{:?}",
+        out.output
+    );
+}
+
+#[test]
+fn without_a_terminal_output_is_plain_lines_with_durations() {
+    let t = TestEnv::new();
+    two(&t);
+    let out = t.migrate().args(["up", "--yes"]).run();
+    out.code(0);
+    assert!(!out.stdout.contains('\u{1b}'), "{:?}", out.stdout);
+    let applied: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("applied "))
+        .collect();
+    assert_eq!(applied.len(), 2, "{}", out.stdout);
+    for line in applied {
+        assert!(line.ends_with("s)"), "a duration on every line: {line}");
+    }
+}

@@ -1,0 +1,309 @@
+//! `migrate up`: order, transactions, failures, targets, the seed's spellings.
+
+use crate::common::TestEnv;
+
+fn three(t: &TestEnv) {
+    t.migration("000_schema.sql", "CREATE TABLE accounts (id int PRIMARY KEY);")
+        .migration(
+            "001_index.up.sql",
+            "ALTER TABLE accounts ADD COLUMN email text;\nCREATE INDEX accounts_email_idx ON accounts (email);",
+        )
+        .migration("001_index.down.sql", "DROP INDEX accounts_email_idx;")
+        .migration("010_data.sql", "INSERT INTO accounts VALUES (1, 'a@example.com'), (2, 'b@example.com');");
+}
+
+#[test]
+fn applies_pending_migrations_in_numeric_order_and_records_each() {
+    let t = TestEnv::new();
+    three(&t);
+    t.migration(
+        "2_between.sql",
+        "INSERT INTO accounts VALUES (3, 'c@example.com');",
+    );
+    let out = t.migrate().args(["up", "--yes"]).run();
+    out.code(0)
+        .stdout_has("4 migrations to apply:")
+        .stdout_has("applied 000_schema (")
+        .stdout_has("applied 2_between (")
+        .stdout_has("done: 4 migrations applied in");
+    let order: Vec<usize> = ["000_schema", "001_index", "2_between", "010_data"]
+        .iter()
+        .map(|label| out.stdout.find(&format!("applied {label}")).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{}", out.stdout);
+    assert_eq!(
+        t.state(),
+        ["000:applied", "001:applied", "2:applied", "010:applied"]
+    );
+    assert_eq!(
+        t.journal(),
+        ["applied:000", "applied:001", "applied:2", "applied:010"]
+    );
+    assert_eq!(t.value("SELECT count(*) FROM accounts"), Some("3".into()));
+    // The row keeps the text of the file name and a real checksum and actor.
+    let row = &t.rows(
+        "SELECT name, length(checksum), applied_by, in_transaction, error IS NULL \
+           FROM schema_migrations WHERE version = '000'",
+    )[0];
+    assert_eq!(row[0].as_deref(), Some("schema"));
+    assert_eq!(row[1].as_deref(), Some("64"));
+    assert!(row[2].as_deref().unwrap().starts_with("tester@"));
+    assert_eq!(row[3].as_deref(), Some("t"));
+    assert_eq!(row[4].as_deref(), Some("t"));
+
+    // Again: nothing to do, nothing recorded twice.
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("up to date: 4 migrations applied, none pending");
+    assert_eq!(t.journal().len(), 4);
+    assert_eq!(t.advisory_locks(), 0);
+}
+
+#[test]
+fn bare_migrate_is_up_and_without_a_terminal_says_it_does_not_ask() {
+    let t = TestEnv::new();
+    three(&t);
+    t.migrate()
+        .run()
+        .code(0)
+        .stdout_has("no terminal to ask on: applying without confirmation")
+        .stdout_has("done: 3 migrations applied");
+    assert_eq!(t.state().len(), 3);
+}
+
+#[test]
+fn a_failing_migration_rolls_back_is_recorded_and_stops_the_run() {
+    let t = TestEnv::new();
+    t.migration("001_ok.sql", "CREATE TABLE kept (id int);")
+        .migration(
+            "002_bad.sql",
+            "CREATE TABLE half_done (id int);\nINSERT INTO no_such_table VALUES (1);\n",
+        )
+        .migration("003_after.sql", "CREATE TABLE never (id int);");
+    let out = t.migrate().args(["up", "--yes"]).run();
+    out.code(1)
+        .stdout_has("applied 001_ok")
+        .stdout_has("failed 002_bad")
+        .stderr_has("migration 002_bad (migrations/002_bad.sql) failed: ERROR: relation \"no_such_table\" does not exist (SQLSTATE 42P01)");
+    assert!(!out.stdout.contains("003_after ("), "{}", out.stdout);
+    assert!(t.table_exists("public.kept"));
+    assert!(
+        !t.table_exists("public.half_done"),
+        "the failed file's first statement must roll back"
+    );
+    assert!(!t.table_exists("public.never"));
+    assert_eq!(t.state(), ["001:applied", "002:failed"]);
+    assert_eq!(t.journal(), ["applied:001", "failed:002"]);
+    let error = t
+        .value("SELECT error FROM schema_migrations WHERE version = '002'")
+        .unwrap();
+    assert!(
+        error.contains("relation \"no_such_table\" does not exist"),
+        "{error}"
+    );
+
+    // Fixed, the next run retries the failed version and goes on.
+    t.migration(
+        "002_bad.sql",
+        "CREATE TABLE half_done (id int);\nCREATE TABLE no_such_table (id int);\nINSERT INTO no_such_table VALUES (1);\n",
+    );
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("002_bad (failed before; retrying)")
+        .stdout_has("done: 2 migrations applied");
+    assert_eq!(t.state(), ["001:applied", "002:applied", "003:applied"]);
+    assert_eq!(
+        t.journal(),
+        ["applied:001", "failed:002", "applied:002", "applied:003"]
+    );
+    assert_eq!(
+        t.value("SELECT error IS NULL FROM schema_migrations WHERE version = '002'"),
+        Some("t".into())
+    );
+}
+
+#[test]
+fn target_stops_after_the_given_version() {
+    let t = TestEnv::new();
+    three(&t);
+    t.migrate()
+        .args(["up", "--yes", "--target", "1"])
+        .run()
+        .code(0)
+        .stdout_has("done: 2 migrations applied");
+    assert_eq!(t.state(), ["000:applied", "001:applied"]);
+    t.migrate()
+        .args(["up", "--yes", "--target", "001"])
+        .run()
+        .code(0)
+        .stdout_has("up to date");
+    let out = t.migrate().args(["up", "--yes", "--target", "5"]).run();
+    out.code(2)
+        .stderr_has("--target 5: no migration file in migrations has that version");
+    let out = t.migrate().args(["up", "--yes", "--target", "five"]).run();
+    out.code(2).stderr_has("--target: `five` is not a version");
+    assert_eq!(t.state().len(), 2);
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let t = TestEnv::new();
+    three(&t);
+    // Even with the lock held elsewhere, a dry run answers at once: it takes no lock.
+    let mut holder = t.client();
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&t.default_lock_key()])
+        .unwrap();
+    let out = t.migrate().args(["--dry-run"]).run();
+    out.code(0)
+        .stdout_has("dry run: 3 migrations would be applied:")
+        .stdout_has("  001_index")
+        .stdout_has("nothing was changed (dry run)");
+    assert!(!t.table_exists("public.schema_migrations"));
+    assert!(!t.table_exists("public.accounts"));
+}
+
+#[test]
+fn the_seeds_spellings_keep_working() {
+    let t = TestEnv::new();
+    t.file(
+        "custom/migrations/001_custom.sql",
+        "CREATE TABLE custom (id int);",
+    );
+    t.migrate()
+        .args(["--path", "./custom/migrations", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("applied 001_custom");
+    t.migrate()
+        .args(["--status", "--path", "./custom/migrations"])
+        .run()
+        .code(0)
+        .stdout_has("APPLIED");
+    // Options after the command as well as before it.
+    t.migrate()
+        .args(["status", "--path", "custom/migrations"])
+        .run()
+        .code(0)
+        .stdout_has("1 applied");
+    t.migrate()
+        .args(["--status", "up"])
+        .run()
+        .code(2)
+        .stderr_has("--status cannot be combined with the `up` command");
+    // MIGRATE_PATH, the environment spelling of --path.
+    t.migrate()
+        .env("MIGRATE_PATH", "custom/migrations")
+        .arg("status")
+        .run()
+        .code(0)
+        .stdout_has("1 applied");
+}
+
+#[test]
+fn schema_is_created_and_used_as_search_path() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_users.sql",
+        "CREATE TABLE users (id int);\nINSERT INTO users VALUES (1);",
+    )
+    .migration(
+        "002_count.sql",
+        "CREATE VIEW user_count AS SELECT count(*) AS n FROM users;",
+    );
+    t.migrate()
+        .args(["up", "--yes", "--schema", "Auth Service"])
+        .run()
+        .code(0);
+    assert!(t.table_exists("\"Auth Service\".users"));
+    assert!(!t.table_exists("public.users"));
+    assert_eq!(
+        t.state_in("\"Auth Service\".schema_migrations"),
+        ["001:applied", "002:applied"]
+    );
+    assert!(t.table_exists("\"Auth Service\".schema_migrations_log"));
+    assert!(!t.table_exists("public.schema_migrations"));
+}
+
+#[test]
+fn table_option_renames_the_state_table_and_journal() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "SELECT 1;");
+    t.migrate()
+        .args(["up", "--yes", "--table", "app_versions"])
+        .run()
+        .code(0);
+    assert_eq!(t.state_in("public.app_versions"), ["001:applied"]);
+    assert!(t.table_exists("public.app_versions_log"));
+    assert!(!t.table_exists("public.schema_migrations"));
+    // Another table is another history.
+    t.migrate()
+        .args(["status"])
+        .run()
+        .code(0)
+        .stdout_has("0 applied, 1 pending");
+}
+
+#[test]
+fn a_file_with_its_own_commit_is_flagged() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_wrapped.sql",
+        "BEGIN;\nCREATE TABLE wrapped (id int);\nCOMMIT;\n",
+    );
+    let out = t.migrate().args(["up", "--yes"]).run();
+    out.code(0)
+        .stdout_has("applied 001_wrapped")
+        .stdout_has("001_wrapped.sql ends its transaction itself");
+    assert_eq!(t.state(), ["001:applied"]);
+}
+
+#[test]
+fn version_zero_crlf_files_and_byte_order_marks() {
+    let t = TestEnv::new();
+    t.migration(
+        "000_zero.sql",
+        "CREATE TABLE zero (id int);\r\nINSERT INTO zero VALUES (0);\r\n",
+    );
+    std::fs::write(
+        t.migrations().join("001_bom.sql"),
+        b"\xEF\xBB\xBFCREATE TABLE bom (id int);\n",
+    )
+    .unwrap();
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("done: 2 migrations applied");
+    assert!(t.table_exists("public.bom"));
+    // Converting an applied file from CRLF to LF is not an edit.
+    t.migration(
+        "000_zero.sql",
+        "CREATE TABLE zero (id int);\nINSERT INTO zero VALUES (0);\n",
+    );
+    t.migrate()
+        .arg("status")
+        .run()
+        .code(0)
+        .stdout_has("2 migrations: 2 applied, 0 pending");
+}
+
+#[test]
+fn a_foreign_state_table_is_refused() {
+    let t = TestEnv::new();
+    // golang-migrate's table has the same default name.
+    t.client()
+        .batch_execute("CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL)")
+        .unwrap();
+    t.migration("001_a.sql", "SELECT 1;");
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(2)
+        .stderr_has("public.schema_migrations exists but is not migrate's state table")
+        .stderr_has("--table");
+}
