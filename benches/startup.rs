@@ -1,1 +1,246 @@
-fn main() {}
+//! Benchmarks of the two paths that matter, each against its floor:
+//!
+//! (a) start-up with nothing to do: `migrate up --yes` on a database with
+//!     1000 migrations applied, against `pg_floor` (connect, one query);
+//! (b) applying 1000 small migrations from empty, against one `psql`
+//!     session running the same files, each in its own transaction.
+//!
+//! Medians of several runs, interleaved, on a throwaway server with
+//! PostgreSQL's default durability (fsync and synchronous commit on), over
+//! the Unix socket. Also the peak RSS of each program.
+//!
+//! Run with `bench/run.sh`, which builds `pg_floor` first.
+
+use migrate::pgserver::{ClusterOptions, TempCluster};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const MIGRATIONS: usize = 1000;
+
+struct Sample {
+    wall: Duration,
+    max_rss_kib: i64,
+}
+
+/// Runs a command to completion; wall time and peak RSS from wait4.
+// The child is reaped by wait4 below, which std's Child does not know of.
+#[allow(clippy::zombie_processes)]
+fn measure(command: &mut Command) -> Sample {
+    let start = Instant::now();
+    let child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; `status` and `usage` are valid for writes.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = start.elapsed();
+    assert_eq!(waited, pid, "wait4 failed");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{command:?} failed"
+    );
+    Sample {
+        wall,
+        max_rss_kib: usage.ru_maxrss,
+    }
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+struct Summary {
+    median: Duration,
+    min: Duration,
+    max_rss_kib: i64,
+}
+
+fn summarize(samples: &[Sample]) -> Summary {
+    Summary {
+        median: median(samples.iter().map(|s| s.wall).collect()),
+        min: samples.iter().map(|s| s.wall).min().unwrap(),
+        max_rss_kib: samples.iter().map(|s| s.max_rss_kib).max().unwrap(),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn sql(cluster: &TempCluster, db: &str, statement: &str) {
+    let status = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &cluster.socket_dsn(db),
+            "-c",
+            statement,
+        ])
+        .status()
+        .expect("psql");
+    assert!(status.success(), "{statement}");
+}
+
+fn write_migrations(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for v in 1..=MIGRATIONS {
+        std::fs::write(
+            dir.join(format!("{v:04}_step.sql")),
+            format!(
+                "CREATE TABLE step_{v} (id bigint PRIMARY KEY, name text NOT NULL);\n\
+                 CREATE INDEX step_{v}_name_idx ON step_{v} (name);\n\
+                 INSERT INTO step_{v} VALUES (1, 'one'), (2, 'two');\n"
+            ),
+        )
+        .unwrap();
+    }
+}
+
+/// One psql script running every file in its own transaction.
+fn write_psql_script(migrations: &Path, script: &Path) {
+    let mut text = String::new();
+    for v in 1..=MIGRATIONS {
+        text.push_str(&format!(
+            "BEGIN;\n\\i {}\nCOMMIT;\n",
+            migrations.join(format!("{v:04}_step.sql")).display()
+        ));
+    }
+    std::fs::write(script, text).unwrap();
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let exe_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let migrate_bin = PathBuf::from(env!("CARGO_BIN_EXE_migrate"));
+    let floor_bin = exe_dir.join("examples/pg_floor");
+    assert!(
+        floor_bin.exists(),
+        "{} is missing: run bench/run.sh, which builds it",
+        floor_bin.display()
+    );
+    let runs_a: usize = std::env::var("BENCH_RUNS_A")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(31);
+    let runs_b: usize = std::env::var("BENCH_RUNS_B")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+
+    let cluster = TempCluster::start(ClusterOptions {
+        settings: vec![
+            ("fsync".into(), "on".into()),
+            ("synchronous_commit".into(), "on".into()),
+            ("full_page_writes".into(), "on".into()),
+        ],
+        ..ClusterOptions::default()
+    })
+    .expect("start a server");
+    let work = tempfile::tempdir().unwrap();
+    let migrations = work.path().join("migrations");
+    write_migrations(&migrations);
+    let script = work.path().join("all.sql");
+    write_psql_script(&migrations, &script);
+    println!(
+        "PostgreSQL {}; {} migrations; runs: (a) {runs_a}, (b) {runs_b}",
+        cluster.version(),
+        MIGRATIONS
+    );
+
+    let migrate = |db: &str| {
+        let mut command = Command::new(&migrate_bin);
+        command
+            .current_dir(work.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .args(["up", "--yes", "--dsn", &cluster.socket_dsn(db)]);
+        command
+    };
+
+    // (a) Start-up with everything applied.
+    sql(&cluster, "postgres", "CREATE DATABASE applied");
+    measure(&mut migrate("applied"));
+    let mut floor_samples = Vec::new();
+    let mut up_samples = Vec::new();
+    for _ in 0..runs_a {
+        floor_samples.push(measure(
+            Command::new(&floor_bin).arg(cluster.socket_dsn("applied")),
+        ));
+        up_samples.push(measure(&mut migrate("applied")));
+    }
+    let floor = summarize(&floor_samples);
+    let up = summarize(&up_samples);
+
+    // (b) 1000 migrations from empty.
+    let mut psql_samples = Vec::new();
+    let mut apply_samples = Vec::new();
+    for run in 0..runs_b {
+        let (a, b) = (format!("psql_{run}"), format!("migrate_{run}"));
+        sql(&cluster, "postgres", &format!("CREATE DATABASE {a}"));
+        sql(&cluster, "postgres", &format!("CREATE DATABASE {b}"));
+        psql_samples.push(measure(
+            Command::new("psql")
+                .args([
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-d",
+                    &cluster.socket_dsn(&a),
+                    "-f",
+                ])
+                .arg(&script),
+        ));
+        apply_samples.push(measure(&mut migrate(&b)));
+        sql(&cluster, "postgres", &format!("DROP DATABASE {a}"));
+        sql(&cluster, "postgres", &format!("DROP DATABASE {b}"));
+    }
+    let psql = summarize(&psql_samples);
+    let apply = summarize(&apply_samples);
+
+    println!();
+    println!("| case | program | median | fastest | peak RSS |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (case, program, s) in [
+        (
+            "(a) up, 1000 applied",
+            "pg_floor (connect + SELECT 1)",
+            &floor,
+        ),
+        ("(a) up, 1000 applied", "migrate up --yes", &up),
+        (
+            "(b) 1000 from empty",
+            "psql -f (BEGIN; \\i file; COMMIT; each)",
+            &psql,
+        ),
+        ("(b) 1000 from empty", "migrate up --yes", &apply),
+    ] {
+        println!(
+            "| {case} | {program} | {} | {} | {} MiB |",
+            ms(s.median),
+            ms(s.min),
+            s.max_rss_kib / 1024
+        );
+    }
+    println!();
+    println!(
+        "(a) migrate / floor: {:.2}x   (b) migrate / psql: {:.2}x",
+        up.median.as_secs_f64() / floor.median.as_secs_f64(),
+        apply.median.as_secs_f64() / psql.median.as_secs_f64()
+    );
+}

@@ -3,13 +3,14 @@
 
 use crate::dsn::Dsn;
 use crate::error::Error;
-use crate::migration::{MigrationSet, Version};
+use crate::migration::{MigrationSet, ScannedFolder, Version};
 use crate::plan::{self, Step};
 use crate::report::{
     AppliedMigration, Event, HistoryReport, MigrationRef, Reporter, StatusReport, UpOutcome,
     UpReport,
 };
-use crate::store::{ApplyError, Store, Tracking, default_lock_key};
+use crate::store::{ApplyError, DbState, StateDetail, Store, Tracking, default_lock_key};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How `up` treats the migration lock.
@@ -31,8 +32,9 @@ pub struct Database {
     pub lock: LockMode,
     /// `None`: derived from database, schema and table.
     pub lock_key: Option<i64>,
-    /// Recorded as `applied_by` and in the journal.
-    pub actor: String,
+    /// Recorded as `applied_by` and in the journal. `None`: `user@host` of
+    /// this process, looked up only when there is something to record.
+    pub actor: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -43,21 +45,82 @@ pub struct UpOptions {
     pub dry_run: bool,
 }
 
+/// Where the migrations come from.
+enum Source {
+    /// Already read (embedded in a binary, or loaded by the caller).
+    Loaded(Arc<MigrationSet>),
+    /// A folder whose names are checked; the contents are read while the
+    /// connection is being opened.
+    Folder(Arc<ScannedFolder>),
+}
+
 pub struct Migrator {
-    migrations: MigrationSet,
+    source: Source,
     database: Database,
 }
 
 impl Migrator {
+    /// A migrator for migrations already read.
     pub fn new(migrations: MigrationSet, database: Database) -> Migrator {
         Migrator {
-            migrations,
+            source: Source::Loaded(Arc::new(migrations)),
             database,
         }
     }
 
-    pub fn migrations(&self) -> &MigrationSet {
-        &self.migrations
+    /// A migrator for a folder whose names were checked by
+    /// [`scan`](crate::migration::scan). The contents are read concurrently
+    /// with connecting, which with many files is most of the start-up time.
+    pub fn from_folder(folder: ScannedFolder, database: Database) -> Migrator {
+        Migrator {
+            source: Source::Folder(Arc::new(folder)),
+            database,
+        }
+    }
+
+    async fn load(&self) -> Result<Arc<MigrationSet>, Error> {
+        match &self.source {
+            Source::Loaded(set) => Ok(Arc::clone(set)),
+            Source::Folder(folder) => {
+                let folder = Arc::clone(folder);
+                tokio::task::spawn_blocking(move || folder.load())
+                    .await
+                    .map_err(|err| {
+                        Error::Usage(format!("reading the migration files failed: {err}"))
+                    })?
+                    .map(Arc::new)
+                    .map_err(Error::Files)
+            }
+        }
+    }
+
+    /// Reads the files and, at the same time, connects and reads the state.
+    /// A problem with the files wins over one with the connection: it is
+    /// the operator's to fix either way, and it is certain.
+    async fn open(
+        &self,
+        detail: StateDetail,
+    ) -> Result<(Arc<MigrationSet>, Store, DbState), Error> {
+        let tracking = &self.database.tracking;
+        let connect = async {
+            let store = Store::connect(&self.database.dsn).await?;
+            match store.read_state(tracking, detail).await {
+                Ok(state) => Ok((store, state)),
+                Err(err) => {
+                    store.close().await;
+                    Err(err)
+                }
+            }
+        };
+        let (files, connected) = tokio::join!(self.load(), connect);
+        match (files, connected) {
+            (Ok(files), Ok((store, state))) => Ok((files, store, state)),
+            (Err(err), Ok((store, _))) => {
+                store.close().await;
+                Err(err)
+            }
+            (Err(err), Err(_)) | (Ok(_), Err(err)) => Err(err),
+        }
     }
 
     /// Applies pending migrations in order, each in its own transaction with
@@ -67,16 +130,10 @@ impl Migrator {
         options: &UpOptions,
         reporter: &dyn Reporter,
     ) -> Result<UpReport, Error> {
-        if let Some(target) = &options.target
-            && self.migrations.find(target).is_none()
-        {
-            return Err(Error::Usage(format!(
-                "--target {target}: no migration file in {} has that version",
-                self.migrations.dir.display()
-            )));
-        }
-        let mut store = Store::connect(&self.database.dsn).await?;
-        let result = self.up_on(&mut store, options, reporter).await;
+        let (migrations, mut store, state) = self.open(StateDetail::Plan).await?;
+        let result = self
+            .up_on(&migrations, &mut store, state, options, reporter)
+            .await;
         // Closing the connection also releases the lock on every error path.
         store.close().await;
         result
@@ -84,14 +141,23 @@ impl Migrator {
 
     async fn up_on(
         &self,
+        migrations: &MigrationSet,
         store: &mut Store,
+        state: DbState,
         options: &UpOptions,
         reporter: &dyn Reporter,
     ) -> Result<UpReport, Error> {
         let tracking = &self.database.tracking;
         let target = options.target.as_ref();
-        let state = store.read_state(tracking).await?;
-        let steps = plan::pending(&self.migrations, &state.rows, target);
+        if let Some(target) = target
+            && migrations.find(target).is_none()
+        {
+            return Err(Error::Usage(format!(
+                "--target {target}: no migration file in {} has that version",
+                migrations.dir.display()
+            )));
+        }
+        let steps = plan::pending(migrations, &state.rows, target);
         let planned: Vec<MigrationRef> = steps
             .iter()
             .map(|s| MigrationRef::of(s.migration))
@@ -159,9 +225,9 @@ impl Migrator {
 
         // Another instance may have worked while this one waited or prompted.
         store.prepare_session(tracking).await?;
-        let state = store.read_state(tracking).await?;
+        let state = store.read_state(tracking, StateDetail::Plan).await?;
         store.ensure_tracking_tables(tracking, &state).await?;
-        let steps: Vec<Step> = plan::pending(&self.migrations, &state.rows, target);
+        let steps: Vec<Step> = plan::pending(migrations, &state.rows, target);
         if steps.is_empty() {
             reporter.event(Event::DoneElsewhere {
                 applied: applied_count(&state.rows),
@@ -172,6 +238,7 @@ impl Migrator {
 
         let started = Instant::now();
         let total = steps.len();
+        let actor = self.database.actor.clone().unwrap_or_else(default_actor);
         for (index, step) in steps.iter().enumerate() {
             let migration = step.migration;
             reporter.event(Event::Applying {
@@ -184,7 +251,7 @@ impl Migrator {
                     tracking,
                     migration,
                     step.failed_row_version.as_deref(),
-                    &self.database.actor,
+                    &actor,
                 )
                 .await
             {
@@ -242,10 +309,9 @@ impl Migrator {
 
     /// Every version with its status; reads only, creates nothing.
     pub async fn status(&self) -> Result<StatusReport, Error> {
-        let store = Store::connect(&self.database.dsn).await?;
-        let state = store.read_state(&self.database.tracking).await;
+        let (migrations, store, state) = self.open(StateDetail::Full).await?;
         store.close().await;
-        let rows = plan::status_rows(&self.migrations, &state?.rows);
+        let rows = plan::status_rows(&migrations, &state.rows);
         let totals = plan::totals(&rows);
         Ok(StatusReport { rows, totals })
     }

@@ -16,7 +16,7 @@
 //!     tracking: Tracking { schema: "public".into(), table: "schema_migrations".into() },
 //!     lock: LockMode::Wait(Duration::from_secs(300)),
 //!     lock_key: None,
-//!     actor: migrate::default_actor(),
+//!     actor: None,
 //! };
 //! let report = Migrator::new(migrations, database).up(&UpOptions::default(), &Silent).await?;
 //! println!("{} applied", report.applied.len());

@@ -78,13 +78,18 @@ pub fn status_rows(files: &MigrationSet, rows: &[StateRow]) -> Vec<StatusRow> {
                     }
                     (RowStatus::Applied, Some(_)) => Status::Applied,
                 };
+                let details = row.details.as_ref();
                 StatusRow {
                     version: file.map_or_else(|| row.version.clone(), |f| f.version.clone()),
-                    name: file.map_or_else(|| row.name.clone(), |f| f.name.clone()),
+                    name: match (file, details) {
+                        (Some(f), _) => f.name.clone(),
+                        (None, Some(d)) => d.name.clone(),
+                        (None, None) => String::new(),
+                    },
                     status,
-                    applied_at: Some(row.applied_at.clone()),
-                    duration: Some(row.duration),
-                    error: row.error.clone(),
+                    applied_at: details.map(|d| d.applied_at.clone()),
+                    duration: details.map(|d| d.duration),
+                    error: details.and_then(|d| d.error.clone()),
                     has_file: file.is_some(),
                 }
             }
@@ -161,6 +166,7 @@ pub fn totals(rows: &[StatusRow]) -> Totals {
 mod tests {
     use super::*;
     use crate::migration::checksum;
+    use crate::store::RowDetails;
     use std::path::PathBuf;
 
     fn file(version: &str, name: &str, sql: &str) -> Migration {
@@ -177,14 +183,16 @@ mod tests {
     fn row(version: &str, name: &str, sql: &str, status: RowStatus) -> StateRow {
         StateRow {
             version: Version::parse(version).unwrap(),
-            name: name.into(),
             checksum: checksum(sql.as_bytes()).to_string(),
             status,
-            applied_at: "2026-01-01T00:00:00.000000Z".into(),
-            duration: Duration::from_millis(5),
-            applied_by: "test".into(),
-            error: (status == RowStatus::Failed).then(|| "ERROR: boom".into()),
-            in_transaction: true,
+            details: Some(RowDetails {
+                name: name.into(),
+                applied_at: "2026-01-01T00:00:00.000000Z".into(),
+                duration: Duration::from_millis(5),
+                applied_by: "test".into(),
+                error: (status == RowStatus::Failed).then(|| "ERROR: boom".into()),
+                in_transaction: true,
+            }),
         }
     }
 

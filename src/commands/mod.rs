@@ -7,9 +7,9 @@ mod status;
 mod up;
 
 use crate::cli::{Cli, Command};
-use crate::engine::{Database, Migrator, default_actor};
+use crate::engine::{Database, Migrator};
 use crate::error::{Error, exit};
-use crate::migration::{MigrationSet, discover};
+use crate::migration::scan;
 use crate::render::{Printer, Terminal};
 use crate::settings::Settings;
 
@@ -58,20 +58,19 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
-/// The migration files, every problem reported at once, before connecting.
-fn load_migrations(settings: &Settings) -> Result<MigrationSet, Error> {
-    discover(&settings.migrations_dir).map_err(Error::Files)
+fn database(settings: &Settings) -> Result<Database, Error> {
+    Ok(Database {
+        dsn: settings.dsn()?,
+        tracking: settings.tracking.clone(),
+        lock: settings.lock,
+        lock_key: settings.lock_key,
+        actor: None,
+    })
 }
 
-fn migrator(settings: &Settings, migrations: MigrationSet) -> Result<Migrator, Error> {
-    Ok(Migrator::new(
-        migrations,
-        Database {
-            dsn: settings.dsn()?,
-            tracking: settings.tracking.clone(),
-            lock: settings.lock,
-            lock_key: settings.lock_key,
-            actor: default_actor(),
-        },
-    ))
+/// A migrator for the settings' folder; every naming problem is reported
+/// here, before any connection.
+fn folder_migrator(settings: &Settings) -> Result<Migrator, Error> {
+    let scanned = scan(&settings.migrations_dir).map_err(Error::Files)?;
+    Ok(Migrator::from_folder(scanned, database(settings)?))
 }

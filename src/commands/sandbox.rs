@@ -2,15 +2,16 @@
 //! throwaway server that is removed afterwards.
 
 use crate::dsn::Dsn;
-use crate::engine::{Database, LockMode, Migrator, UpOptions, default_actor};
+use crate::engine::{Database, LockMode, Migrator, UpOptions};
 use crate::error::Error;
+use crate::migration::discover;
 use crate::pgserver::{ClusterOptions, TempCluster};
 use crate::render::{Printer, status_table};
 use crate::settings::Settings;
 use std::time::Duration;
 
 pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
-    let migrations = super::load_migrations(settings)?;
+    let migrations = discover(&settings.migrations_dir).map_err(Error::Files)?;
     printer.line(format!(
         "starting a throwaway PostgreSQL server for {} ({} migrations)",
         settings.migrations_dir.display(),
@@ -33,7 +34,7 @@ pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
             tracking: settings.tracking.clone(),
             lock: LockMode::Wait(Duration::from_secs(60)),
             lock_key: None,
-            actor: default_actor(),
+            actor: None,
         },
     );
     let options = UpOptions {

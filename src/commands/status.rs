@@ -5,8 +5,7 @@ use crate::render::{Printer, status_table};
 use crate::settings::Settings;
 
 pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
-    let migrations = super::load_migrations(settings)?;
-    let migrator = super::migrator(settings, migrations)?;
+    let migrator = super::folder_migrator(settings)?;
     let report = migrator.status().await?;
     printer.line(status_table(
         &report.rows,

@@ -6,8 +6,7 @@ use crate::render::Printer;
 use crate::settings::Settings;
 
 pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
-    let migrations = super::load_migrations(settings)?;
-    let migrator = super::migrator(settings, migrations)?;
+    let migrator = super::folder_migrator(settings)?;
     let options = UpOptions {
         target: settings.target.clone(),
         dry_run: settings.dry_run,

@@ -35,12 +35,33 @@ struct VersionFiles {
     downs: Vec<NamedFile>,
 }
 
-/// Reads the migration folder: every `NNN_name.sql` / `NNN_name.up.sql` with
-/// its optional `NNN_name.down.sql`. Files not ending in `.sql` and hidden
-/// files are ignored; sub-folders (such as `bootstrap/`) are not entered.
-///
-/// Returns every problem found, not just the first.
+/// A migration folder whose file names have been checked; the contents are
+/// read by [`ScannedFolder::load`].
+#[derive(Clone, Debug)]
+pub struct ScannedFolder {
+    pub dir: PathBuf,
+    entries: Vec<ScannedMigration>,
+}
+
+#[derive(Clone, Debug)]
+struct ScannedMigration {
+    version: Version,
+    name: String,
+    path: PathBuf,
+    down_path: Option<PathBuf>,
+}
+
+/// Reads and checks a migration folder: names, then contents. Every problem
+/// is returned, not just the first.
 pub fn discover(dir: &Path) -> Result<MigrationSet, Vec<FileProblem>> {
+    scan(dir)?.load()
+}
+
+/// Lists the migration folder and checks the names: every `NNN_name.sql` /
+/// `NNN_name.up.sql` with its optional `NNN_name.down.sql`. Files not
+/// ending in `.sql` and hidden files are ignored; sub-folders (such as
+/// `bootstrap/`) are not entered. Reads no file contents.
+pub fn scan(dir: &Path) -> Result<ScannedFolder, Vec<FileProblem>> {
     let entries = std::fs::read_dir(dir).map_err(|err| {
         vec![FileProblem {
             path: dir.to_path_buf(),
@@ -62,8 +83,14 @@ pub fn discover(dir: &Path) -> Result<MigrationSet, Vec<FileProblem>> {
             }
         };
         let path = entry.path();
-        // Follows symlinks, so a linked migration file counts as a file.
-        if !path.is_file() {
+        // The directory entry's type costs no system call; a symlink is
+        // followed, so a linked migration file counts as a file.
+        let is_file = match entry.file_type() {
+            Ok(t) if t.is_symlink() => path.is_file(),
+            Ok(t) => t.is_file(),
+            Err(_) => path.is_file(),
+        };
+        if !is_file {
             continue;
         }
         let file_name = entry.file_name();
@@ -90,7 +117,7 @@ pub fn discover(dir: &Path) -> Result<MigrationSet, Vec<FileProblem>> {
         }
     }
 
-    let mut migrations = Vec::with_capacity(by_version.len());
+    let mut usable = Vec::with_capacity(by_version.len());
     for (version, mut files) in by_version {
         files.ups.sort_by(|a, b| a.path.cmp(&b.path));
         files.downs.sort_by(|a, b| a.path.cmp(&b.path));
@@ -118,34 +145,74 @@ pub fn discover(dir: &Path) -> Result<MigrationSet, Vec<FileProblem>> {
                 ),
             });
         }
-        if files.ups.len() > 1 || files.downs.len() > 1 {
-            continue;
-        }
-        match read_up_file(&up.path) {
-            Ok((sql, checksum)) => migrations.push(Migration {
-                version,
-                name: up.name.clone(),
-                path: up.path.clone(),
-                sql,
-                checksum,
-                down_path: files.downs.first().map(|d| d.path.clone()),
-            }),
-            Err(reason) => problems.push(FileProblem {
-                path: up.path.clone(),
-                reason,
-            }),
+        if files.ups.len() == 1 && files.downs.len() <= 1 {
+            usable.push((version, files));
         }
     }
 
-    if problems.is_empty() {
-        Ok(MigrationSet {
-            dir: dir.to_path_buf(),
-            migrations,
-        })
-    } else {
+    if !problems.is_empty() {
         problems.sort_by(|a, b| a.path.cmp(&b.path).then(a.reason.cmp(&b.reason)));
         problems.dedup();
-        Err(problems)
+        return Err(problems);
+    }
+    let entries = usable
+        .into_iter()
+        .map(|(version, mut files)| {
+            let up = files.ups.remove(0);
+            ScannedMigration {
+                version,
+                name: up.name,
+                path: up.path,
+                down_path: files.downs.pop().map(|d| d.path),
+            }
+        })
+        .collect();
+    Ok(ScannedFolder {
+        dir: dir.to_path_buf(),
+        entries,
+    })
+}
+
+impl ScannedFolder {
+    /// How many migrations the folder holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Reads and hashes every up file; reports every unreadable or
+    /// non-UTF-8 file.
+    pub fn load(&self) -> Result<MigrationSet, Vec<FileProblem>> {
+        let contents = read_up_files(self.entries.iter().map(|e| e.path.as_path()));
+        let mut migrations = Vec::with_capacity(self.entries.len());
+        let mut problems = Vec::new();
+        for (entry, content) in self.entries.iter().zip(contents) {
+            match content {
+                Ok((sql, checksum)) => migrations.push(Migration {
+                    version: entry.version.clone(),
+                    name: entry.name.clone(),
+                    path: entry.path.clone(),
+                    sql,
+                    checksum,
+                    down_path: entry.down_path.clone(),
+                }),
+                Err(reason) => problems.push(FileProblem {
+                    path: entry.path.clone(),
+                    reason,
+                }),
+            }
+        }
+        if problems.is_empty() {
+            Ok(MigrationSet {
+                dir: self.dir.clone(),
+                migrations,
+            })
+        } else {
+            Err(problems)
+        }
     }
 }
 
@@ -209,20 +276,60 @@ fn parse_file_name(file_name: &str) -> Result<Option<(Version, String, Direction
     Ok(Some((version, name.to_owned(), direction)))
 }
 
-fn read_up_file(path: &Path) -> Result<(String, super::Checksum), String> {
-    let bytes = std::fs::read(path).map_err(|err| format!("cannot read the file: {err}"))?;
-    let checksum = checksum(&bytes);
-    let text = String::from_utf8(bytes).map_err(|err| {
-        let at = err.utf8_error().valid_up_to();
-        let bytes = err.as_bytes();
-        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+type FileContent = Result<(String, super::Checksum), String>;
+
+/// Reads and hashes the up files; with many, on two threads (this thread
+/// and one more). With a thousand migrations this is most of the start-up
+/// path; more threads only compete with the server for the same cores.
+fn read_up_files<'a>(paths: impl Iterator<Item = &'a Path>) -> Vec<FileContent> {
+    let paths: Vec<&Path> = paths.collect();
+    let read_all = |part: &[&Path]| {
+        let mut buffer = Vec::new();
+        part.iter()
+            .map(|p| read_up_file(p, &mut buffer))
+            .collect::<Vec<_>>()
+    };
+    if paths.len() < 256 {
+        return read_all(&paths);
+    }
+    let (first, second) = paths.split_at(paths.len() / 2);
+    std::thread::scope(|scope| {
+        let helper = scope.spawn(|| read_all(second));
+        let mut contents = read_all(first);
+        contents.extend(helper.join().expect("reading migration files panicked"));
+        contents
+    })
+}
+
+/// Reads one file into `buffer` (reused across files: open, read, close,
+/// no size lookup) and returns its SQL and checksum.
+fn read_up_file(path: &Path, buffer: &mut Vec<u8>) -> FileContent {
+    use std::io::Read;
+    // Not read_to_end: it asks for the file's size first, one more system
+    // call per file. `buffer` keeps its (initialised) capacity across files.
+    let mut len = 0;
+    let mut file =
+        std::fs::File::open(path).map_err(|err| format!("cannot read the file: {err}"))?;
+    loop {
+        if len == buffer.len() {
+            buffer.resize((buffer.len() * 2).max(16 * 1024), 0);
+        }
+        match file.read(&mut buffer[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(format!("cannot read the file: {err}")),
+        }
+    }
+    let buffer = &buffer[..len];
+    let checksum = checksum(buffer);
+    let text = std::str::from_utf8(buffer).map_err(|err| {
+        let at = err.valid_up_to();
+        let line = buffer[..at].iter().filter(|&&b| b == b'\n').count() + 1;
         format!("not valid UTF-8 (line {line}, byte {at}); migrations must be UTF-8 text")
     })?;
     // PostgreSQL does not skip a byte-order mark; the checksum keeps it.
-    let sql = match text.strip_prefix('\u{feff}') {
-        Some(rest) => rest.to_owned(),
-        None => text,
-    };
+    let sql = text.strip_prefix('\u{feff}').unwrap_or(text).to_owned();
     Ok((sql, checksum))
 }
 
@@ -282,11 +389,47 @@ mod tests {
             ("007_upper.SQL", b""),
             ("008_a.sql", b""),
             ("008_b.down.sql", b""),
-            ("009_latin1.sql", b"SELECT 'caf\xe9';"),
         ]);
         let problems = discover(dir.path()).unwrap_err();
         let text = reasons(&problems).join("\n");
         insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn every_unreadable_file_is_reported_together() {
+        let dir = folder(&[
+            ("001_ok.sql", b"SELECT 1;"),
+            ("002_latin1.sql", b"SELECT 1;\nSELECT 'caf\xe9';"),
+            ("003_binary.sql", b"\xff\xfe"),
+        ]);
+        let scanned = scan(dir.path()).unwrap();
+        assert_eq!(scanned.len(), 3);
+        let problems = scanned.load().unwrap_err();
+        assert_eq!(
+            reasons(&problems),
+            [
+                "002_latin1.sql: not valid UTF-8 (line 2, byte 21); migrations must be UTF-8 text",
+                "003_binary.sql: not valid UTF-8 (line 1, byte 0); migrations must be UTF-8 text",
+            ]
+        );
+    }
+
+    #[test]
+    fn many_files_are_read_in_order_across_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        for v in 1..=500 {
+            std::fs::write(
+                dir.path().join(format!("{v}_m.sql")),
+                format!("SELECT {v};"),
+            )
+            .unwrap();
+        }
+        let set = discover(dir.path()).unwrap();
+        assert_eq!(set.len(), 500);
+        for (i, m) in set.migrations.iter().enumerate() {
+            assert_eq!(m.sql, format!("SELECT {};", i + 1));
+            assert_eq!(m.checksum, checksum(m.sql.as_bytes()));
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ mod checksum;
 mod discover;
 
 pub use checksum::{Checksum, checksum};
-pub use discover::{FileProblem, discover};
+pub use discover::{FileProblem, ScannedFolder, discover, scan};
 
 use std::cmp::Ordering;
 use std::fmt;

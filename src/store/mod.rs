@@ -8,7 +8,7 @@ mod tls;
 
 pub use apply::{Applied, ApplyError};
 pub use lock::{LockHolder, default_lock_key};
-pub use state::{DbState, JournalEntry, RowStatus, StateRow};
+pub use state::{DbState, JournalEntry, RowDetails, RowStatus, StateDetail, StateRow};
 
 use crate::dsn::{Dsn, TlsMode};
 use crate::error::Error;

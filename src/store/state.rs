@@ -18,15 +18,30 @@ pub enum RowStatus {
 #[derive(Clone, Debug)]
 pub struct StateRow {
     pub version: Version,
-    pub name: String,
     pub checksum: String,
     pub status: RowStatus,
+    /// Read for `status`; planning needs only the columns above.
+    pub details: Option<RowDetails>,
+}
+
+/// The columns of a state row that only reports show.
+#[derive(Clone, Debug)]
+pub struct RowDetails {
+    pub name: String,
     /// RFC 3339, UTC, microseconds.
     pub applied_at: String,
     pub duration: Duration,
     pub applied_by: String,
     pub error: Option<String>,
     pub in_transaction: bool,
+}
+
+/// How much of each state row to read. Planning, on the start-up path of
+/// every replica, reads three columns; reports read them all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateDetail {
+    Plan,
+    Full,
 }
 
 /// One journal entry.
@@ -65,23 +80,27 @@ impl DbState {
     }
 }
 
+/// Catalog look-ups by name: cheaper on a fresh session than joins over
+/// pg_class, whose plans would have to be built first.
 const EXISTENCE: &str = "\
 SELECT current_database()::text,
-       EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
-       EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = $1 AND c.relname = $2),
-       EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = $1 AND c.relname = $3)";
+       to_regnamespace($1) IS NOT NULL,
+       to_regclass($2) IS NOT NULL,
+       to_regclass($3) IS NOT NULL";
 
 const TIMESTAMP_FORMAT: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"#;
 
-fn select_state(tracking: &Tracking) -> String {
+fn select_state(tracking: &Tracking, detail: StateDetail) -> String {
+    let details = match detail {
+        StateDetail::Plan => String::new(),
+        StateDetail::Full => format!(
+            ", name, to_char(applied_at AT TIME ZONE 'UTC', {TIMESTAMP_FORMAT}),
+               (extract(epoch FROM duration) * 1000000)::bigint,
+               applied_by, error, in_transaction"
+        ),
+    };
     format!(
-        "SELECT version, name, checksum, status,
-                to_char(applied_at AT TIME ZONE 'UTC', {TIMESTAMP_FORMAT}),
-                (extract(epoch FROM duration) * 1000000)::bigint,
-                applied_by, error, in_transaction
-           FROM {}",
+        "SELECT version, checksum, status{details} FROM {}",
         tracking.state_table()
     )
 }
@@ -141,15 +160,21 @@ COMMENT ON TABLE {journal} IS 'migrate: append-only journal of every apply and f
 impl Store {
     /// Reads the state table in one round trip; creates nothing. Missing
     /// schema or tables read as an empty history.
-    pub async fn read_state(&self, tracking: &Tracking) -> Result<DbState, Error> {
-        let journal = tracking.journal_name();
+    pub async fn read_state(
+        &self,
+        tracking: &Tracking,
+        detail: StateDetail,
+    ) -> Result<DbState, Error> {
+        let schema = super::quote_ident(&tracking.schema);
+        let state_table = tracking.state_table();
+        let journal_table = tracking.journal_table();
         let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 3] = [
-            (&tracking.schema, Type::TEXT),
-            (&tracking.table, Type::TEXT),
-            (&journal, Type::TEXT),
+            (&schema, Type::TEXT),
+            (&state_table, Type::TEXT),
+            (&journal_table, Type::TEXT),
         ];
         let existence = self.client().query_typed(EXISTENCE, &params);
-        let select = select_state(tracking);
+        let select = select_state(tracking, detail);
         let rows = self.client().simple_query(&select);
         let (existence, rows) = tokio::join!(existence, rows);
         let existence =
@@ -196,20 +221,23 @@ impl Store {
                     missing: format!("a numeric version (it holds `{version_text}`)"),
                 });
             };
-            state.rows.push(StateRow {
-                version,
-                name: text(1),
-                checksum: text(2),
-                status: if row.get(3) == Some("failed") {
-                    RowStatus::Failed
-                } else {
-                    RowStatus::Applied
-                },
+            let details = (detail == StateDetail::Full).then(|| RowDetails {
+                name: text(3),
                 applied_at: text(4),
                 duration: micros(row.get(5)).unwrap_or_default(),
                 applied_by: text(6),
                 error: row.get(7).map(str::to_owned),
                 in_transaction: row.get(8) != Some("f"),
+            });
+            state.rows.push(StateRow {
+                version,
+                checksum: text(1),
+                status: if row.get(2) == Some("failed") {
+                    RowStatus::Failed
+                } else {
+                    RowStatus::Applied
+                },
+                details,
             });
         }
         state.rows.sort_by(|a, b| a.version.cmp(&b.version));

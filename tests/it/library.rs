@@ -33,7 +33,7 @@ fn migrator(t: &TestEnv) -> Migrator {
             },
             lock: LockMode::Wait(Duration::from_secs(10)),
             lock_key: None,
-            actor: "library-test".into(),
+            actor: Some("library-test".into()),
         },
     )
 }
