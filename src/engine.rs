@@ -225,8 +225,8 @@ impl Migrator {
 
         // Another instance may have worked while this one waited or prompted.
         store.prepare_session(tracking).await?;
+        store.ensure_tracking_tables(tracking).await?;
         let state = store.read_state(tracking, StateDetail::Plan).await?;
-        store.ensure_tracking_tables(tracking, &state).await?;
         let steps: Vec<Step> = plan::pending(migrations, &state.rows, target);
         if steps.is_empty() {
             reporter.event(Event::DoneElsewhere {

@@ -63,11 +63,9 @@ pub struct JournalEntry {
 /// What the database holds for this folder's tracking tables.
 #[derive(Clone, Debug)]
 pub struct DbState {
+    /// `current_database()`, for the default lock key.
     pub database: String,
-    pub schema_exists: bool,
-    pub state_table_exists: bool,
-    pub journal_exists: bool,
-    /// Ordered by version.
+    /// Ordered by version; empty when the table does not exist yet.
     pub rows: Vec<StateRow>,
 }
 
@@ -83,10 +81,7 @@ impl DbState {
 /// Catalog look-ups by name: cheaper on a fresh session than joins over
 /// pg_class, whose plans would have to be built first.
 const EXISTENCE: &str = "\
-SELECT current_database()::text,
-       to_regnamespace($1) IS NOT NULL,
-       to_regclass($2) IS NOT NULL,
-       to_regclass($3) IS NOT NULL";
+SELECT to_regnamespace($1) IS NOT NULL, to_regclass($2) IS NOT NULL, to_regclass($3) IS NOT NULL";
 
 const TIMESTAMP_FORMAT: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"#;
 
@@ -158,33 +153,29 @@ COMMENT ON TABLE {journal} IS 'migrate: append-only journal of every apply and f
 }
 
 impl Store {
-    /// Reads the state table in one round trip; creates nothing. Missing
-    /// schema or tables read as an empty history.
+    /// Reads the state table in one round trip; creates nothing and looks
+    /// at no catalog (this is the start-up path of every replica). A
+    /// missing schema or table reads as an empty history.
     pub async fn read_state(
         &self,
         tracking: &Tracking,
         detail: StateDetail,
     ) -> Result<DbState, Error> {
-        let schema = super::quote_ident(&tracking.schema);
-        let state_table = tracking.state_table();
-        let journal_table = tracking.journal_table();
-        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 3] = [
-            (&schema, Type::TEXT),
-            (&state_table, Type::TEXT),
-            (&journal_table, Type::TEXT),
-        ];
-        let existence = self.client().query_typed(EXISTENCE, &params);
         let select = select_state(tracking, detail);
-        let rows = self.client().simple_query(&select);
-        let (existence, rows) = tokio::join!(existence, rows);
-        let existence =
-            existence.map_err(|err| Error::database("cannot read the database catalog", err))?;
-        let info = &existence[0];
+        let (database, rows) = tokio::join!(
+            self.client().simple_query("SELECT current_database()"),
+            self.client().simple_query(&select)
+        );
+        let database = database
+            .map_err(|err| Error::database("cannot read the database name", err))?
+            .into_iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .unwrap_or_default();
         let mut state = DbState {
-            database: info.get(0),
-            schema_exists: info.get(1),
-            state_table_exists: info.get(2),
-            journal_exists: info.get(3),
+            database,
             rows: Vec::new(),
         };
         let messages = match rows {
@@ -293,16 +284,30 @@ impl Store {
     /// under the migration lock, so concurrent instances never race on the
     /// catalog; the schema is only created when absent, so a role without
     /// CREATE on the database can use an existing one.
-    pub async fn ensure_tracking_tables(
-        &self,
-        tracking: &Tracking,
-        state: &DbState,
-    ) -> Result<(), Error> {
-        if state.state_table_exists && state.journal_exists {
+    pub async fn ensure_tracking_tables(&self, tracking: &Tracking) -> Result<(), Error> {
+        let schema = super::quote_ident(&tracking.schema);
+        let state_table = tracking.state_table();
+        let journal_table = tracking.journal_table();
+        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 3] = [
+            (&schema, Type::TEXT),
+            (&state_table, Type::TEXT),
+            (&journal_table, Type::TEXT),
+        ];
+        let existence = self
+            .client()
+            .query_typed(EXISTENCE, &params)
+            .await
+            .map_err(|err| Error::database("cannot read the database catalog", err))?;
+        let (schema_exists, state_exists, journal_exists): (bool, bool, bool) = (
+            existence[0].get(0),
+            existence[0].get(1),
+            existence[0].get(2),
+        );
+        if state_exists && journal_exists {
             return Ok(());
         }
         self.client()
-            .batch_execute(&create_tables(tracking, !state.schema_exists))
+            .batch_execute(&create_tables(tracking, !schema_exists))
             .await
             .map_err(|err| {
                 Error::database(
