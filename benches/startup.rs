@@ -32,7 +32,7 @@ fn measure(command: &mut Command) -> Sample {
     let start = Instant::now();
     let child = command
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
         .spawn()
         .expect("spawn");
     let pid = child.id() as libc::pid_t;

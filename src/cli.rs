@@ -43,7 +43,7 @@ pub struct GlobalArgs {
 
     /// Connection string, URL or key=value [env: DB_DSN, then DATABASE_URL] [config: dsn]
     #[arg(long, global = true, value_name = "DSN")]
-    pub dsn: Option<String>,
+    pub dsn: Option<DsnArg>,
 
     /// Config folder; every *.yaml in it is read [env: MIGRATE_CONFIG] [default: ./config]
     #[arg(long, global = true, value_name = "DIR")]
@@ -99,6 +99,25 @@ pub struct GlobalArgs {
     /// Same as `migrate status`
     #[arg(long = "status", global = true)]
     pub status_flag: bool,
+}
+
+/// A `--dsn` value as given; its `Debug` hides it, since it may hold a
+/// password.
+#[derive(Clone, Default)]
+pub struct DsnArg(pub String);
+
+impl std::fmt::Debug for DsnArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DsnArg(<hidden>)")
+    }
+}
+
+impl std::str::FromStr for DsnArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<DsnArg, Self::Err> {
+        Ok(DsnArg(s.to_owned()))
+    }
 }
 
 impl Cli {

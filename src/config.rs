@@ -7,12 +7,20 @@ use serde_yaml_ng::Value;
 use std::path::{Path, PathBuf};
 
 /// The parsed files of a config folder.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ConfigFolder {
     files: Vec<ConfigFile>,
 }
 
-#[derive(Debug)]
+/// Names the files only: their text may hold passwords.
+impl std::fmt::Debug for ConfigFolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.files.iter().map(|file| &file.path))
+            .finish()
+    }
+}
+
 struct ConfigFile {
     path: PathBuf,
     text: String,
@@ -20,11 +28,19 @@ struct ConfigFile {
 }
 
 /// A value taken from a config file, with where it came from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConfigValue {
     pub value: String,
     /// `config/db_main.yaml:3 (db_main.schema)`
     pub origin: String,
+}
+
+/// Shows where a value came from, not the value: it may be a DSN with its
+/// password.
+impl std::fmt::Debug for ConfigValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConfigValue({})", self.origin)
+    }
 }
 
 /// The settings of one database entry that the tool reads.

@@ -3,7 +3,7 @@
 
 use crate::dsn::Dsn;
 use crate::error::Error;
-use crate::migration::{MigrationSet, ScannedFolder, Version};
+use crate::migration::{FileProblem, MigrationSet, ScannedFolder, Version, sql};
 use crate::plan::{self, Step};
 use crate::report::{
     AppliedMigration, Event, HistoryReport, MigrationRef, Reporter, StatusReport, UpOutcome,
@@ -174,6 +174,7 @@ impl Migrator {
             });
             return Ok(report);
         }
+        refuse_transaction_control(&steps)?;
         reporter.event(Event::Plan {
             steps: &steps,
             dry_run: options.dry_run,
@@ -186,6 +187,7 @@ impl Migrator {
             return Err(Error::Aborted);
         }
 
+        store.prepare_session(tracking).await?;
         let key = self.database.lock_key.unwrap_or_else(|| {
             default_lock_key(&state.database, &tracking.schema, &tracking.table)
         });
@@ -224,7 +226,6 @@ impl Migrator {
         };
 
         // Another instance may have worked while this one waited or prompted.
-        store.prepare_session(tracking).await?;
         store.ensure_tracking_tables(tracking).await?;
         let state = store.read_state(tracking, StateDetail::Plan).await?;
         let steps: Vec<Step> = plan::pending(migrations, &state.rows, target);
@@ -267,7 +268,7 @@ impl Migrator {
                         duration: applied.duration,
                     });
                 }
-                Err(ApplyError::Sql {
+                Err(ApplyError::Failed {
                     failure,
                     duration,
                     recorded,
@@ -279,9 +280,11 @@ impl Migrator {
                     });
                     let note = match recorded {
                         Ok(()) => None,
-                        Err(_) if failure.is_connection_lost() => Some(
-                            "the server rolls back the open transaction, so nothing of it \
-                             committed; run `migrate up` again once the server is back"
+                        Err(err) if err.connection_lost || failure.connection_lost => Some(
+                            "the connection was lost: the server rolls back the open \
+                             transaction, so nothing of this migration committed, and the \
+                             failure is not recorded; run `migrate up` again once the server \
+                             is back"
                                 .to_owned(),
                         ),
                         Err(err) => Some(format!("the failure could not be recorded: {err}")),
@@ -289,7 +292,7 @@ impl Migrator {
                     return Err(Error::MigrationFailed {
                         label: migration.label(),
                         path: migration.path.clone(),
-                        failure: Box::new(failure),
+                        failure,
                         note,
                     });
                 }
@@ -322,6 +325,35 @@ impl Migrator {
         let entries = store.read_journal(&self.database.tracking).await;
         store.close().await;
         Ok(HistoryReport { entries: entries? })
+    }
+}
+
+/// Refuses, before anything runs, pending files that would end the
+/// transaction they run in: their work would commit apart from its record.
+/// A file the lexer cannot read is left to the server to judge.
+fn refuse_transaction_control(steps: &[Step]) -> Result<(), Error> {
+    let problems: Vec<FileProblem> = steps
+        .iter()
+        .filter_map(|step| {
+            let statements = sql::split(&step.migration.sql).ok()?;
+            let (line, keyword) = statements
+                .iter()
+                .find_map(|s| s.transaction_control().map(|k| (s.line, k)))?;
+            Some(FileProblem {
+                path: step.migration.path.clone(),
+                reason: format!(
+                    "line {line}: {keyword} would take over the transaction the migration runs \
+                     in, so its work would not commit together with its record; remove the \
+                     file's transaction statements (each migration already runs in one \
+                     transaction)"
+                ),
+            })
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Files(problems))
     }
 }
 

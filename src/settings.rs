@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The resolved settings. Built before anything touches the database.
-#[derive(Debug)]
 pub struct Settings {
     pub migrations_dir: PathBuf,
     pub tracking: Tracking,
@@ -27,10 +26,26 @@ pub struct Settings {
 }
 
 /// A raw value and where it came from (`--dsn`, `DB_DSN`, `config/x.yaml:3 (db_main.dsn)`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Sourced {
     value: String,
     origin: String,
+}
+
+/// The DSN is shown by origin only: it may hold a password.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("migrations_dir", &self.migrations_dir)
+            .field("tracking", &self.tracking)
+            .field("lock", &self.lock)
+            .field("lock_key", &self.lock_key)
+            .field("yes", &self.yes)
+            .field("dry_run", &self.dry_run)
+            .field("target", &self.target)
+            .field("dsn_from", &self.dsn.as_ref().map(|d| &d.origin))
+            .finish()
+    }
 }
 
 /// PostgreSQL truncates longer identifiers silently; the tool refuses them.
@@ -99,7 +114,7 @@ impl Settings {
                 .map_or_else(|| PathBuf::from("migrations"), |s| PathBuf::from(s.value)),
         };
 
-        let dsn = flag(args.dsn.as_deref(), "--dsn")
+        let dsn = flag(args.dsn.as_ref().map(|d| d.0.as_str()), "--dsn")
             .or_else(|| var("DB_DSN"))
             .or_else(|| var("DATABASE_URL"))
             .or_else(|| from_config(&entry.dsn));
@@ -427,6 +442,43 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("hunter2"));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_dsn() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("db.yaml"),
+            "db_main:\n  dsn: postgres://u:hunter2@h/db\n",
+        )
+        .unwrap();
+        let args = GlobalArgs {
+            config: Some(dir.path().to_path_buf()),
+            ..GlobalArgs::default()
+        };
+        let from_config = resolve(args, &[]).unwrap();
+        let folder = ConfigFolder::read(dir.path(), true).unwrap();
+        let entry = folder.db_entry("db_main").unwrap();
+        let from_env = resolve(
+            GlobalArgs::default(),
+            &[("DB_DSN", "postgres://u:hunter2@h/db")],
+        )
+        .unwrap();
+        let cli = <crate::cli::Cli as clap::Parser>::parse_from([
+            "migrate",
+            "--dsn",
+            "postgres://u:hunter2@h/db",
+        ]);
+        for debug in [
+            format!("{from_config:?}"),
+            format!("{from_env:?}"),
+            format!("{entry:?}"),
+            format!("{folder:?}"),
+            format!("{cli:?}"),
+        ] {
+            assert!(!debug.contains("hunter2"), "{debug}");
+        }
+        assert!(format!("{from_env:?}").contains("DB_DSN"));
     }
 
     #[test]

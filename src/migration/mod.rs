@@ -2,6 +2,7 @@
 
 mod checksum;
 mod discover;
+pub mod sql;
 
 pub use checksum::{Checksum, checksum};
 pub use discover::{FileProblem, ScannedFolder, discover, scan};

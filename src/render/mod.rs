@@ -19,6 +19,7 @@ use std::sync::Mutex;
 pub struct Terminal {
     pub stdout_tty: bool,
     pub stdin_tty: bool,
+    pub stderr_tty: bool,
     pub color: bool,
 }
 
@@ -28,14 +29,16 @@ impl Terminal {
     pub fn detect() -> Terminal {
         let stdout_tty = std::io::stdout().is_terminal();
         let stdin_tty = std::io::stdin().is_terminal();
+        let stderr_tty = std::io::stderr().is_terminal();
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
         let color = stdout_tty && !no_color && !dumb;
         console::set_colors_enabled(color);
-        console::set_colors_enabled_stderr(color && std::io::stderr().is_terminal());
+        console::set_colors_enabled_stderr(stderr_tty && !no_color && !dumb);
         Terminal {
             stdout_tty,
             stdin_tty,
+            stderr_tty,
             color,
         }
     }
@@ -87,7 +90,8 @@ impl Printer {
     pub fn error(&self, text: impl AsRef<str>) {
         self.finish_progress();
         let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{} {}", style("error:").red().bold(), text.as_ref());
+        let label = style("error:").for_stderr().red().bold();
+        let _ = writeln!(err, "{label} {}", text.as_ref());
     }
 
     fn finish_progress(&self) {
@@ -210,14 +214,6 @@ impl Reporter for Printer {
                     migration.label(),
                     format_duration(applied.duration)
                 ));
-                if applied.left_transaction {
-                    self.warn(format!(
-                        "{} ends its transaction itself (COMMIT or ROLLBACK in the file), so it \
-                         did not commit atomically with its record; remove BEGIN/COMMIT from it, \
-                         each migration already runs in a transaction",
-                        migration.file_name()
-                    ));
-                }
             }
             Event::Failed {
                 migration,
@@ -255,10 +251,17 @@ impl Reporter for Printer {
             );
             return true;
         }
+        // Prompts go to stderr, unless it is redirected (`up 2>log`): then
+        // to stdout, which is a terminal here.
+        let term = if self.terminal.stderr_tty {
+            Term::stderr()
+        } else {
+            Term::stdout()
+        };
         dialoguer::Confirm::new()
             .with_prompt("Continue?")
             .default(false)
-            .interact_on(&Term::stderr())
+            .interact_on(&term)
             .unwrap_or(false)
     }
 }

@@ -82,8 +82,11 @@ impl Store {
     /// Waits for the lock up to `limit`, calling `waiting` with the holder
     /// whenever it changes and every 30 s. Returns how long it waited.
     ///
-    /// The wait is `pg_advisory_lock` under a short `lock_timeout`, so the
-    /// lock is granted the moment it is released, in arrival order.
+    /// The wait is `pg_advisory_lock` in slices of at most a second under
+    /// `lock_timeout` (and with any `statement_timeout` of the session
+    /// lifted), so a slice that is waiting gets the lock the moment it is
+    /// released. Between slices another session may take it first: waiters
+    /// are not served strictly in arrival order.
     pub async fn wait_for_lock(
         &self,
         key: i64,
@@ -96,9 +99,11 @@ impl Store {
         loop {
             let waited = start.elapsed();
             if waited >= limit {
+                // The holder is for the message; failing to look it up
+                // must not turn a timeout into another error.
                 return Err(Error::LockTimeout {
                     waited: limit,
-                    holder: self.lock_holder(key).await?,
+                    holder: self.lock_holder(key).await.ok().flatten(),
                 });
             }
             let holder = self.lock_holder(key).await?;
@@ -117,19 +122,23 @@ impl Store {
             let slice = (limit - waited)
                 .min(WAIT_SLICE)
                 .max(Duration::from_millis(1));
+            // A session lock taken inside a transaction outlives it; the
+            // SET LOCALs do not.
             let sql = format!(
-                "SET lock_timeout = '{}ms'; SELECT pg_advisory_lock({key})",
+                "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '{}ms'; \
+                 SELECT pg_advisory_lock({key}); COMMIT",
                 slice.as_millis()
             );
             match self.client().batch_execute(&sql).await {
-                Ok(()) => {
+                Ok(()) => return Ok(start.elapsed()),
+                Err(err) if err.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
                     self.client()
-                        .batch_execute("RESET lock_timeout")
+                        .batch_execute("ROLLBACK")
                         .await
-                        .map_err(|err| Error::database("cannot reset lock_timeout", err))?;
-                    return Ok(start.elapsed());
+                        .map_err(|err| {
+                            Error::database("cannot wait for the migration lock", err)
+                        })?;
                 }
-                Err(err) if err.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => continue,
                 Err(err) => {
                     return Err(Error::database("cannot wait for the migration lock", err));
                 }

@@ -66,11 +66,24 @@ pub struct DbFailure {
     /// 1-based character position in the statement sent, when the server gives one.
     pub position: Option<u32>,
     pub context: Option<String>,
+    /// The server said nothing: the connection failed, so whether the last
+    /// request took effect is unknown.
+    pub connection_lost: bool,
 }
 
 impl DbFailure {
-    pub fn is_connection_lost(&self) -> bool {
-        self.code.is_none()
+    /// A failure the tool detected itself, not one the server reported.
+    pub fn tool(message: &str) -> DbFailure {
+        DbFailure {
+            severity: None,
+            code: None,
+            message: message.to_owned(),
+            detail: None,
+            hint: None,
+            position: None,
+            context: None,
+            connection_lost: false,
+        }
     }
 
     /// The text stored in the state table and the journal.
@@ -93,6 +106,7 @@ impl From<tokio_postgres::Error> for DbFailure {
                     _ => None,
                 },
                 context: db.where_().map(str::to_owned),
+                connection_lost: false,
             },
             None => DbFailure {
                 severity: None,
@@ -106,6 +120,7 @@ impl From<tokio_postgres::Error> for DbFailure {
                 hint: None,
                 position: None,
                 context: None,
+                connection_lost: true,
             },
         }
     }
@@ -189,6 +204,16 @@ impl Store {
     /// The server's version as it reports it (`15.8 (Debian 15.8-1)`).
     pub fn server_version(&self) -> &str {
         &self.server_version
+    }
+
+    /// The server's major version (`15`; `9` for 9.6), 0 if unknown.
+    pub fn server_major(&self) -> u32 {
+        let digits: String = self
+            .server_version
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap_or(0)
     }
 
     /// Settings for the session that applies migrations: the search path,

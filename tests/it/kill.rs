@@ -53,3 +53,44 @@ fn sigkill_mid_migration_leaves_nothing_and_the_next_run_completes() {
         .stdout_has("applied 002_slow");
     assert_eq!(t.state(), ["001:applied", "002:applied"]);
 }
+
+#[test]
+fn a_connection_dropped_mid_migration_records_nothing_and_the_next_run_completes() {
+    let t = TestEnv::new();
+    t.migration("001_first.sql", "CREATE TABLE first (id int);")
+        .migration(
+            "002_slow.sql",
+            "CREATE TABLE cut (id int);\nSELECT pg_sleep(60);\n",
+        );
+    let child = t.migrate().args(["up", "--yes"]).spawn();
+    wait_until(
+        Duration::from_secs(20),
+        "the slow migration to start",
+        || {
+            t.value(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE '%pg_sleep(60)%' \
+               AND application_name = 'migrate'",
+            t.db_name
+        )) == Some("1".into())
+        },
+    );
+    t.value(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' \
+           AND application_name = 'migrate'",
+        t.db_name
+    ));
+    let out = crate::common::Outcome::from_output(child.wait_with_output().unwrap());
+    out.code(1)
+        .stderr_has("migration 002_slow (migrations/002_slow.sql) failed:")
+        .stderr_has("run `migrate up` again once the server is back");
+    assert!(!t.table_exists("public.cut"));
+    assert_eq!(t.state(), ["001:applied"]);
+
+    t.migration("002_slow.sql", "CREATE TABLE cut (id int);\n");
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("applied 002_slow");
+    assert_eq!(t.state(), ["001:applied", "002:applied"]);
+}

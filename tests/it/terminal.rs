@@ -101,3 +101,46 @@ fn without_a_terminal_output_is_plain_lines_with_durations() {
         assert!(line.ends_with("s)"), "a duration on every line: {line}");
     }
 }
+
+#[test]
+fn with_stderr_redirected_the_prompt_still_reaches_the_operator() {
+    let t = TestEnv::new();
+    two(&t);
+    let log = t.migrations().join("../stderr.log");
+    let mut run = t.migrate();
+    run.arg("up");
+    let out = crate::common::pty::run_on_pty_with_stderr(
+        run.into_command(),
+        Some(("Continue?", "y")),
+        Some(std::fs::File::create(&log).unwrap()),
+    );
+    assert_eq!(
+        out.code,
+        0,
+        "{}\n{}",
+        out.output,
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(t.state(), ["001:applied", "002:applied"]);
+}
+
+#[test]
+fn errors_on_a_redirected_stderr_carry_no_colour() {
+    let t = TestEnv::new();
+    t.migration("001_bad.sql", "SELECT * FROM nowhere;");
+    let log = t.migrations().join("../stderr.log");
+    let mut run = t.migrate();
+    run.args(["up", "--yes"]);
+    let out = crate::common::pty::run_on_pty_with_stderr(
+        run.into_command(),
+        None,
+        Some(std::fs::File::create(&log).unwrap()),
+    );
+    assert_eq!(out.code, 1);
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.starts_with("error: migration 001_bad"), "{stderr:?}");
+    assert!(
+        out.output.contains("\u{1b}["),
+        "stdout, a terminal, keeps its colour"
+    );
+}

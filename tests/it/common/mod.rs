@@ -228,6 +228,21 @@ impl TestEnv {
     }
 }
 
+impl Drop for TestEnv {
+    /// On a server the developer runs, the test's database goes away with
+    /// the test; the harness's own server is removed whole at the end.
+    fn drop(&mut self) {
+        if let Server::External { admin_dsn } = server()
+            && let Ok(mut admin) = postgres::Client::connect(admin_dsn, postgres::NoTls)
+        {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.db_name
+            ));
+        }
+    }
+}
+
 /// The `migrate` binary with a clean environment.
 pub struct Run {
     command: Command,

@@ -16,14 +16,28 @@ pub struct PtyOutcome {
 
 /// Runs `command` with stdin, stdout and stderr on a new terminal. When the
 /// output contains `prompt`, types `answer`.
-pub fn run_on_pty(mut command: Command, prompt: Option<(&str, &str)>) -> PtyOutcome {
+pub fn run_on_pty(command: Command, prompt: Option<(&str, &str)>) -> PtyOutcome {
+    run_on_pty_with_stderr(command, prompt, None)
+}
+
+/// As `run_on_pty`, with stderr sent to `stderr` instead of the terminal
+/// when one is given (`migrate up 2>log`).
+pub fn run_on_pty_with_stderr(
+    mut command: Command,
+    prompt: Option<(&str, &str)>,
+    stderr: Option<std::fs::File>,
+) -> PtyOutcome {
     let pty = openpty(None, None).expect("openpty");
     let slave: OwnedFd = pty.slave;
+    let stderr = match stderr {
+        Some(file) => Stdio::from(file),
+        None => Stdio::from(slave.try_clone().unwrap()),
+    };
     command
         .env("TERM", "xterm-256color")
         .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave));
+        .stdout(Stdio::from(slave))
+        .stderr(stderr);
     let mut child = command.spawn().expect("spawn on pty");
     // The parent must not keep the terminal's slave side open, or reading
     // the master never ends.

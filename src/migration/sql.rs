@@ -1,0 +1,477 @@
+//! A lexer for PostgreSQL SQL text, enough to find where statements begin
+//! and end the way psql does: it understands quoted strings (standard and
+//! `E'...'`), quoted identifiers, dollar quotes, nested block comments, line
+//! comments, parentheses and `BEGIN ATOMIC ... END` function bodies.
+//!
+//! Hand-written rather than bindings to libpg_query: splitting needs only
+//! the lexical layer, which is small and stable, while the parser library
+//! would add a C build and a large dependency for it.
+//! Assumes `standard_conforming_strings = on` (PostgreSQL's default since
+//! 9.1), so a backslash in `'...'` is an ordinary character; on a database
+//! set the old way, a file with backslashes in strings may be read wrong
+//! (the engine's run-time transaction guard still holds there).
+
+use std::fmt;
+
+/// One statement of a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statement<'a> {
+    /// From its first token up to (not including) its `;`.
+    pub text: &'a str,
+    /// Byte offset of `text` in the file.
+    pub offset: usize,
+    /// 1-based line of its first token.
+    pub line: usize,
+    /// Its first three words, lower-case (`["rollback", "to", "x"]`).
+    words: Vec<String>,
+}
+
+impl Statement<'_> {
+    /// The keyword that ends or starts a transaction, if this statement is
+    /// one: `BEGIN`, `START TRANSACTION`, `COMMIT`, `END`, `ROLLBACK` (not
+    /// `ROLLBACK TO SAVEPOINT`), `ABORT`, `PREPARE TRANSACTION`.
+    pub fn transaction_control(&self) -> Option<String> {
+        let word = |i: usize| self.words.get(i).map(String::as_str);
+        let control = match word(0)? {
+            "begin" | "commit" | "end" | "abort" => true,
+            "start" | "prepare" => word(1) == Some("transaction"),
+            "rollback" => {
+                let to = match word(1) {
+                    Some("work" | "transaction") => word(2),
+                    other => other,
+                };
+                to != Some("to")
+            }
+            _ => false,
+        };
+        control.then(|| {
+            let n = if matches!(word(0), Some("start" | "prepare")) {
+                2
+            } else {
+                1
+            };
+            self.words[..n].join(" ").to_uppercase()
+        })
+    }
+}
+
+/// A construct that is never closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LexError {
+    pub line: usize,
+    pub what: &'static str,
+}
+
+impl fmt::Display for LexError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {} is never closed", self.line, self.what)
+    }
+}
+
+/// Splits SQL text into statements. Empty statements (`;;`) and
+/// comment-only text yield nothing.
+pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
+    let bytes = sql.as_bytes();
+    let mut lexer = Lexer {
+        sql,
+        bytes,
+        pos: 0,
+        line: 1,
+    };
+    let mut statements = Vec::new();
+    let mut current: Option<Open> = None;
+    while lexer.pos < bytes.len() {
+        let c = bytes[lexer.pos];
+        match c {
+            b'\n' => {
+                lexer.line += 1;
+                lexer.pos += 1;
+                continue;
+            }
+            b' ' | b'\t' | b'\r' | b'\x0c' => {
+                lexer.pos += 1;
+                continue;
+            }
+            b'-' if lexer.peek(1) == Some(b'-') => {
+                lexer.skip_line_comment();
+                continue;
+            }
+            b'/' if lexer.peek(1) == Some(b'*') => {
+                lexer.skip_block_comment()?;
+                continue;
+            }
+            _ => {}
+        }
+        let open = current.get_or_insert_with(|| Open {
+            offset: lexer.pos,
+            line: lexer.line,
+            words: Vec::new(),
+            identifiers: 0,
+            parens: 0,
+            blocks: 0,
+        });
+        match c {
+            b';' if open.parens == 0 && open.blocks == 0 => {
+                let open = current.take().expect("set above");
+                if open.offset < lexer.pos {
+                    statements.push(Statement {
+                        text: sql[open.offset..lexer.pos].trim_end(),
+                        offset: open.offset,
+                        line: open.line,
+                        words: open.words,
+                    });
+                }
+                lexer.pos += 1;
+            }
+            b'(' => {
+                open.parens += 1;
+                lexer.pos += 1;
+            }
+            b')' => {
+                open.parens = open.parens.saturating_sub(1);
+                lexer.pos += 1;
+            }
+            b'\'' => lexer.skip_string(false)?,
+            b'"' => lexer.skip_quoted_identifier()?,
+            b'$' => lexer.skip_dollar()?,
+            c if is_identifier_start(c) => {
+                let word = lexer.identifier();
+                if (word == "e" || word == "E") && lexer.peek(0) == Some(b'\'') {
+                    lexer.skip_string(true)?;
+                    continue;
+                }
+                let lower = word.to_ascii_lowercase();
+                open.identifiers += 1;
+                // psql's rule: BEGIN (other than a statement's first word,
+                // which is a transaction) and CASE open a block that END
+                // closes; semicolons inside a block do not end the statement.
+                match lower.as_str() {
+                    "begin" | "case" if open.identifiers > 1 => open.blocks += 1,
+                    "end" => open.blocks = open.blocks.saturating_sub(1),
+                    _ => {}
+                }
+                if open.words.len() < 3 {
+                    open.words.push(lower);
+                }
+            }
+            _ => lexer.pos += 1,
+        }
+    }
+    if let Some(open) = current {
+        let text = sql[open.offset..].trim_end();
+        if !text.is_empty() {
+            statements.push(Statement {
+                text,
+                offset: open.offset,
+                line: open.line,
+                words: open.words,
+            });
+        }
+    }
+    Ok(statements)
+}
+
+/// A statement being read.
+struct Open {
+    offset: usize,
+    line: usize,
+    words: Vec<String>,
+    identifiers: usize,
+    parens: usize,
+    blocks: usize,
+}
+
+struct Lexer<'a> {
+    sql: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    line: usize,
+}
+
+fn is_identifier_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
+}
+
+fn is_identifier_char(c: u8) -> bool {
+    is_identifier_start(c) || c.is_ascii_digit() || c == b'$'
+}
+
+impl<'a> Lexer<'a> {
+    fn peek(&self, ahead: usize) -> Option<u8> {
+        self.bytes.get(self.pos + ahead).copied()
+    }
+
+    /// Advances over `n` bytes, counting lines.
+    fn advance(&mut self, n: usize) {
+        let end = (self.pos + n).min(self.bytes.len());
+        self.line += self.bytes[self.pos..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.pos = end;
+    }
+
+    fn skip_line_comment(&mut self) {
+        while let Some(c) = self.peek(0) {
+            if c == b'\n' {
+                return;
+            }
+            self.pos += 1;
+        }
+    }
+
+    /// `/* ... */`, which nests in PostgreSQL.
+    fn skip_block_comment(&mut self) -> Result<(), LexError> {
+        let line = self.line;
+        let mut depth = 0usize;
+        while self.pos < self.bytes.len() {
+            match (self.bytes[self.pos], self.peek(1)) {
+                (b'/', Some(b'*')) => {
+                    depth += 1;
+                    self.pos += 2;
+                }
+                (b'*', Some(b'/')) => {
+                    depth -= 1;
+                    self.pos += 2;
+                    if depth == 0 {
+                        return Ok(());
+                    }
+                }
+                _ => self.advance(1),
+            }
+        }
+        Err(LexError {
+            line,
+            what: "a /* comment",
+        })
+    }
+
+    /// `'...'` (`''` is a quote) or, with `escapes`, `E'...'` (where a
+    /// backslash also escapes the next character).
+    fn skip_string(&mut self, escapes: bool) -> Result<(), LexError> {
+        let line = self.line;
+        self.pos += 1;
+        while self.pos < self.bytes.len() {
+            match self.bytes[self.pos] {
+                b'\\' if escapes => self.advance(2),
+                b'\'' if self.peek(1) == Some(b'\'') => self.pos += 2,
+                b'\'' => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => self.advance(1),
+            }
+        }
+        Err(LexError {
+            line,
+            what: "a quoted string",
+        })
+    }
+
+    fn skip_quoted_identifier(&mut self) -> Result<(), LexError> {
+        let line = self.line;
+        self.pos += 1;
+        while self.pos < self.bytes.len() {
+            match self.bytes[self.pos] {
+                b'"' if self.peek(1) == Some(b'"') => self.pos += 2,
+                b'"' => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => self.advance(1),
+            }
+        }
+        Err(LexError {
+            line,
+            what: "a quoted identifier",
+        })
+    }
+
+    /// `$tag$ ... $tag$` (the tag may be empty); a `$` that opens no
+    /// dollar quote (`$1`) is skipped.
+    fn skip_dollar(&mut self) -> Result<(), LexError> {
+        let tag_len = self.bytes[self.pos + 1..]
+            .iter()
+            .take_while(|&&c| is_identifier_start(c) || c.is_ascii_digit())
+            .count();
+        let starts_well = tag_len == 0 || is_identifier_start(self.bytes[self.pos + 1]);
+        if !starts_well || self.peek(1 + tag_len) != Some(b'$') {
+            self.pos += 1;
+            return Ok(());
+        }
+        let delimiter = &self.sql[self.pos..self.pos + tag_len + 2];
+        let line = self.line;
+        let body_start = self.pos + delimiter.len();
+        match self.sql[body_start..].find(delimiter) {
+            Some(at) => {
+                self.advance(delimiter.len() + at + delimiter.len());
+                Ok(())
+            }
+            None => Err(LexError {
+                line,
+                what: "a dollar-quoted string",
+            }),
+        }
+    }
+
+    fn identifier(&mut self) -> &'a str {
+        let start = self.pos;
+        while self.peek(0).is_some_and(is_identifier_char) {
+            self.pos += 1;
+        }
+        &self.sql[start..self.pos]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(sql: &str) -> Vec<&str> {
+        split(sql).unwrap().into_iter().map(|s| s.text).collect()
+    }
+
+    #[test]
+    fn splits_on_semicolons_outside_everything() {
+        assert_eq!(
+            texts("CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n\nSELECT 1"),
+            [
+                "CREATE TABLE a (id int)",
+                "INSERT INTO a VALUES (1)",
+                "SELECT 1"
+            ]
+        );
+        assert_eq!(
+            texts(" ;; -- only a comment\n/* and another */ ;"),
+            Vec::<&str>::new()
+        );
+    }
+
+    #[test]
+    fn quotes_comments_and_dollar_quotes_hide_semicolons() {
+        let sql = "SELECT 'a;b', 'it''s;', E'\\';x', \"we;ird\"\"id\";\n\
+                   -- a comment; with a semicolon\n\
+                   /* block; /* nested; */ still comment; */ SELECT 2;\n\
+                   DO $$ BEGIN PERFORM 1; END $$;\n\
+                   CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $body$ SELECT 1; $body$;\n\
+                   SELECT $1, a$b FROM t;";
+        assert_eq!(
+            texts(sql),
+            [
+                "SELECT 'a;b', 'it''s;', E'\\';x', \"we;ird\"\"id\"",
+                "SELECT 2",
+                "DO $$ BEGIN PERFORM 1; END $$",
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $body$ SELECT 1; $body$",
+                "SELECT $1, a$b FROM t",
+            ]
+        );
+    }
+
+    #[test]
+    fn standard_strings_keep_backslashes() {
+        // With standard_conforming_strings on, '\' is a one-character string.
+        assert_eq!(texts("SELECT '\\'; SELECT 2;"), ["SELECT '\\'", "SELECT 2"]);
+    }
+
+    #[test]
+    fn begin_atomic_bodies_and_case_keep_their_semicolons() {
+        let sql = "CREATE FUNCTION add(a int, b int) RETURNS int LANGUAGE sql\n\
+                   BEGIN ATOMIC\n  SELECT CASE WHEN a > 0 THEN a ELSE 0 END + b;\n  SELECT 1;\nEND;\n\
+                   SELECT CASE WHEN true THEN 1 END;";
+        let statements = split(sql).unwrap();
+        assert_eq!(statements.len(), 2, "{statements:#?}");
+        assert!(statements[0].text.ends_with("END"));
+        assert_eq!(statements[1].line, 6);
+    }
+
+    #[test]
+    fn lines_and_offsets_point_at_the_first_token() {
+        let sql = "-- header\n\nSELECT 1;\n  /* c */ SELECT\n 2;";
+        let statements = split(sql).unwrap();
+        assert_eq!((statements[0].line, statements[0].offset), (3, 11));
+        assert_eq!(statements[1].line, 4);
+        assert_eq!(&sql[statements[1].offset..][..6], "SELECT");
+    }
+
+    #[test]
+    fn unclosed_constructs_name_their_line() {
+        for (sql, what, line) in [
+            ("SELECT 1;\nSELECT 'oops;", "a quoted string", 2),
+            ("SELECT 1; /* never\n closed", "a /* comment", 1),
+            ("\n\nDO $x$ BEGIN END", "a dollar-quoted string", 3),
+            ("SELECT \"bad", "a quoted identifier", 1),
+        ] {
+            assert_eq!(split(sql).unwrap_err(), LexError { line, what }, "{sql}");
+        }
+    }
+
+    /// Arbitrary mixes of the tricky pieces never panic, and every
+    /// statement is a slice of the input at its offset.
+    #[test]
+    fn never_panics_on_arbitrary_input() {
+        const PIECES: [&str; 22] = [
+            "'", "\"", "$", "$$", "$a$", "$1", "--", "/*", "*/", ";", "(", ")", "\n", "é", "E'",
+            "\\", "BEGIN", "CASE", "END", " ", "x", "€$",
+        ];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            let mut sql = String::new();
+            for _ in 0..(seed % 24) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                sql.push_str(PIECES[(seed % PIECES.len() as u64) as usize]);
+            }
+            if let Ok(statements) = split(&sql) {
+                for s in statements {
+                    assert!(sql[s.offset..].starts_with(s.text), "{sql:?}");
+                }
+            }
+        }
+    }
+
+    fn control(sql: &str) -> Vec<String> {
+        split(sql)
+            .unwrap()
+            .iter()
+            .filter_map(Statement::transaction_control)
+            .collect()
+    }
+
+    #[test]
+    fn finds_transaction_control_statements() {
+        assert_eq!(
+            control(
+                "BEGIN; begin transaction; START TRANSACTION; COMMIT; commit and chain; END;\n\
+                 ROLLBACK; rollback work; ABORT; PREPARE TRANSACTION 'x'"
+            ),
+            [
+                "BEGIN",
+                "BEGIN",
+                "START TRANSACTION",
+                "COMMIT",
+                "COMMIT",
+                "END",
+                "ROLLBACK",
+                "ROLLBACK",
+                "ABORT",
+                "PREPARE TRANSACTION"
+            ]
+        );
+    }
+
+    #[test]
+    fn savepoints_blocks_and_words_inside_statements_are_not_transaction_control() {
+        assert!(
+            control(
+                "SAVEPOINT s; ROLLBACK TO SAVEPOINT s; ROLLBACK TO s; rollback work to s;\n\
+             RELEASE SAVEPOINT s;\n\
+             DO $$ BEGIN COMMIT; END $$;\n\
+             CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\n\
+             SELECT CASE WHEN true THEN 1 END AS begin;\n\
+             PREPARE q AS SELECT 1; START_X;"
+            )
+            .is_empty()
+        );
+    }
+}
