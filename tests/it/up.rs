@@ -347,6 +347,10 @@ fn each_migration_starts_from_a_clean_session() {
         t.state_in("app.schema_migrations"),
         ["001:applied", "002:applied"]
     );
+    // Roles belong to the cluster, which may be the developer's own.
+    t.client()
+        .batch_execute(&format!("DROP ROLE \"{role}\""))
+        .unwrap();
 }
 
 #[test]
