@@ -85,9 +85,9 @@ impl Migrator {
                 let folder = Arc::clone(folder);
                 tokio::task::spawn_blocking(move || folder.load())
                     .await
-                    .map_err(|err| {
-                        Error::Usage(format!("reading the migration files failed: {err}"))
-                    })?
+                    // The task is never cancelled; a panic in it is a bug
+                    // and stays one.
+                    .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
                     .map(Arc::new)
                     .map_err(Error::Files)
             }
@@ -169,8 +169,13 @@ impl Migrator {
             lock_waited: Duration::ZERO,
         };
         if steps.is_empty() {
+            let after_target = match target {
+                Some(_) => plan::pending(migrations, &state.rows, None).len(),
+                None => 0,
+            };
             reporter.event(Event::UpToDate {
                 applied: applied_count(&state.rows),
+                after_target,
             });
             return Ok(report);
         }

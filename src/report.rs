@@ -10,8 +10,9 @@ use std::time::Duration;
 /// may log them or ignore them.
 #[derive(Debug)]
 pub enum Event<'a> {
-    /// Nothing to apply.
-    UpToDate { applied: usize },
+    /// Nothing to apply (up to the target, when there is one; `after_target`
+    /// counts the pending migrations past it).
+    UpToDate { applied: usize, after_target: usize },
     /// What `up` is about to apply (or, with `dry_run`, would apply).
     Plan {
         steps: &'a [Step<'a>],

@@ -130,8 +130,18 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 impl Reporter for Printer {
     fn event(&self, event: Event<'_>) {
         match event {
-            Event::UpToDate { applied } => self.line(format!(
+            Event::UpToDate {
+                applied,
+                after_target: 0,
+            } => self.line(format!(
                 "up to date: {} applied, none pending",
+                plural(applied, "migration", "migrations")
+            )),
+            Event::UpToDate {
+                applied,
+                after_target,
+            } => self.line(format!(
+                "nothing to apply up to the target: {} applied, {after_target} pending after it",
                 plural(applied, "migration", "migrations")
             )),
             Event::Plan { steps, dry_run } => {

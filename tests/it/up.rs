@@ -139,7 +139,7 @@ fn target_stops_after_the_given_version() {
         .args(["up", "--yes", "--target", "001"])
         .run()
         .code(0)
-        .stdout_has("up to date");
+        .stdout_has("nothing to apply up to the target: 2 migrations applied, 1 pending after it");
     let out = t.migrate().args(["up", "--yes", "--target", "5"]).run();
     out.code(2)
         .stderr_has("--target 5: no migration file in migrations has that version");
