@@ -81,6 +81,17 @@ impl Dsn {
                 _ => unreachable!("only TLS keys are split out"),
             }
         }
+        // As libpq does, sslmode does not apply to Unix-domain sockets,
+        // which PostgreSQL never encrypts.
+        let all_unix = !config.get_hosts().is_empty()
+            && config.get_hostaddrs().is_empty()
+            && config
+                .get_hosts()
+                .iter()
+                .all(|h| matches!(h, Host::Unix(_)));
+        if all_unix {
+            tls = TlsMode::Disable;
+        }
         config.ssl_mode(match tls {
             TlsMode::Disable => SslMode::Disable,
             TlsMode::Prefer => SslMode::Prefer,
@@ -267,13 +278,23 @@ mod tests {
     #[test]
     fn key_value_with_quotes_and_tls_keys() {
         let dsn = Dsn::parse(
-            r"host='/tmp/socket dir'  user=me password='it\'s a secret' dbname=x sslmode=require application_name=deployer",
+            r"host=db.internal  user=me password='it\'s a secret' dbname=x sslmode=require application_name='deploy bot'",
         )
         .unwrap();
         assert_eq!(dsn.tls, TlsMode::Require);
         assert_eq!(dsn.config.get_password().unwrap(), b"it's a secret");
-        assert_eq!(dsn.config.get_application_name(), Some("deployer"));
-        assert_eq!(dsn.describe(), "me@/tmp/socket dir:5432/x");
+        assert_eq!(dsn.config.get_application_name(), Some("deploy bot"));
+        assert_eq!(dsn.describe(), "me@db.internal:5432/x");
+        let socket = Dsn::parse(r"host='/tmp/socket dir' user=me").unwrap();
+        assert_eq!(socket.describe(), "me@/tmp/socket dir:5432/me");
+    }
+
+    #[test]
+    fn sslmode_does_not_apply_to_unix_sockets() {
+        let dsn = Dsn::parse("host=/var/run/postgresql sslmode=verify-full").unwrap();
+        assert_eq!(dsn.tls, TlsMode::Disable);
+        let dsn = Dsn::parse("host=db.internal sslmode=verify-full").unwrap();
+        assert_eq!(dsn.tls, TlsMode::VerifyFull);
     }
 
     #[test]

@@ -114,7 +114,16 @@ impl From<tokio_postgres::Error> for DbFailure {
                 message: if err.is_closed() {
                     "the connection to the server was lost".to_owned()
                 } else {
-                    err.to_string()
+                    // tokio-postgres' Display names the kind only
+                    // ("error connecting to server"); the cause is the source.
+                    let mut message = err.to_string();
+                    let mut source = std::error::Error::source(&err);
+                    while let Some(cause) = source {
+                        message.push_str(": ");
+                        message.push_str(&cause.to_string());
+                        source = cause.source();
+                    }
+                    message
                 },
                 detail: None,
                 hint: None,

@@ -14,17 +14,7 @@ fn sigkill_mid_migration_leaves_nothing_and_the_next_run_completes() {
             "CREATE TABLE slow_half (id int);\nINSERT INTO slow_half VALUES (1);\nSELECT pg_sleep(120);\n",
         );
     let mut child = t.migrate().args(["up", "--yes"]).spawn();
-    wait_until(
-        Duration::from_secs(20),
-        "the slow migration to start",
-        || {
-            t.value(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE '%pg_sleep(120)%' \
-               AND application_name = 'migrate'",
-            t.db_name
-        )) == Some("1".into())
-        },
-    );
+    t.wait_for_migrate_running("pg_sleep(120)");
     assert_eq!(t.advisory_locks(), 1);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     child.wait().unwrap();
@@ -63,17 +53,7 @@ fn a_connection_dropped_mid_migration_records_nothing_and_the_next_run_completes
             "CREATE TABLE cut (id int);\nSELECT pg_sleep(60);\n",
         );
     let child = t.migrate().args(["up", "--yes"]).spawn();
-    wait_until(
-        Duration::from_secs(20),
-        "the slow migration to start",
-        || {
-            t.value(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE '%pg_sleep(60)%' \
-               AND application_name = 'migrate'",
-            t.db_name
-        )) == Some("1".into())
-        },
-    );
+    t.wait_for_migrate_running("pg_sleep(60)");
     t.value(&format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' \
            AND application_name = 'migrate'",

@@ -221,6 +221,30 @@ impl TestEnv {
         .unwrap()
     }
 
+    /// Sessions of `migrate` (application_name) in this database.
+    pub fn migrate_sessions(&self) -> usize {
+        self.value(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND application_name = 'migrate'",
+            self.db_name
+        ))
+        .unwrap()
+        .parse()
+        .unwrap()
+    }
+
+    /// Waits until a `migrate` session runs a statement containing `fragment`.
+    #[track_caller]
+    pub fn wait_for_migrate_running(&self, fragment: &str) {
+        wait_until(Duration::from_secs(20), fragment, || {
+            self.value(&format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
+                   AND application_name = 'migrate' AND position('{}' IN query) > 0",
+                self.db_name,
+                fragment.replace('\'', "''")
+            )) == Some("1".into())
+        });
+    }
+
     /// The lock key `migrate` derives for this database and the default
     /// schema and table.
     pub fn default_lock_key(&self) -> i64 {
