@@ -6,7 +6,6 @@ use crate::error::Error;
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::time::{Duration, Instant};
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 
 /// The session holding the migration lock, as `pg_stat_activity` shows it.
@@ -65,8 +64,13 @@ SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.usename::text, ''),
    AND l.classid::bigint = $1 AND l.objid::bigint = $2
  LIMIT 1";
 
-/// How often a waiter wakes to look at who holds the lock.
-const WAIT_SLICE: Duration = Duration::from_secs(1);
+/// The first pause between tries for the lock, doubling up to the most.
+const POLL_FIRST: Duration = Duration::from_millis(50);
+const POLL_MAX: Duration = Duration::from_millis(500);
+/// How often a waiter looks at who holds the lock, and reports it even if
+/// unchanged.
+const HOLDER_CHECK: Duration = Duration::from_secs(2);
+const REPORT_EVERY: Duration = Duration::from_secs(30);
 
 impl Store {
     /// Takes the lock if it is free; never waits.
@@ -82,11 +86,12 @@ impl Store {
     /// Waits for the lock up to `limit`, calling `waiting` with the holder
     /// whenever it changes and every 30 s. Returns how long it waited.
     ///
-    /// The wait is `pg_advisory_lock` in slices of at most a second under
-    /// `lock_timeout` (and with any `statement_timeout` of the session
-    /// lifted), so a slice that is waiting gets the lock the moment it is
-    /// released. Between slices another session may take it first: waiters
-    /// are not served strictly in arrival order.
+    /// The wait polls `pg_try_advisory_lock` (every 50 ms at first, backing
+    /// off to 500 ms) instead of blocking in `pg_advisory_lock`: a blocked
+    /// statement keeps its snapshot open for the whole wait, and the holder's
+    /// `CREATE INDEX CONCURRENTLY` waits for every such snapshot to go away,
+    /// while the waiter waits for the holder: a deadlock. Polling holds no
+    /// snapshot between tries. Waiters are not served in arrival order.
     pub async fn wait_for_lock(
         &self,
         key: i64,
@@ -96,7 +101,12 @@ impl Store {
         let start = Instant::now();
         let mut last_holder: Option<LockHolder> = None;
         let mut last_report: Option<Instant> = None;
+        let mut last_check: Option<Instant> = None;
+        let mut pause = POLL_FIRST;
         loop {
+            if self.try_lock(key).await? {
+                return Ok(start.elapsed());
+            }
             let waited = start.elapsed();
             if waited >= limit {
                 // The holder is for the message; failing to look it up
@@ -106,43 +116,24 @@ impl Store {
                     holder: self.lock_holder(key).await.ok().flatten(),
                 });
             }
-            let holder = self.lock_holder(key).await?;
-            let due = last_report.is_none_or(|at| at.elapsed() >= Duration::from_secs(30));
-            if due || holder.as_ref().map(|h| h.pid) != last_holder.as_ref().map(|h| h.pid) {
-                // The first report says "waiting", later ones "still waiting".
-                let reported = if last_report.is_none() {
-                    Duration::ZERO
-                } else {
-                    waited
-                };
-                waiting(holder.as_ref(), reported);
-                last_report = Some(Instant::now());
-                last_holder = holder;
-            }
-            let slice = (limit - waited)
-                .min(WAIT_SLICE)
-                .max(Duration::from_millis(1));
-            // A session lock taken inside a transaction outlives it; the
-            // SET LOCALs do not.
-            let sql = format!(
-                "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '{}ms'; \
-                 SELECT pg_advisory_lock({key}); COMMIT",
-                slice.as_millis()
-            );
-            match self.client().batch_execute(&sql).await {
-                Ok(()) => return Ok(start.elapsed()),
-                Err(err) if err.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
-                    self.client()
-                        .batch_execute("ROLLBACK")
-                        .await
-                        .map_err(|err| {
-                            Error::database("cannot wait for the migration lock", err)
-                        })?;
-                }
-                Err(err) => {
-                    return Err(Error::database("cannot wait for the migration lock", err));
+            if last_check.is_none_or(|at| at.elapsed() >= HOLDER_CHECK) {
+                last_check = Some(Instant::now());
+                let holder = self.lock_holder(key).await?;
+                let due = last_report.is_none_or(|at| at.elapsed() >= REPORT_EVERY);
+                if due || holder.as_ref().map(|h| h.pid) != last_holder.as_ref().map(|h| h.pid) {
+                    // The first report says "waiting", later ones "still waiting".
+                    let reported = if last_report.is_none() {
+                        Duration::ZERO
+                    } else {
+                        waited
+                    };
+                    waiting(holder.as_ref(), reported);
+                    last_report = Some(Instant::now());
+                    last_holder = holder;
                 }
             }
+            tokio::time::sleep(pause.min(limit - waited)).await;
+            pause = (pause * 2).min(POLL_MAX);
         }
     }
 

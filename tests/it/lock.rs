@@ -174,17 +174,8 @@ fn a_waiter_proceeds_when_the_lock_is_released() {
         .migrate()
         .args(["up", "--yes", "--lock-wait", "30s"])
         .spawn();
-    wait_until(
-        Duration::from_secs(10),
-        "migrate to wait for the lock",
-        || {
-            t.value(&format!(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
-              WHERE l.locktype = 'advisory' AND NOT l.granted AND a.datname = '{}'",
-                t.db_name
-            )) == Some("1".into())
-        },
-    );
+    // Waiting polls pg_try_advisory_lock.
+    t.wait_for_migrate_running("pg_try_advisory_lock");
     drop(holder);
     let out = Outcome::from_output(child.wait_with_output().unwrap());
     out.code(0)
