@@ -13,7 +13,8 @@ use std::path::PathBuf;
     long_about = None,
     after_help = "With no command, `migrate` runs `up`. Options may stand before or after the command.\n\
 Exit codes: 0 done or nothing to do, 1 a migration or the run failed, 2 bad usage, config or \
-migration files, 4 the lock was not acquired within --lock-wait, 5 the database could not be reached."
+migration files, 3 drift between files and database, 4 the lock was not acquired within \
+--lock-wait, 5 the database could not be reached."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -23,16 +24,43 @@ pub struct Cli {
     pub global: GlobalArgs,
 }
 
-#[derive(Debug, Subcommand, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Subcommand, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Apply pending migrations in order, each in its own transaction (the default)
     Up,
+    /// Roll back the newest applied migration(s) with their .down.sql files
+    Down(DownArgs),
     /// Show every migration: APPLIED, PENDING, FAILED, CHANGED or MISSING
     Status,
-    /// Show the journal of every apply and failure, oldest first
+    /// Show the journal of every apply, failure, rollback and repair, oldest first
     History,
-    /// Apply every migration to a throwaway PostgreSQL server, show the result, remove the server
+    /// Compare files and database; exit 3 on drift (changed, missing or out-of-order files)
+    Validate,
+    /// Accept applied files as they are now (all drifted versions, or the ones named)
+    Repair(RepairArgs),
+    /// Show who holds the migration lock
+    Lock,
+    /// Apply every migration to a throwaway PostgreSQL server, check each down file, show the
+    /// result, remove the server
     Sandbox,
+}
+
+#[derive(Debug, Args, Clone, PartialEq, Eq, Default)]
+pub struct DownArgs {
+    /// How many of the newest applied migrations to roll back [default: 1]
+    #[arg(long, value_name = "N")]
+    pub steps: Option<usize>,
+
+    /// Roll back every applied migration newer than VERSION (VERSION stays applied)
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Args, Clone, PartialEq, Eq, Default)]
+pub struct RepairArgs {
+    /// Versions to repair [default: every CHANGED or MISSING one]
+    #[arg(value_name = "VERSION")]
+    pub versions: Vec<String>,
 }
 
 #[derive(Debug, Args, Default)]
@@ -96,6 +124,22 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "VERSION")]
     pub target: Option<String>,
 
+    /// Apply pending files older than the newest applied one [env: MIGRATE_OUT_OF_ORDER]
+    #[arg(long, global = true)]
+    pub out_of_order: bool,
+
+    /// lock_timeout for each migration; 0 turns it off [env: MIGRATE_LOCK_TIMEOUT] [config: lock_timeout] [default: 5s]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub lock_timeout: Option<String>,
+
+    /// statement_timeout for each migration [env: MIGRATE_STATEMENT_TIMEOUT] [config: statement_timeout] [default: the server's]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub statement_timeout: Option<String>,
+
+    /// Keep trying the first connection this long [env: MIGRATE_WAIT_FOR_DB] [config: wait_for_db] [default: 0, try once]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub wait_for_db: Option<String>,
+
     /// Same as `migrate status`
     #[arg(long = "status", global = true)]
     pub status_flag: bool,
@@ -120,16 +164,32 @@ impl std::str::FromStr for DsnArg {
     }
 }
 
+impl Command {
+    /// The command's name as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Up => "up",
+            Command::Down(_) => "down",
+            Command::Status => "status",
+            Command::History => "history",
+            Command::Validate => "validate",
+            Command::Repair(_) => "repair",
+            Command::Lock => "lock",
+            Command::Sandbox => "sandbox",
+        }
+    }
+}
+
 impl Cli {
     /// The command to run: the subcommand, `--status`, or `up`.
     pub fn command(&self) -> Result<Command, String> {
-        match (self.command, self.global.status_flag) {
+        match (&self.command, self.global.status_flag) {
             (None, true) | (Some(Command::Status), true) => Ok(Command::Status),
             (Some(other), true) => Err(format!(
                 "--status cannot be combined with the `{}` command",
-                format!("{other:?}").to_lowercase()
+                other.name()
             )),
-            (Some(command), false) => Ok(command),
+            (Some(command), false) => Ok(command.clone()),
             (None, false) => Ok(Command::Up),
         }
     }

@@ -52,18 +52,24 @@ pub struct DbEntry {
     pub lock_key: Option<ConfigValue>,
     pub lock_wait: Option<ConfigValue>,
     pub migrations_path: Option<ConfigValue>,
+    pub lock_timeout: Option<ConfigValue>,
+    pub statement_timeout: Option<ConfigValue>,
+    pub wait_for_db: Option<ConfigValue>,
 }
 
 /// Keys of an entry that this tool reads; any other key (an application's
 /// pool size, say) is left alone, since the same file usually serves the
 /// application too.
-const ENTRY_KEYS: [&str; 6] = [
+const ENTRY_KEYS: [&str; 9] = [
     "dsn",
     "schema",
     "table",
     "lock_key",
     "lock_wait",
     "migrations_path",
+    "lock_timeout",
+    "statement_timeout",
+    "wait_for_db",
 ];
 
 impl ConfigFolder {
@@ -180,6 +186,9 @@ impl ConfigFolder {
                 "table" => &mut entry.table,
                 "lock_key" => &mut entry.lock_key,
                 "lock_wait" => &mut entry.lock_wait,
+                "lock_timeout" => &mut entry.lock_timeout,
+                "statement_timeout" => &mut entry.statement_timeout,
+                "wait_for_db" => &mut entry.wait_for_db,
                 _ => &mut entry.migrations_path,
             };
             *slot = Some(ConfigValue { value, origin });

@@ -2,7 +2,8 @@
 //! code each one maps to.
 
 use crate::migration::FileProblem;
-use crate::store::{DbFailure, LockHolder};
+use crate::plan::Drifted;
+use crate::store::{DbFailure, LockHolder, RunFailure};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,9 +38,14 @@ pub enum Error {
     #[error("{}", files_message(.0))]
     Files(Vec<FileProblem>),
 
-    /// The first connection failed.
+    /// The first connection failed. `retryable`: the failure may pass
+    /// (the server is down or starting), as opposed to a refused password.
     #[error("cannot connect to {target}: {message}")]
-    Connect { target: String, message: String },
+    Connect {
+        target: String,
+        message: String,
+        retryable: bool,
+    },
 
     /// Another instance kept the migration lock for longer than allowed.
     #[error(
@@ -52,18 +58,26 @@ pub enum Error {
         holder: Option<LockHolder>,
     },
 
-    /// A migration's SQL failed; its transaction was rolled back and the
-    /// failure recorded.
-    #[error(
-        "migration {label} ({}) failed: {failure}{}",
-        .path.display(),
-        .note.as_ref().map(|n| format!("\n  ({n})")).unwrap_or_default()
-    )]
+    /// A script failed: its transaction was rolled back (a statement-by-
+    /// statement script stopped where it failed), and the failure recorded.
+    #[error("{}", failed_message(.label, .path, .down, .failure, .notes))]
     MigrationFailed {
         label: String,
+        /// The file that ran: the up file, or the down file.
         path: PathBuf,
-        failure: Box<DbFailure>,
-        note: Option<String>,
+        /// It was a rollback (`down`).
+        down: bool,
+        failure: Box<RunFailure>,
+        /// What else the operator should know (lost connection, blockers).
+        notes: Vec<String>,
+    },
+
+    /// Applied files changed or disappeared, or pending files are older
+    /// than the newest applied one.
+    #[error("{}", drift_message(.drifted, .out_of_order))]
+    Drift {
+        drifted: Vec<Drifted>,
+        out_of_order: Vec<OutOfOrder>,
     },
 
     /// The tracking tables exist but are not this tool's.
@@ -98,6 +112,7 @@ impl Error {
             | Error::Files(_)
             | Error::ForeignStateTable { .. } => exit::USAGE,
             Error::Connect { .. } => exit::UNREACHABLE,
+            Error::Drift { .. } => exit::DRIFT,
             Error::LockTimeout { .. } => exit::LOCK_TIMEOUT,
             Error::MigrationFailed { .. }
             | Error::Database { .. }
@@ -112,6 +127,77 @@ impl Error {
             failure: Box::new(DbFailure::from(err)),
         }
     }
+}
+
+/// A pending version older than the newest applied one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutOfOrder {
+    pub label: String,
+    pub newest_applied: String,
+}
+
+fn drift_message(drifted: &[Drifted], out_of_order: &[OutOfOrder]) -> String {
+    let mut text = "the files and the database disagree; nothing was changed:".to_owned();
+    for item in drifted {
+        text.push_str(&format!("\n  {item}"));
+    }
+    for item in out_of_order {
+        text.push_str(&format!(
+            "\n  {} PENDING: older than {}, the newest applied version",
+            item.label, item.newest_applied
+        ));
+    }
+    if !drifted.is_empty() {
+        text.push_str(
+            "\nrestore the applied files as they were, or accept them as they are now with \
+             `migrate repair`",
+        );
+    }
+    if !out_of_order.is_empty() {
+        text.push_str("\nto apply older files after newer ones, pass --out-of-order");
+    }
+    text
+}
+
+fn failed_message(
+    label: &str,
+    path: &std::path::Path,
+    down: &bool,
+    failure: &RunFailure,
+    notes: &[String],
+) -> String {
+    let what = if *down { "rolling back" } else { "migration" };
+    let mut text = match &failure.location {
+        Some(at) => format!(
+            "{what} {label} failed at {}:{}:{}: {}\n{}",
+            path.display(),
+            at.line,
+            at.column,
+            failure.failure,
+            at.excerpt()
+        ),
+        None => format!(
+            "{what} {label} ({}) failed: {}",
+            path.display(),
+            failure.failure
+        ),
+    };
+    if let Some((ran, total)) = failure.statements {
+        text.push_str(&format!(
+            "\n  {ran} of {total} statements ran before it; it runs outside a transaction, so \
+             they stay done: make them safe to run again"
+        ));
+    }
+    for index in &failure.invalid_indexes {
+        text.push_str(&format!(
+            "\n  index {index} is INVALID (left by a failed CREATE INDEX CONCURRENTLY); drop it \
+             with: DROP INDEX CONCURRENTLY IF EXISTS {index};"
+        ));
+    }
+    for note in notes {
+        text.push_str(&format!("\n  ({note})"));
+    }
+    text
 }
 
 fn files_message(problems: &[FileProblem]) -> String {

@@ -17,6 +17,11 @@
 //!     lock: LockMode::Wait(Duration::from_secs(300)),
 //!     lock_key: None,
 //!     actor: None,
+//!     session: migrate::store::SessionSettings {
+//!         lock_timeout: Duration::from_secs(5),
+//!         statement_timeout: None,
+//!     },
+//!     wait_for_db: Duration::from_secs(30),
 //! };
 //! let report = Migrator::new(migrations, database).up(&UpOptions::default(), &Silent).await?;
 //! println!("{} applied", report.applied.len());

@@ -207,6 +207,12 @@ impl TempCluster {
         &self.binaries.version
     }
 
+    /// A program of the server's installation (`pg_dump`), if it is there.
+    pub fn program(&self, name: &str) -> Option<PathBuf> {
+        let path = self.binaries.bin_dir.join(name);
+        path.is_file().then_some(path)
+    }
+
     /// The folder holding the data directory, the socket and the log.
     pub fn root(&self) -> &Path {
         &self.root

@@ -73,7 +73,7 @@ pub fn status_rows(files: &MigrationSet, rows: &[StateRow]) -> Vec<StatusRow> {
                 let status = match (row.status, file) {
                     (RowStatus::Failed, _) => Status::Failed,
                     (RowStatus::Applied, None) => Status::Missing,
-                    (RowStatus::Applied, Some(f)) if f.checksum.as_str() != row.checksum => {
+                    (RowStatus::Applied, Some(f)) if f.up.checksum.as_str() != row.checksum => {
                         Status::Changed
                     }
                     (RowStatus::Applied, Some(_)) => Status::Applied,
@@ -81,11 +81,7 @@ pub fn status_rows(files: &MigrationSet, rows: &[StateRow]) -> Vec<StatusRow> {
                 let details = row.details.as_ref();
                 StatusRow {
                     version: file.map_or_else(|| row.version.clone(), |f| f.version.clone()),
-                    name: match (file, details) {
-                        (Some(f), _) => f.name.clone(),
-                        (None, Some(d)) => d.name.clone(),
-                        (None, None) => String::new(),
-                    },
+                    name: file.map_or_else(|| row.name.clone(), |f| f.name.clone()),
                     status,
                     applied_at: details.map(|d| d.applied_at.clone()),
                     duration: details.map(|d| d.duration),
@@ -138,6 +134,104 @@ pub fn pending<'a>(
         .collect()
 }
 
+/// How an applied migration and its file disagree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Drift {
+    /// The file's checksum (`current`) is not the one recorded when it was
+    /// applied. A CRLF-only change is no change.
+    Changed { recorded: String, current: String },
+    /// The file is gone.
+    Missing,
+}
+
+/// One applied version whose file does not match the record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drifted {
+    pub version: Version,
+    /// The name recorded when it was applied.
+    pub name: String,
+    pub drift: Drift,
+    /// The file, when there is one.
+    pub path: Option<std::path::PathBuf>,
+}
+
+impl Drifted {
+    pub fn label(&self) -> String {
+        format!("{}_{}", self.version, self.name)
+    }
+}
+
+impl std::fmt::Display for Drifted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.drift, &self.path) {
+            (Drift::Changed { recorded, current }, Some(path)) => write!(
+                f,
+                "{} CHANGED: {} now has checksum {}, but {} was applied",
+                self.label(),
+                path.display(),
+                short(current),
+                short(recorded)
+            ),
+            (Drift::Changed { .. }, None) | (Drift::Missing, _) => write!(
+                f,
+                "{} MISSING: it was applied, but no file has version {}",
+                self.label(),
+                self.version
+            ),
+        }
+    }
+}
+
+/// The first 12 hex digits of a checksum, enough to tell versions apart.
+fn short(checksum: &str) -> &str {
+    checksum.get(..12).unwrap_or(checksum)
+}
+
+/// Applied versions whose files changed or disappeared. Failed rows are
+/// not drift: `up` retries them with whatever the file now says.
+pub fn drift(files: &MigrationSet, rows: &[StateRow]) -> Vec<Drifted> {
+    rows.iter()
+        .filter(|row| row.status == RowStatus::Applied)
+        .filter_map(|row| {
+            let file = files.find(&row.version);
+            let drift = match file {
+                None => Drift::Missing,
+                Some(file) if file.up.checksum.as_str() != row.checksum => Drift::Changed {
+                    recorded: row.checksum.clone(),
+                    current: file.up.checksum.as_str().to_owned(),
+                },
+                Some(_) => return None,
+            };
+            Some(Drifted {
+                version: row.version.clone(),
+                name: row.name.clone(),
+                drift,
+                path: file.map(|f| f.up.path.clone()),
+            })
+        })
+        .collect()
+}
+
+/// The newest applied version.
+pub fn newest_applied(rows: &[StateRow]) -> Option<&Version> {
+    rows.iter()
+        .filter(|r| r.status == RowStatus::Applied)
+        .map(|r| &r.version)
+        .max()
+}
+
+/// Steps whose version is below the newest applied one: files merged late,
+/// which `up` applies only with `--out-of-order`.
+pub fn out_of_order<'a, 'b>(steps: &'b [Step<'a>], rows: &[StateRow]) -> Vec<&'b Step<'a>> {
+    match newest_applied(rows) {
+        Some(newest) => steps
+            .iter()
+            .filter(|s| s.migration.version < *newest)
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
 /// Counts per status, for the totals line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -165,7 +259,7 @@ pub fn totals(rows: &[StatusRow]) -> Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::migration::checksum;
+    use crate::migration::{Script, checksum};
     use crate::store::RowDetails;
     use std::path::PathBuf;
 
@@ -173,9 +267,12 @@ mod tests {
         Migration {
             version: Version::parse(version).unwrap(),
             name: name.into(),
-            path: PathBuf::from(format!("{version}_{name}.sql")),
-            sql: sql.into(),
-            checksum: checksum(sql.as_bytes()),
+            up: Script {
+                path: PathBuf::from(format!("{version}_{name}.sql")),
+                sql: sql.into(),
+                checksum: checksum(sql.as_bytes()),
+                transactional: true,
+            },
             down_path: None,
         }
     }
@@ -183,10 +280,10 @@ mod tests {
     fn row(version: &str, name: &str, sql: &str, status: RowStatus) -> StateRow {
         StateRow {
             version: Version::parse(version).unwrap(),
+            name: name.into(),
             checksum: checksum(sql.as_bytes()).to_string(),
             status,
             details: Some(RowDetails {
-                name: name.into(),
                 applied_at: "2026-01-01T00:00:00.000000Z".into(),
                 duration: Duration::from_millis(5),
                 applied_by: "test".into(),
@@ -268,6 +365,59 @@ mod tests {
             .map(|s| s.migration.label())
             .collect();
         assert_eq!(plan, ["1_a", "2_b"]);
+    }
+
+    #[test]
+    fn drift_is_changed_or_missing_applied_rows_only() {
+        let files = set(vec![
+            file("001", "same", "SELECT 1;"),
+            file("002", "edited", "SELECT 2; -- edited"),
+            file("003", "failed_edit", "SELECT 3; -- fixed"),
+            file("004", "crlf", "SELECT 4;\r\n"),
+        ]);
+        let rows = vec![
+            row("001", "same", "SELECT 1;", RowStatus::Applied),
+            row("002", "edited", "SELECT 2;", RowStatus::Applied),
+            row("003", "failed_edit", "SELECT 3;", RowStatus::Failed),
+            row("004", "crlf", "SELECT 4;\n", RowStatus::Applied),
+            row("005", "gone", "SELECT 5;", RowStatus::Applied),
+            row("006", "gone_failed", "SELECT 6;", RowStatus::Failed),
+        ];
+        let drift = drift(&files, &rows);
+        let labels: Vec<String> = drift.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            labels,
+            [
+                format!(
+                    "002_edited CHANGED: 002_edited.sql now has checksum {}, but {} was applied",
+                    &checksum(b"SELECT 2; -- edited").as_str()[..12],
+                    &checksum(b"SELECT 2;").as_str()[..12]
+                ),
+                "005_gone MISSING: it was applied, but no file has version 005".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn out_of_order_steps_are_below_the_newest_applied() {
+        let files = set(vec![
+            file("1", "a", "x"),
+            file("2", "late", "y"),
+            file("3", "b", "z"),
+            file("4", "next", "w"),
+        ]);
+        let rows = vec![
+            row("1", "a", "x", RowStatus::Applied),
+            row("3", "b", "z", RowStatus::Applied),
+        ];
+        let steps = pending(&files, &rows, None);
+        let late: Vec<String> = out_of_order(&steps, &rows)
+            .iter()
+            .map(|s| s.migration.label())
+            .collect();
+        assert_eq!(late, ["2_late"]);
+        assert_eq!(newest_applied(&rows).map(Version::as_str), Some("3"));
+        assert!(out_of_order(&steps, &[]).is_empty());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! engine never prints) and the typed reports it returns.
 
 use crate::migration::{Migration, Version};
-use crate::plan::{StatusRow, Step, Totals};
-use crate::store::{Applied, DbFailure, JournalEntry, LockHolder};
+use crate::plan::{Drifted, StatusRow, Step, Totals};
+use crate::store::{Blocker, DbFailure, Done, JournalEntry, LockHolder};
 use std::time::Duration;
 
 /// A progress event. The CLI prints them; a service embedding the engine
@@ -43,10 +43,53 @@ pub enum Event<'a> {
     /// A migration committed.
     Applied {
         migration: &'a Migration,
-        applied: &'a Applied,
+        applied: &'a Done,
         index: usize,
         total: usize,
     },
+    /// A migration waits for locks other sessions hold (sent when the
+    /// blockers change).
+    Blocked {
+        migration: &'a Migration,
+        blockers: &'a [Blocker],
+    },
+    /// A migration hit `lock_timeout` and is tried again after `pause`.
+    Retrying {
+        migration: &'a Migration,
+        attempt: usize,
+        attempts: usize,
+        pause: Duration,
+    },
+    /// What `down` is about to roll back (or, with `dry_run`, would).
+    RollbackPlan {
+        steps: &'a [DownStep<'a>],
+        dry_run: bool,
+    },
+    /// Nothing is applied, so there is nothing to roll back.
+    NothingToRollBack,
+    /// A migration is being rolled back.
+    RollingBack {
+        migration: &'a Migration,
+        index: usize,
+        total: usize,
+    },
+    /// A migration was rolled back (its row removed).
+    RolledBack {
+        migration: &'a Migration,
+        done: &'a Done,
+        index: usize,
+        total: usize,
+    },
+    /// Every planned migration was rolled back.
+    DownFinished { count: usize, elapsed: Duration },
+    /// What `repair` will accept (or, with `dry_run`, would).
+    RepairPlan { items: &'a [Drifted], dry_run: bool },
+    /// Nothing to repair: files and records agree.
+    NothingToRepair,
+    /// The records now match the files.
+    Repaired { count: usize },
+    /// The first connection failed; trying again (`--wait-for-db`).
+    WaitingForDatabase { error: &'a str, waited: Duration },
     /// A migration failed and was rolled back.
     Failed {
         migration: &'a Migration,
@@ -61,9 +104,9 @@ pub enum Event<'a> {
 pub trait Reporter: Send + Sync {
     fn event(&self, event: Event<'_>);
 
-    /// Asked once before anything changes, after the `Plan` event. The
+    /// Asked once before anything changes, after the plan event. The
     /// default proceeds (services, `--yes`, no TTY).
-    fn confirm(&self, _steps: &[Step<'_>]) -> bool {
+    fn confirm(&self) -> bool {
         true
     }
 }
@@ -73,6 +116,13 @@ pub struct Silent;
 
 impl Reporter for Silent {
     fn event(&self, _event: Event<'_>) {}
+}
+
+/// One migration `down` rolls back, with its down file read.
+#[derive(Clone, Debug)]
+pub struct DownStep<'a> {
+    pub migration: &'a Migration,
+    pub down: crate::migration::Script,
 }
 
 /// How `up` ended, when it did not fail.
@@ -126,6 +176,47 @@ pub struct UpReport {
 pub struct StatusReport {
     pub rows: Vec<StatusRow>,
     pub totals: Totals,
+    /// Pending versions older than the newest applied one (`up` refuses
+    /// them without `--out-of-order`).
+    pub out_of_order: Vec<crate::error::OutOfOrder>,
+}
+
+/// How `down` ended, when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownOutcome {
+    /// Nothing in the range was applied.
+    NothingToDo,
+    RolledBack,
+    DryRun,
+    SkippedLocked,
+}
+
+/// The result of `down`.
+#[derive(Clone, Debug)]
+pub struct DownReport {
+    pub outcome: DownOutcome,
+    pub rolled_back: Vec<AppliedMigration>,
+}
+
+/// The result of `validate`: the files agree with the database.
+#[derive(Clone, Debug)]
+pub struct ValidateReport {
+    pub totals: Totals,
+}
+
+/// The result of `repair`.
+#[derive(Clone, Debug)]
+pub struct RepairReport {
+    /// What was (or, with a dry run, would be) accepted.
+    pub repaired: Vec<Drifted>,
+    pub dry_run: bool,
+}
+
+/// The result of `lock`.
+#[derive(Clone, Debug)]
+pub struct LockReport {
+    pub key: i64,
+    pub holder: Option<LockHolder>,
 }
 
 /// The result of `history`.

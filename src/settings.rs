@@ -9,7 +9,7 @@ use crate::duration::parse_duration;
 use crate::engine::LockMode;
 use crate::error::Error;
 use crate::migration::Version;
-use crate::store::Tracking;
+use crate::store::{SessionSettings, Tracking};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,8 +22,19 @@ pub struct Settings {
     pub yes: bool,
     pub dry_run: bool,
     pub target: Option<Version>,
+    pub out_of_order: bool,
+    /// `lock_timeout` and `statement_timeout` for each migration.
+    pub session: SessionSettings,
+    /// How long to keep trying the first connection.
+    pub wait_for_db: Duration,
     dsn: Option<Sourced>,
 }
+
+/// `lock_timeout` for each migration unless set otherwise: long enough for
+/// a busy table's short transactions to finish, short enough that a
+/// migration queued behind a long query does not stall every query of the
+/// table behind it for long. Retried three times with backoff.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A raw value and where it came from (`--dsn`, `DB_DSN`, `config/x.yaml:3 (db_main.dsn)`).
 #[derive(Clone)]
@@ -43,6 +54,9 @@ impl std::fmt::Debug for Settings {
             .field("yes", &self.yes)
             .field("dry_run", &self.dry_run)
             .field("target", &self.target)
+            .field("out_of_order", &self.out_of_order)
+            .field("session", &self.session)
+            .field("wait_for_db", &self.wait_for_db)
             .field("dsn_from", &self.dsn.as_ref().map(|d| &d.origin))
             .finish()
     }
@@ -140,17 +154,51 @@ impl Settings {
             })
             .transpose()?;
 
-        let lock_wait = flag(args.lock_wait.as_deref(), "--lock-wait")
-            .or_else(|| var("MIGRATE_LOCK_WAIT"))
-            .or_else(|| from_config(&entry.lock_wait))
-            .map(|s| {
-                parse_duration(&s.value).map_err(|message| Error::Config {
-                    origin: s.origin.clone(),
-                    message,
-                })
-            })
-            .transpose()?
-            .unwrap_or(Duration::from_secs(5 * 60));
+        let duration =
+            |value: Option<&str>, flag_name: &str, env: &str, config: &Option<ConfigValue>| {
+                flag(value, flag_name)
+                    .or_else(|| var(env))
+                    .or_else(|| from_config(config))
+                    .map(|s| {
+                        parse_duration(&s.value).map_err(|message| Error::Config {
+                            origin: s.origin.clone(),
+                            message,
+                        })
+                    })
+                    .transpose()
+            };
+        let lock_wait = duration(
+            args.lock_wait.as_deref(),
+            "--lock-wait",
+            "MIGRATE_LOCK_WAIT",
+            &entry.lock_wait,
+        )?
+        .unwrap_or(Duration::from_secs(5 * 60));
+        let lock_timeout = duration(
+            args.lock_timeout.as_deref(),
+            "--lock-timeout",
+            "MIGRATE_LOCK_TIMEOUT",
+            &entry.lock_timeout,
+        )?
+        .unwrap_or(DEFAULT_LOCK_TIMEOUT);
+        let statement_timeout = duration(
+            args.statement_timeout.as_deref(),
+            "--statement-timeout",
+            "MIGRATE_STATEMENT_TIMEOUT",
+            &entry.statement_timeout,
+        )?;
+        let wait_for_db = duration(
+            args.wait_for_db.as_deref(),
+            "--wait-for-db",
+            "MIGRATE_WAIT_FOR_DB",
+            &entry.wait_for_db,
+        )?
+        .unwrap_or(Duration::ZERO);
+        let out_of_order = if args.out_of_order {
+            true
+        } else {
+            env_bool(&env, "MIGRATE_OUT_OF_ORDER")?.unwrap_or(false)
+        };
 
         let skip_if_locked = if args.skip_if_locked {
             true
@@ -194,6 +242,12 @@ impl Settings {
             yes: args.yes,
             dry_run: args.dry_run,
             target,
+            out_of_order,
+            session: SessionSettings {
+                lock_timeout,
+                statement_timeout,
+            },
+            wait_for_db,
             dsn,
         })
     }

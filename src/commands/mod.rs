@@ -1,16 +1,13 @@
 //! One module per command: settings in, engine call, output through the
 //! printer, an exit code out.
 
-mod history;
 mod sandbox;
-mod status;
-mod up;
 
-use crate::cli::{Cli, Command};
-use crate::engine::{Database, Migrator};
+use crate::cli::{Cli, Command, DownArgs, RepairArgs};
+use crate::engine::{Database, DownOptions, Migrator, RepairOptions, UpOptions};
 use crate::error::{Error, exit};
-use crate::migration::scan;
-use crate::render::{Printer, Terminal};
+use crate::migration::{MigrationSet, Version, scan};
+use crate::render::{Printer, Terminal, history_table, lock_table, status_table};
 use crate::settings::Settings;
 
 /// Runs the parsed command line; returns the process exit code.
@@ -41,14 +38,7 @@ pub fn run(cli: Cli) -> i32 {
             return exit::FAILED;
         }
     };
-    let result = runtime.block_on(async {
-        match command {
-            Command::Up => up::run(&settings, &printer).await,
-            Command::Status => status::run(&settings, &printer).await,
-            Command::History => history::run(&settings, &printer).await,
-            Command::Sandbox => sandbox::run(&settings, &printer).await,
-        }
-    });
+    let result = runtime.block_on(run_command(&command, &settings, &printer));
     match result {
         Ok(()) => exit::OK,
         Err(err) => {
@@ -58,13 +48,102 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
-fn database(settings: &Settings) -> Result<Database, Error> {
+async fn run_command(
+    command: &Command,
+    settings: &Settings,
+    printer: &Printer,
+) -> Result<(), Error> {
+    let color = printer.terminal().color;
+    match command {
+        Command::Up => {
+            let options = UpOptions {
+                target: settings.target.clone(),
+                dry_run: settings.dry_run,
+                out_of_order: settings.out_of_order,
+            };
+            folder_migrator(settings)?.up(&options, printer).await?;
+        }
+        Command::Down(args) => {
+            let options = down_options(args, settings)?;
+            folder_migrator(settings)?.down(&options, printer).await?;
+        }
+        Command::Status => {
+            let report = folder_migrator(settings)?.status(printer).await?;
+            printer.line(status_table(&report, color));
+        }
+        Command::History => {
+            // The journal does not depend on the files, so a bad file name
+            // does not hide it.
+            let migrator = Migrator::new(MigrationSet::default(), database(settings)?);
+            let report = migrator.history(printer).await?;
+            printer.line(history_table(&report.entries, color));
+        }
+        Command::Validate => {
+            let report = folder_migrator(settings)?.validate(printer).await?;
+            let t = report.totals;
+            let mut line = format!(
+                "files and database agree: {} applied, {} pending",
+                t.applied, t.pending
+            );
+            if t.failed > 0 {
+                line.push_str(&format!(", {} failed (up retries them)", t.failed));
+            }
+            printer.line(line);
+        }
+        Command::Repair(args) => {
+            let options = repair_options(args, settings)?;
+            folder_migrator(settings)?.repair(&options, printer).await?;
+        }
+        Command::Lock => {
+            let migrator = Migrator::new(MigrationSet::default(), database(settings)?);
+            let report = migrator.lock_status(printer).await?;
+            printer.line(lock_table(&report, color));
+        }
+        Command::Sandbox => sandbox::run(settings, printer).await?,
+    }
+    Ok(())
+}
+
+fn down_options(args: &DownArgs, settings: &Settings) -> Result<DownOptions, Error> {
+    let to = args
+        .to
+        .as_deref()
+        .map(|t| {
+            Version::parse(t)
+                .ok_or_else(|| Error::Usage(format!("--to: `{t}` is not a version (digits only)")))
+        })
+        .transpose()?;
+    Ok(DownOptions {
+        steps: args.steps,
+        to,
+        dry_run: settings.dry_run,
+    })
+}
+
+fn repair_options(args: &RepairArgs, settings: &Settings) -> Result<RepairOptions, Error> {
+    let versions = args
+        .versions
+        .iter()
+        .map(|v| {
+            Version::parse(v)
+                .ok_or_else(|| Error::Usage(format!("`{v}` is not a version (digits only)")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(RepairOptions {
+        versions,
+        dry_run: settings.dry_run,
+    })
+}
+
+pub(crate) fn database(settings: &Settings) -> Result<Database, Error> {
     Ok(Database {
         dsn: settings.dsn()?,
         tracking: settings.tracking.clone(),
         lock: settings.lock,
         lock_key: settings.lock_key,
         actor: None,
+        session: settings.session.clone(),
+        wait_for_db: settings.wait_for_db,
     })
 }
 

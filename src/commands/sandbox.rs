@@ -1,13 +1,19 @@
 //! `migrate sandbox`: every migration of the folder, from scratch, on a
-//! throwaway server that is removed afterwards.
+//! throwaway server that is removed afterwards; each migration with a down
+//! file is also rolled back and applied again, and the schema compared.
 
 use crate::dsn::Dsn;
-use crate::engine::{Database, LockMode, Migrator, UpOptions};
+use crate::engine::{Database, DownOptions, LockMode, Migrator, UpOptions};
 use crate::error::Error;
-use crate::migration::discover;
+use crate::migration::{MigrationSet, discover};
 use crate::pgserver::{ClusterOptions, TempCluster};
 use crate::render::{Printer, status_table};
+use crate::report::{Event, Reporter, Silent};
 use crate::settings::Settings;
+use console::style;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
@@ -26,39 +32,40 @@ pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
         cluster.version(),
         cluster.root().display()
     ));
-    let dsn = Dsn::parse(&cluster.socket_dsn("postgres")).map_err(Error::Sandbox)?;
+    let dsn_text = cluster.socket_dsn("postgres");
+    let dsn = Dsn::parse(&dsn_text).map_err(Error::Sandbox)?;
     let migrator = Migrator::new(
-        migrations,
+        migrations.clone(),
         Database {
             dsn,
             tracking: settings.tracking.clone(),
             lock: LockMode::Wait(Duration::from_secs(60)),
             lock_key: None,
             actor: None,
+            session: settings.session.clone(),
+            wait_for_db: Duration::ZERO,
         },
     );
-    let options = UpOptions {
-        target: settings.target.clone(),
-        dry_run: false,
+    let sandbox = Sandbox {
+        migrator: &migrator,
+        migrations: &migrations,
+        settings,
+        printer,
+        pg_dump: cluster.program("pg_dump"),
+        dsn: dsn_text,
     };
-    // The sandbox is throwaway: never ask.
-    let quiet_yes = Printer::new(printer.terminal(), true);
     let outcome = tokio::select! {
-        up = migrator.up(&options, &quiet_yes) => Some(up),
+        result = sandbox.exercise() => Some(result),
         _ = tokio::signal::ctrl_c() => None,
     };
     let result = match outcome {
         None => Err(Error::Sandbox("interrupted".into())),
-        Some(up) => {
-            match migrator.status().await {
-                Ok(report) => printer.line(status_table(
-                    &report.rows,
-                    &report.totals,
-                    printer.terminal().color,
-                )),
+        Some(result) => {
+            match migrator.status(&Silent).await {
+                Ok(report) => printer.line(status_table(&report, printer.terminal().color)),
                 Err(err) => printer.error(format!("cannot read the sandbox's status: {err}")),
             }
-            up.map(|_| ())
+            result
         }
     };
     let root = cluster.root().to_path_buf();
@@ -70,4 +77,141 @@ pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
         root.display()
     ));
     result
+}
+
+struct Sandbox<'a> {
+    migrator: &'a Migrator,
+    migrations: &'a MigrationSet,
+    settings: &'a Settings,
+    printer: &'a Printer,
+    pg_dump: Option<PathBuf>,
+    dsn: String,
+}
+
+impl Sandbox<'_> {
+    /// Applies each migration in turn; for one with a down file, rolls it
+    /// back and applies it again, and compares the schema (as `pg_dump
+    /// --schema-only` prints it) after the first and the second up.
+    async fn exercise(&self) -> Result<(), Error> {
+        let lines = Lines(self.printer);
+        let mut irreversible = None;
+        for migration in &self.migrations.migrations {
+            if self
+                .settings
+                .target
+                .as_ref()
+                .is_some_and(|t| migration.version > *t)
+            {
+                break;
+            }
+            let up = UpOptions {
+                target: Some(migration.version.clone()),
+                ..UpOptions::default()
+            };
+            self.migrator.up(&up, &lines).await?;
+            if migration.down_path.is_none() {
+                self.printer
+                    .line("  no down file: reversibility not checked");
+                continue;
+            }
+            let Some(pg_dump) = &self.pg_dump else {
+                self.printer.line(
+                    "  pg_dump is not next to the server programs: reversibility not checked",
+                );
+                continue;
+            };
+            if irreversible.is_some() {
+                continue;
+            }
+            let after_up = self.dump(pg_dump).await?;
+            self.migrator.down(&DownOptions::default(), &Silent).await?;
+            self.migrator.up(&up, &Silent).await?;
+            let again = self.dump(pg_dump).await?;
+            if after_up == again {
+                self.printer.line(format!(
+                    "  {}: down, then up again, leaves the schema as up left it",
+                    style("reversible").green()
+                ));
+            } else {
+                self.printer.line(format!(
+                    "  {}: after down and up again the schema differs from after up:\n{}",
+                    style("not reversible").red().bold(),
+                    difference(&after_up, &again)
+                ));
+                irreversible = Some(migration.label());
+            }
+        }
+        match irreversible {
+            Some(label) => Err(Error::Sandbox(format!(
+                "the down file of {label} does not undo its up file (checks of later migrations \
+                 were skipped)"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    async fn dump(&self, pg_dump: &PathBuf) -> Result<String, Error> {
+        let mut command = Command::new(pg_dump);
+        command.args(["--schema-only", "--dbname", &self.dsn]);
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .map_err(|err| Error::Sandbox(format!("pg_dump panicked: {err}")))?
+            .map_err(|err| Error::Sandbox(format!("cannot run pg_dump: {err}")))?;
+        if !output.status.success() {
+            return Err(Error::Sandbox(format!(
+                "pg_dump failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        Ok(schema_lines(&String::from_utf8_lossy(&output.stdout)))
+    }
+}
+
+/// What of a dump describes the schema: not comments, blank lines, or the
+/// `\restrict` lines with a random key that pg_dump (15.14 and later)
+/// writes around each dump.
+fn schema_lines(dump: &str) -> String {
+    dump.lines()
+        .filter(|l| {
+            !l.trim().is_empty()
+                && !l.starts_with("--")
+                && !l.starts_with("\\restrict ")
+                && !l.starts_with("\\unrestrict ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The lines only one of two dumps has, a few of each.
+fn difference(first: &str, second: &str) -> String {
+    let lines = |text: &str| -> BTreeSet<String> { text.lines().map(str::to_owned).collect() };
+    let (a, b) = (lines(first), lines(second));
+    let mut out = Vec::new();
+    for line in a.difference(&b).take(10) {
+        out.push(format!("    - {line}"));
+    }
+    for line in b.difference(&a).take(10) {
+        out.push(format!("    + {line}"));
+    }
+    if out.is_empty() {
+        out.push("    (the same statements in another order)".into());
+    }
+    out.join("\n")
+}
+
+/// Passes on only the lines that say what happened to each migration.
+struct Lines<'a>(&'a Printer);
+
+impl Reporter for Lines<'_> {
+    fn event(&self, event: Event<'_>) {
+        if matches!(
+            event,
+            Event::Applied { .. }
+                | Event::Failed { .. }
+                | Event::Blocked { .. }
+                | Event::Retrying { .. }
+        ) {
+            self.0.event(event);
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Finding migration files in a folder and checking their names, before any
 //! connection is made. Every problem is collected, so one run shows them all.
 
-use super::{Migration, MigrationSet, Version, checksum};
+use super::{Migration, MigrationSet, Script, Version};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -191,12 +191,10 @@ impl ScannedFolder {
         let mut problems = Vec::new();
         for (entry, content) in self.entries.iter().zip(contents) {
             match content {
-                Ok((sql, checksum)) => migrations.push(Migration {
+                Ok(up) => migrations.push(Migration {
                     version: entry.version.clone(),
                     name: entry.name.clone(),
-                    path: entry.path.clone(),
-                    sql,
-                    checksum,
+                    up,
                     down_path: entry.down_path.clone(),
                 }),
                 Err(reason) => problems.push(FileProblem {
@@ -276,9 +274,9 @@ fn parse_file_name(file_name: &str) -> Result<Option<(Version, String, Direction
     Ok(Some((version, name.to_owned(), direction)))
 }
 
-type FileContent = Result<(String, super::Checksum), String>;
+type FileContent = Result<Script, String>;
 
-/// Reads and hashes the up files, reusing one buffer. One thread: the
+/// Reads and checks the up files, reusing one buffer. One thread: the
 /// engine already reads them while it connects, and a second reader
 /// measured no faster on two cores with the server on the same machine.
 fn read_up_files<'a>(paths: impl Iterator<Item = &'a Path>) -> Vec<FileContent> {
@@ -287,7 +285,7 @@ fn read_up_files<'a>(paths: impl Iterator<Item = &'a Path>) -> Vec<FileContent> 
 }
 
 /// Reads one file into `buffer` (reused across files: open, read, close,
-/// no size lookup) and returns its SQL and checksum.
+/// no size lookup) and checks it.
 fn read_up_file(path: &Path, buffer: &mut Vec<u8>) -> FileContent {
     use std::io::Read;
     // Not read_to_end: it asks for the file's size first, one more system
@@ -306,21 +304,13 @@ fn read_up_file(path: &Path, buffer: &mut Vec<u8>) -> FileContent {
             Err(err) => return Err(format!("cannot read the file: {err}")),
         }
     }
-    let buffer = &buffer[..len];
-    let checksum = checksum(buffer);
-    let text = std::str::from_utf8(buffer).map_err(|err| {
-        let at = err.valid_up_to();
-        let line = buffer[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-        format!("not valid UTF-8 (line {line}, byte {at}); migrations must be UTF-8 text")
-    })?;
-    // PostgreSQL does not skip a byte-order mark; the checksum keeps it.
-    let sql = text.strip_prefix('\u{feff}').unwrap_or(text).to_owned();
-    Ok((sql, checksum))
+    Script::from_bytes(path, &buffer[..len])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::migration::checksum;
 
     fn folder(files: &[(&str, &[u8])]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -356,7 +346,7 @@ mod tests {
         assert_eq!(labels, ["000_init", "007_a", "010_b", "0100_c"]);
         assert!(set.migrations[1].down_path.is_some());
         assert!(set.migrations[0].down_path.is_none());
-        assert_eq!(set.migrations[2].sql, "SELECT 10;");
+        assert_eq!(set.migrations[2].up.sql, "SELECT 10;");
     }
 
     #[test]
@@ -412,8 +402,8 @@ mod tests {
         let set = discover(dir.path()).unwrap();
         assert_eq!(set.len(), 500);
         for (i, m) in set.migrations.iter().enumerate() {
-            assert_eq!(m.sql, format!("SELECT {};", i + 1));
-            assert_eq!(m.checksum, checksum(m.sql.as_bytes()));
+            assert_eq!(m.up.sql, format!("SELECT {};", i + 1));
+            assert_eq!(m.up.checksum, checksum(m.up.sql.as_bytes()));
         }
     }
 
@@ -426,9 +416,9 @@ mod tests {
             ("3_small.sql", b"SELECT 3;"),
         ]);
         let set = discover(dir.path()).unwrap();
-        let sql: Vec<&str> = set.migrations.iter().map(|m| m.sql.as_str()).collect();
+        let sql: Vec<&str> = set.migrations.iter().map(|m| m.up.sql.as_str()).collect();
         assert_eq!(sql, ["SELECT 1;", big.as_str(), "SELECT 3;"]);
-        assert_eq!(set.migrations[1].checksum, checksum(big.as_bytes()));
+        assert_eq!(set.migrations[1].up.checksum, checksum(big.as_bytes()));
     }
 
     #[test]
@@ -449,7 +439,7 @@ mod tests {
     fn byte_order_mark_is_not_sent_but_is_hashed() {
         let dir = folder(&[("001_bom.sql", b"\xEF\xBB\xBFSELECT 1;")]);
         let set = discover(dir.path()).unwrap();
-        assert_eq!(set.migrations[0].sql, "SELECT 1;");
-        assert_ne!(set.migrations[0].checksum, checksum(b"SELECT 1;"));
+        assert_eq!(set.migrations[0].up.sql, "SELECT 1;");
+        assert_ne!(set.migrations[0].up.checksum, checksum(b"SELECT 1;"));
     }
 }

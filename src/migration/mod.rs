@@ -9,7 +9,7 @@ pub use discover::{FileProblem, ScannedFolder, discover, scan};
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A migration version: the digits of the file name, kept as written.
 ///
@@ -73,16 +73,74 @@ impl fmt::Display for Version {
     }
 }
 
+/// One SQL file, read and checked: an up file, or a down file when it is
+/// needed.
+#[derive(Clone, Debug)]
+pub struct Script {
+    pub path: PathBuf,
+    /// As sent to the server (a leading UTF-8 BOM removed).
+    pub sql: String,
+    pub checksum: Checksum,
+    /// False when the first line is `-- migrate:no-transaction`: the file
+    /// then runs statement by statement, outside a transaction.
+    pub transactional: bool,
+}
+
+/// The annotation that runs a file outside a transaction.
+pub const NO_TRANSACTION: &str = "-- migrate:no-transaction";
+
+impl Script {
+    /// Reads a file: UTF-8, checksum, annotation. The error names the line.
+    pub fn read(path: &Path) -> Result<Script, String> {
+        let bytes = std::fs::read(path).map_err(|err| format!("cannot read the file: {err}"))?;
+        Script::from_bytes(path, &bytes)
+    }
+
+    pub(crate) fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Script, String> {
+        let checksum = checksum(bytes);
+        let text = std::str::from_utf8(bytes).map_err(|err| {
+            let at = err.valid_up_to();
+            let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+            format!("not valid UTF-8 (line {line}, byte {at}); migrations must be UTF-8 text")
+        })?;
+        // PostgreSQL does not skip a byte-order mark; the checksum keeps it.
+        let sql = text.strip_prefix('\u{feff}').unwrap_or(text).to_owned();
+        let first_line = sql.lines().next().unwrap_or("").trim_end();
+        let transactional = match first_line.strip_prefix("-- migrate:") {
+            None => true,
+            Some("no-transaction") => false,
+            Some(other) => {
+                return Err(format!(
+                    "line 1: unknown annotation `-- migrate:{other}`; the one annotation is \
+                     `{NO_TRANSACTION}`"
+                ));
+            }
+        };
+        Ok(Script {
+            path: path.to_path_buf(),
+            sql,
+            checksum,
+            transactional,
+        })
+    }
+
+    /// The file name, for messages.
+    pub fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
 /// One up migration (and its down file, when there is one), read and checked.
 #[derive(Clone, Debug)]
 pub struct Migration {
     pub version: Version,
     pub name: String,
     /// The up file.
-    pub path: PathBuf,
-    /// The up file's SQL, as sent to the server (a leading UTF-8 BOM removed).
-    pub sql: String,
-    pub checksum: Checksum,
+    pub up: Script,
+    /// The down file, read only when `down` needs it.
     pub down_path: Option<PathBuf>,
 }
 
@@ -90,14 +148,6 @@ impl Migration {
     /// `007_add_index`: how a migration is named in every message.
     pub fn label(&self) -> String {
         format!("{}_{}", self.version, self.name)
-    }
-
-    /// The file name of the up file, for messages.
-    pub fn file_name(&self) -> String {
-        self.path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
     }
 }
 

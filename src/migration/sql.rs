@@ -55,6 +55,61 @@ impl Statement<'_> {
     }
 }
 
+/// A place in a file, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+    /// The whole line, without its line end.
+    pub text: String,
+}
+
+impl Location {
+    /// The line and a caret under the column, indented for an error:
+    ///
+    /// ```text
+    ///     3 | CREATE TABEL t (id int);
+    ///       |        ^
+    /// ```
+    pub fn excerpt(&self) -> String {
+        let number = self.line.to_string();
+        // Tabs before the column stay tabs, so the caret lines up.
+        let pad: String = self
+            .text
+            .chars()
+            .take(self.column - 1)
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        format!(
+            "  {number} | {}\n  {} | {pad}^",
+            self.text,
+            " ".repeat(number.len())
+        )
+    }
+}
+
+/// Where byte `offset` of `text` is.
+pub fn locate(text: &str, offset: usize) -> Location {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    Location {
+        line: text[..offset].matches('\n').count() + 1,
+        column: text[line_start..offset].chars().count() + 1,
+        text: text[line_start..line_end].trim_end_matches('\r').to_owned(),
+    }
+}
+
+/// The byte offset of the 1-based character `position` the server reports
+/// in an error, within the text that was sent.
+pub fn position_to_offset(sent: &str, position: u32) -> usize {
+    sent.char_indices()
+        .nth((position as usize).saturating_sub(1))
+        .map_or(sent.len(), |(i, _)| i)
+}
+
 /// A construct that is never closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LexError {
@@ -428,6 +483,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn locations_count_lines_and_characters() {
+        let text = "SELECT 1;\n\tCREATE TABEL é (id int);\r\nSELECT 3;";
+        let at = text.find("TABEL").unwrap();
+        let location = locate(text, at);
+        assert_eq!((location.line, location.column), (2, 9));
+        assert_eq!(location.text, "\tCREATE TABEL é (id int);");
+        assert_eq!(
+            location.excerpt(),
+            "  2 | \tCREATE TABEL é (id int);\n    | \t       ^"
+        );
+        // The server counts characters, not bytes.
+        let after_e = text.find("(id").unwrap();
+        let position = text[..after_e].chars().count() as u32 + 1;
+        assert_eq!(position_to_offset(text, position), after_e);
+        assert_eq!(locate(text, text.len()).line, 3);
     }
 
     fn control(sql: &str) -> Vec<String> {

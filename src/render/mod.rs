@@ -4,10 +4,9 @@
 
 mod table;
 
-pub use table::{history_table, status_table};
+pub use table::{history_table, lock_table, status_table};
 
 use crate::duration::format_duration;
-use crate::plan::Step;
 use crate::report::{Event, Reporter};
 use console::{Term, style};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -232,12 +231,111 @@ impl Reporter for Printer {
             } => {
                 self.finish_progress();
                 self.line(format!(
-                    "{} {} ({}); rolled back",
+                    "{} {} ({})",
                     style("failed").red().bold(),
                     migration.label(),
                     format_duration(duration)
                 ));
             }
+            Event::Blocked { migration, blockers } => {
+                for blocker in blockers {
+                    self.line(format!("{} waits for {blocker}", migration.label()));
+                }
+            }
+            Event::Retrying {
+                migration,
+                attempt,
+                attempts,
+                pause,
+            } => self.line(format!(
+                "{} hit lock_timeout; rolled back, trying again in {} (attempt {attempt} of {attempts})",
+                migration.label(),
+                format_duration(pause)
+            )),
+            Event::RollbackPlan { steps, dry_run } => {
+                let what = plural(steps.len(), "migration", "migrations");
+                if dry_run {
+                    self.line(format!("dry run: {what} would be rolled back:"));
+                } else {
+                    self.line(format!("{what} to roll back:"));
+                }
+                for step in steps {
+                    self.line(format!(
+                        "  {} (with {})",
+                        step.migration.label(),
+                        step.down.file_name()
+                    ));
+                }
+                if dry_run {
+                    self.line("nothing was changed (dry run)");
+                }
+            }
+            Event::NothingToRollBack => self.line("nothing to roll back: no migration is applied"),
+            Event::RollingBack {
+                migration,
+                index,
+                total,
+            } => {
+                if index == 0 {
+                    self.start_progress(total);
+                }
+                self.with_progress(|bar| {
+                    bar.set_position(index as u64);
+                    bar.set_message(format!("rolling back {}", migration.label()));
+                });
+            }
+            Event::RolledBack {
+                migration, done, ..
+            } => {
+                self.with_progress(|bar| bar.inc(1));
+                self.line(format!(
+                    "{} {} ({})",
+                    style("rolled back").yellow(),
+                    migration.label(),
+                    format_duration(done.duration)
+                ));
+            }
+            Event::DownFinished { count, elapsed } => {
+                self.finish_progress();
+                self.line(format!(
+                    "done: {} rolled back in {}",
+                    plural(count, "migration", "migrations"),
+                    format_duration(elapsed)
+                ));
+            }
+            Event::RepairPlan { items, dry_run } => {
+                let what = plural(items.len(), "record", "records");
+                if dry_run {
+                    self.line(format!("dry run: {what} would be repaired:"));
+                } else {
+                    self.line(format!("{what} to repair:"));
+                }
+                for item in items {
+                    let action = match &item.drift {
+                        crate::plan::Drift::Changed { .. } => {
+                            "accept the file as it is now (its new checksum is recorded)"
+                        }
+                        crate::plan::Drift::Missing => {
+                            "forget it (its row is removed; the journal keeps its history)"
+                        }
+                    };
+                    self.line(format!("  {item}\n    -> {action}"));
+                }
+                if dry_run {
+                    self.line("nothing was changed (dry run)");
+                }
+            }
+            Event::NothingToRepair => {
+                self.line("nothing to repair: every applied file matches its record")
+            }
+            Event::Repaired { count } => self.line(format!(
+                "done: {} repaired",
+                plural(count, "record", "records")
+            )),
+            Event::WaitingForDatabase { error, waited } => self.line(format!(
+                "waiting for the database ({} so far): {error}",
+                format_duration(waited)
+            )),
             Event::Finished { applied, elapsed } => {
                 self.finish_progress();
                 self.line(format!(
@@ -251,13 +349,13 @@ impl Reporter for Printer {
 
     /// Asks `Continue? [y/N]` on stderr when stdin and stdout are a TTY and
     /// `--yes` was not given; otherwise proceeds, saying so.
-    fn confirm(&self, _steps: &[Step<'_>]) -> bool {
+    fn confirm(&self) -> bool {
         if self.assume_yes {
             return true;
         }
         if !(self.terminal.stdin_tty && self.terminal.stdout_tty) {
             self.line(
-                "no terminal to ask on: applying without confirmation (--yes skips this note)",
+                "no terminal to ask on: going ahead without confirmation (--yes skips this note)",
             );
             return true;
         }

@@ -1,7 +1,8 @@
 //! The boxed tables of `status` and `history`.
 
 use crate::duration::format_duration;
-use crate::plan::{Status, StatusRow, Totals};
+use crate::plan::{Status, Totals};
+use crate::report::{LockReport, StatusReport};
 use crate::store::JournalEntry;
 use comfy_table::{Attribute, Cell, Color, ContentArrangement, Table, presets};
 
@@ -40,8 +41,10 @@ fn status_cell(status: Status) -> Cell {
 }
 
 /// The status table, the totals line, and a line per failure with the
-/// server's message.
-pub fn status_table(rows: &[StatusRow], totals: &Totals, color: bool) -> String {
+/// server's message and per out-of-order file.
+pub fn status_table(report: &StatusReport, color: bool) -> String {
+    let rows = &report.rows;
+    let totals = &report.totals;
     let mut table = new_table(
         color,
         &["Version", "Name", "Status", "Applied at (UTC)", "Took"],
@@ -77,7 +80,45 @@ pub fn status_table(rows: &[StatusRow], totals: &Totals, color: bool) -> String 
             ));
         }
     }
+    for late in &report.out_of_order {
+        out.push_str(&format!(
+            "\n{} is older than {}, the newest applied version: up applies it only with \
+             --out-of-order",
+            late.label, late.newest_applied
+        ));
+    }
+    if totals.changed + totals.missing > 0 {
+        out.push_str(
+            "\nup refuses to run over CHANGED or MISSING migrations: restore the files, or \
+             accept them with `migrate repair`",
+        );
+    }
     out
+}
+
+/// Who holds the migration lock.
+pub fn lock_table(report: &LockReport, color: bool) -> String {
+    let Some(holder) = &report.holder else {
+        return format!("nobody holds the migration lock (key {})", report.key);
+    };
+    let mut table = new_table(
+        color,
+        &[
+            "PID",
+            "Application",
+            "User",
+            "Client",
+            "Connected since (UTC)",
+        ],
+    );
+    table.add_row(vec![
+        Cell::new(holder.pid),
+        Cell::new(&holder.application),
+        Cell::new(&holder.user),
+        Cell::new(&holder.client),
+        Cell::new(timestamp(&holder.since)),
+    ]);
+    format!("{table}\nthe migration lock (key {}) is held", report.key)
 }
 
 fn totals_line(total: usize, totals: &Totals) -> String {

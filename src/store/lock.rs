@@ -37,6 +37,43 @@ impl fmt::Display for LockHolder {
     }
 }
 
+/// A session another one waits for, as `pg_blocking_pids` and
+/// `pg_stat_activity` show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocker {
+    pub pid: i32,
+    pub application: String,
+    pub user: String,
+    pub client: String,
+    /// When its current (or last) query started (RFC 3339, UTC).
+    pub query_start: String,
+    pub state: String,
+    /// The start of its query.
+    pub query: String,
+}
+
+impl fmt::Display for Blocker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let application = if self.application.is_empty() {
+            "no application_name"
+        } else {
+            &self.application
+        };
+        write!(
+            f,
+            "pid {} ({application}, user {}, from {}, {} since {}): {}",
+            self.pid, self.user, self.client, self.state, self.query_start, self.query
+        )
+    }
+}
+
+const BLOCKERS: &str = "\
+SELECT pid, coalesce(application_name, ''), coalesce(usename::text, ''),
+       coalesce(host(client_addr), 'local socket'),
+       coalesce(to_char(query_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''),
+       coalesce(state, ''), left(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g'), 120)
+  FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1)) ORDER BY pid";
+
 /// The default lock key: the first 8 bytes of
 /// SHA-256(`migrate` NUL database NUL schema NUL table), big-endian. Stable
 /// across versions and machines, so every instance pointed at the same
@@ -153,6 +190,27 @@ impl Store {
             client: row.get(3),
             since: row.get(4),
         }))
+    }
+
+    /// The sessions that session `pid` waits for.
+    pub async fn blockers(&self, pid: i32) -> Result<Vec<Blocker>, Error> {
+        let rows = self
+            .client()
+            .query_typed(BLOCKERS, &[(&pid, Type::INT4)])
+            .await
+            .map_err(|err| Error::database("cannot look up blocking sessions", err))?;
+        Ok(rows
+            .iter()
+            .map(|row| Blocker {
+                pid: row.get(0),
+                application: row.get(1),
+                user: row.get(2),
+                client: row.get(3),
+                query_start: row.get(4),
+                state: row.get(5),
+                query: row.get(6),
+            })
+            .collect())
     }
 
     /// Releases the lock. Closing the connection would too; this keeps the

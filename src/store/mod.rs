@@ -1,13 +1,13 @@
 //! The database side: one connection per run, the tracking tables, the
 //! advisory lock and the execution of migrations.
 
-mod apply;
 mod lock;
+mod run;
 mod state;
 mod tls;
 
-pub use apply::{Applied, ApplyError};
-pub use lock::{LockHolder, default_lock_key};
+pub use lock::{Blocker, LockHolder, default_lock_key};
+pub use run::{Action, Done, LOCK_NOT_AVAILABLE, Run, RunError, RunFailure, SessionSettings};
 pub use state::{DbState, JournalEntry, RowDetails, RowStatus, StateDetail, StateRow};
 
 use crate::dsn::{Dsn, TlsMode};
@@ -161,7 +161,8 @@ pub struct Store {
     client: Client,
     connection: JoinHandle<()>,
     server_version: String,
-    statements: Option<apply::Statements>,
+    statements: Option<run::Statements>,
+    backend_pid: Option<i32>,
 }
 
 impl Store {
@@ -176,9 +177,17 @@ impl Store {
         if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
             config.keepalives_idle(Duration::from_secs(30));
         }
-        let connect_error = |err: tokio_postgres::Error| Error::Connect {
-            target: dsn.describe(),
-            message: DbFailure::from(err).to_string(),
+        let connect_error = |err: tokio_postgres::Error| {
+            let failure = DbFailure::from(err);
+            // Worth trying again (--wait-for-db): a server that is down,
+            // starting or full. Not: a refused password or certificate.
+            let retryable = !failure.code.as_deref().is_some_and(|c| c.starts_with("28"))
+                && !failure.message.contains("TLS");
+            Error::Connect {
+                target: dsn.describe(),
+                message: failure.to_string(),
+                retryable,
+            }
         };
         let (client, server_version, connection) = if dsn.tls_mode() == TlsMode::Disable {
             let (client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
@@ -207,7 +216,41 @@ impl Store {
             connection,
             server_version,
             statements: None,
+            backend_pid: None,
         })
+    }
+
+    /// Connects, trying again with backoff (250 ms doubling to 5 s) for up
+    /// to `wait` while the failure is one that may pass (the server is
+    /// down or starting); `retrying` hears of each failed try. The last
+    /// error is returned when the time runs out.
+    pub async fn connect_waiting(
+        dsn: &Dsn,
+        wait: Duration,
+        mut retrying: impl FnMut(&str, Duration),
+    ) -> Result<Store, Error> {
+        let start = std::time::Instant::now();
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match Store::connect(dsn).await {
+                Ok(store) => return Ok(store),
+                Err(Error::Connect {
+                    message,
+                    retryable: true,
+                    ..
+                }) if start.elapsed() + pause < wait => {
+                    retrying(&message, start.elapsed());
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// This session's server process id, once `prepare_session` has run.
+    pub fn backend_pid(&self) -> Option<i32> {
+        self.backend_pid
     }
 
     /// The server's version as it reports it (`15.8 (Debian 15.8-1)`).
@@ -229,17 +272,24 @@ impl Store {
     /// and (PostgreSQL 14+) a check for a vanished client every second, so a
     /// killed `migrate` releases its lock and rolls back within a second even
     /// in the middle of a long statement.
-    pub async fn prepare_session(&self, tracking: &Tracking) -> Result<(), Error> {
+    pub async fn prepare_session(&mut self, tracking: &Tracking) -> Result<(), Error> {
         let sql = format!(
             "SET search_path TO {};
              SELECT set_config(name, '1s', false) FROM pg_settings
-              WHERE name = 'client_connection_check_interval'",
+              WHERE name = 'client_connection_check_interval';
+             SELECT pg_backend_pid()",
             quote_ident(&tracking.schema)
         );
-        self.client
-            .batch_execute(&sql)
+        let messages = self
+            .client
+            .simple_query(&sql)
             .await
-            .map_err(|err| Error::database("cannot set up the session", err))
+            .map_err(|err| Error::database("cannot set up the session", err))?;
+        self.backend_pid = messages.iter().rev().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        });
+        Ok(())
     }
 
     /// Closes the connection cleanly (the server logs no lost client).
@@ -250,5 +300,9 @@ impl Store {
 
     pub(crate) fn client(&self) -> &Client {
         &self.client
+    }
+
+    pub(crate) fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
     }
 }

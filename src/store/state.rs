@@ -3,6 +3,7 @@
 use super::{DbFailure, Store, Tracking};
 use crate::error::Error;
 use crate::migration::Version;
+use crate::plan::{Drift, Drifted};
 use std::time::Duration;
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
@@ -18,6 +19,7 @@ pub enum RowStatus {
 #[derive(Clone, Debug)]
 pub struct StateRow {
     pub version: Version,
+    pub name: String,
     pub checksum: String,
     pub status: RowStatus,
     /// Read for `status`; planning needs only the columns above.
@@ -27,7 +29,6 @@ pub struct StateRow {
 /// The columns of a state row that only reports show.
 #[derive(Clone, Debug)]
 pub struct RowDetails {
-    pub name: String,
     /// RFC 3339, UTC, microseconds.
     pub applied_at: String,
     pub duration: Duration,
@@ -37,7 +38,7 @@ pub struct RowDetails {
 }
 
 /// How much of each state row to read. Planning, on the start-up path of
-/// every replica, reads three columns; reports read them all.
+/// every replica, reads four columns; reports read them all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StateDetail {
     Plan,
@@ -58,6 +59,8 @@ pub struct JournalEntry {
     pub actor: String,
     pub db_user: String,
     pub error: Option<String>,
+    /// What a repair or rollback did, in words.
+    pub note: Option<String>,
 }
 
 /// What the database holds for this folder's tracking tables.
@@ -89,13 +92,13 @@ fn select_state(tracking: &Tracking, detail: StateDetail) -> String {
     let details = match detail {
         StateDetail::Plan => String::new(),
         StateDetail::Full => format!(
-            ", name, to_char(applied_at AT TIME ZONE 'UTC', {TIMESTAMP_FORMAT}),
+            ", to_char(applied_at AT TIME ZONE 'UTC', {TIMESTAMP_FORMAT}),
                (extract(epoch FROM duration) * 1000000)::bigint,
                applied_by, error, in_transaction"
         ),
     };
     format!(
-        "SELECT version, checksum, status{details} FROM {}",
+        "SELECT version, name, checksum, status{details} FROM {}",
         tracking.state_table()
     )
 }
@@ -103,7 +106,8 @@ fn select_state(tracking: &Tracking, detail: StateDetail) -> String {
 fn select_journal(tracking: &Tracking) -> String {
     format!(
         "SELECT id, to_char(at AT TIME ZONE 'UTC', {TIMESTAMP_FORMAT}), event, version, name,
-                checksum, (extract(epoch FROM duration) * 1000000)::bigint, actor, db_user, error
+                checksum, (extract(epoch FROM duration) * 1000000)::bigint, actor, db_user, error,
+                note
            FROM {} ORDER BY id",
         tracking.journal_table()
     )
@@ -144,9 +148,10 @@ CREATE TABLE IF NOT EXISTS {journal} (
     duration       interval,
     actor          text NOT NULL,
     db_user        text NOT NULL DEFAULT current_user,
-    error          text
+    error          text,
+    note           text
 );
-COMMENT ON TABLE {journal} IS 'migrate: append-only journal of every apply and failure';",
+COMMENT ON TABLE {journal} IS 'migrate: append-only journal of every apply, failure, rollback and repair';",
         state = tracking.state_table(),
         journal = tracking.journal_table(),
     )
@@ -213,7 +218,6 @@ impl Store {
                 });
             };
             let details = (detail == StateDetail::Full).then(|| RowDetails {
-                name: text(3),
                 applied_at: text(4),
                 duration: micros(row.get(5)).unwrap_or_default(),
                 applied_by: text(6),
@@ -222,8 +226,9 @@ impl Store {
             });
             state.rows.push(StateRow {
                 version,
-                checksum: text(1),
-                status: if row.get(2) == Some("failed") {
+                name: text(1),
+                checksum: text(2),
+                status: if row.get(3) == Some("failed") {
                     RowStatus::Failed
                 } else {
                     RowStatus::Applied
@@ -275,6 +280,7 @@ impl Store {
                 actor: opt(7).unwrap_or_default(),
                 db_user: opt(8).unwrap_or_default(),
                 error: opt(9),
+                note: opt(10),
             });
         }
         Ok(entries)
@@ -324,4 +330,74 @@ impl Store {
 fn micros(text: Option<&str>) -> Option<Duration> {
     text.and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_micros)
+}
+
+impl Store {
+    /// Accepts the files as they are now, in one transaction: a CHANGED
+    /// row takes the file's checksum and name, a MISSING row goes away; each
+    /// gets a `repaired` journal entry. Fails, changing nothing, if a row is
+    /// no longer as it was read.
+    pub async fn repair(
+        &mut self,
+        tracking: &Tracking,
+        items: &[Drifted],
+        names: &[String],
+        actor: &str,
+    ) -> Result<(), Error> {
+        let state = tracking.state_table();
+        let journal = tracking.journal_table();
+        let failed = |err| Error::database("cannot repair the records", err);
+        let transaction = self.client_mut().transaction().await.map_err(failed)?;
+        for (item, name) in items.iter().zip(names) {
+            let version = item.version.as_str();
+            let (changed, note) = match &item.drift {
+                Drift::Changed { recorded, current } => (
+                    transaction
+                        .execute(
+                            &format!(
+                                "UPDATE {state} SET checksum = $3, name = $4
+                                  WHERE version = $1 AND status = 'applied' AND checksum = $2"
+                            ),
+                            &[&version, recorded, current, name],
+                        )
+                        .await
+                        .map_err(failed)?,
+                    format!(
+                        "accepted the file as it is now: checksum {} was {}",
+                        &current[..12.min(current.len())],
+                        &recorded[..12.min(recorded.len())]
+                    ),
+                ),
+                Drift::Missing => (
+                    transaction
+                        .execute(
+                            &format!(
+                                "DELETE FROM {state} WHERE version = $1 AND status = 'applied'"
+                            ),
+                            &[&version],
+                        )
+                        .await
+                        .map_err(failed)?,
+                    "forgot it: its file is gone (this journal keeps its history)".to_owned(),
+                ),
+            };
+            if changed != 1 {
+                return Err(Error::Usage(format!(
+                    "{} changed while repair ran; nothing was repaired: run it again",
+                    item.label()
+                )));
+            }
+            transaction
+                .execute(
+                    &format!(
+                        "INSERT INTO {journal} (event, version, name, actor, note)
+                         VALUES ('repaired', $1, $2, $3, $4)"
+                    ),
+                    &[&version, name, &actor, &note],
+                )
+                .await
+                .map_err(failed)?;
+        }
+        transaction.commit().await.map_err(failed)
+    }
 }

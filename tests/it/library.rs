@@ -1,6 +1,7 @@
 //! The engine used as a library, as a service embedding it would.
 
 use crate::common::TestEnv;
+use migrate::store::SessionSettings;
 use migrate::{
     Database, Dsn, Event, LockMode, Migrator, Reporter, Tracking, UpOptions, UpOutcome, discover,
 };
@@ -34,6 +35,11 @@ fn migrator(t: &TestEnv) -> Migrator {
             lock: LockMode::Wait(Duration::from_secs(10)),
             lock_key: None,
             actor: Some("library-test".into()),
+            session: SessionSettings {
+                lock_timeout: Duration::from_secs(5),
+                statement_timeout: None,
+            },
+            wait_for_db: Duration::ZERO,
         },
     )
 }

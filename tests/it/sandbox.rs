@@ -14,20 +14,61 @@ fn sandbox_folder(out: &str) -> String {
 }
 
 #[test]
-fn applies_the_folder_on_a_throwaway_server_and_removes_it() {
+fn applies_the_folder_on_a_throwaway_server_checks_down_files_and_removes_it() {
     let t = TestEnv::new();
     t.migration("000_schema.sql", "CREATE TABLE s (id int);")
-        .migration("001_data.sql", "INSERT INTO s VALUES (1);");
+        .migration("000_schema.down.sql", "DROP TABLE s;")
+        .migration("001_data.sql", "INSERT INTO s VALUES (1);")
+        .migration(
+            "002_index.sql",
+            "ALTER TABLE s ADD COLUMN name text;\nCREATE INDEX s_name_idx ON s (name);",
+        )
+        .migration("002_index.down.sql", "ALTER TABLE s DROP COLUMN name;");
     let out = t.migrate_bare().args(["sandbox", "--schema", "app"]).run();
     out.code(0)
-        .stdout_has("done: 2 migrations applied")
-        .stdout_has("│ 001     ┆ data")
-        .stdout_has("2 migrations: 2 applied, 0 pending")
+        .stdout_has("applied 000_schema (")
+        .stdout_has("  reversible: down, then up again, leaves the schema as up left it")
+        .stdout_has("applied 001_data (")
+        .stdout_has("  no down file: reversibility not checked")
+        .stdout_has("│ 002     ┆ index")
+        .stdout_has("3 migrations: 3 applied, 0 pending")
         .stdout_has("sandbox server stopped;");
+    assert_eq!(
+        out.stdout.matches("  reversible:").count(),
+        2,
+        "{}",
+        out.stdout
+    );
     let folder = sandbox_folder(&out.stdout);
     assert!(!Path::new(&folder).exists(), "{folder} left behind");
     // The test's own database is untouched.
     assert!(!t.table_exists("public.s") && !t.table_exists("app.s"));
+}
+
+#[test]
+fn a_down_file_that_does_not_undo_its_up_file_is_reported() {
+    let t = TestEnv::new();
+    t.migration("001_table.sql", "CREATE TABLE s (id int);")
+        .migration("001_table.down.sql", "DROP TABLE s;")
+        .migration(
+            "002_default.sql",
+            "ALTER TABLE s ALTER COLUMN id SET DEFAULT 7;",
+        )
+        // Forgets the default: up again sets it, but over a down that left
+        // it, so compare what up left with what down+up left.
+        .migration(
+            "002_default.down.sql",
+            "ALTER TABLE s ADD COLUMN leftover int;",
+        )
+        .migration("003_more.sql", "CREATE TABLE more (id int);")
+        .migration("003_more.down.sql", "DROP TABLE more;");
+    let out = t.migrate_bare().arg("sandbox").run();
+    out.code(1)
+        .stdout_has("  not reversible: after down and up again the schema differs from after up:")
+        .stdout_has("+     leftover integer")
+        .stdout_has("3 migrations: 3 applied, 0 pending")
+        .stderr_has("the down file of 002_default does not undo its up file");
+    assert!(!Path::new(&sandbox_folder(&out.stdout)).exists());
 }
 
 #[test]
@@ -39,7 +80,7 @@ fn a_failing_migration_shows_in_the_sandbox_status() {
     out.code(1)
         .stdout_has("FAILED")
         .stdout_has("002_typo failed: ERROR: syntax error at or near \"CREAT\"")
-        .stderr_has("migration 002_typo (migrations/002_typo.sql) failed");
+        .stderr_has("migration 002_typo failed at migrations/002_typo.sql:1:1:");
     assert!(!Path::new(&sandbox_folder(&out.stdout)).exists());
 }
 

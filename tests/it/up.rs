@@ -67,7 +67,7 @@ fn bare_migrate_is_up_and_without_a_terminal_says_it_does_not_ask() {
     t.migrate()
         .run()
         .code(0)
-        .stdout_has("no terminal to ask on: applying without confirmation")
+        .stdout_has("no terminal to ask on: going ahead without confirmation")
         .stdout_has("done: 3 migrations applied");
     assert_eq!(t.state().len(), 3);
 }
@@ -85,7 +85,7 @@ fn a_failing_migration_rolls_back_is_recorded_and_stops_the_run() {
     out.code(1)
         .stdout_has("applied 001_ok")
         .stdout_has("failed 002_bad")
-        .stderr_has("migration 002_bad (migrations/002_bad.sql) failed: ERROR: relation \"no_such_table\" does not exist (SQLSTATE 42P01)");
+        .stderr_has("migration 002_bad failed at migrations/002_bad.sql:2:13: ERROR: relation \"no_such_table\" does not exist (SQLSTATE 42P01)\n  2 | INSERT INTO no_such_table VALUES (1);\n    |             ^");
     assert!(!out.stdout.contains("003_after ("), "{}", out.stdout);
     assert!(t.table_exists("public.kept"));
     assert!(

@@ -1,0 +1,318 @@
+//! The `Migrator`: the one path every caller takes to read or change a
+//! schema. Connect (reading the files meanwhile), read the state, plan,
+//! take the lock, read the state again, run.
+
+mod down;
+mod lock;
+mod repair;
+mod run;
+mod up;
+
+use crate::dsn::Dsn;
+use crate::error::{Error, OutOfOrder};
+use crate::migration::{FileProblem, MigrationSet, ScannedFolder, Script, Version, sql};
+use crate::plan::{self, Step};
+use crate::report::{Event, HistoryReport, LockReport, Reporter, StatusReport, ValidateReport};
+use crate::store::{DbState, SessionSettings, StateDetail, Store, Tracking};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use down::DownOptions;
+pub use repair::RepairOptions;
+pub use up::UpOptions;
+
+/// How `up`, `down` and `repair` treat the migration lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    /// Wait for it, at most this long.
+    Wait(Duration),
+    /// Return at once, successfully, if another instance holds it.
+    SkipIfLocked,
+    /// Take no lock (`--safe=false`): for a single instance only.
+    Off,
+}
+
+/// Everything the engine needs to know about the database side.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pub dsn: Dsn,
+    pub tracking: Tracking,
+    pub lock: LockMode,
+    /// `None`: derived from database, schema and table.
+    pub lock_key: Option<i64>,
+    /// Recorded as `applied_by` and in the journal. `None`: `user@host` of
+    /// this process, looked up only when there is something to record.
+    pub actor: Option<String>,
+    /// `lock_timeout` and `statement_timeout` for every migration.
+    pub session: SessionSettings,
+    /// How long to keep trying the first connection (`--wait-for-db`);
+    /// zero tries once.
+    pub wait_for_db: Duration,
+}
+
+/// Where the migrations come from.
+enum Source {
+    /// Already read (embedded in a binary, or loaded by the caller).
+    Loaded(Arc<MigrationSet>),
+    /// A folder whose names are checked; the contents are read while the
+    /// connection is being opened.
+    Folder(Arc<ScannedFolder>),
+}
+
+pub struct Migrator {
+    source: Source,
+    database: Database,
+}
+
+impl Migrator {
+    /// A migrator for migrations already read.
+    pub fn new(migrations: MigrationSet, database: Database) -> Migrator {
+        Migrator {
+            source: Source::Loaded(Arc::new(migrations)),
+            database,
+        }
+    }
+
+    /// A migrator for a folder whose names were checked by
+    /// [`scan`](crate::migration::scan). The contents are read concurrently
+    /// with connecting, which with many files is most of the start-up time.
+    pub fn from_folder(folder: ScannedFolder, database: Database) -> Migrator {
+        Migrator {
+            source: Source::Folder(Arc::new(folder)),
+            database,
+        }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    async fn load(&self) -> Result<Arc<MigrationSet>, Error> {
+        match &self.source {
+            Source::Loaded(set) => Ok(Arc::clone(set)),
+            Source::Folder(folder) => {
+                let folder = Arc::clone(folder);
+                tokio::task::spawn_blocking(move || folder.load())
+                    .await
+                    // The task is never cancelled; a panic in it is a bug
+                    // and stays one.
+                    .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
+                    .map(Arc::new)
+                    .map_err(Error::Files)
+            }
+        }
+    }
+
+    /// Connects, trying again for `--wait-for-db`.
+    async fn connect(&self, reporter: &dyn Reporter) -> Result<Store, Error> {
+        Store::connect_waiting(
+            &self.database.dsn,
+            self.database.wait_for_db,
+            |error, waited| reporter.event(Event::WaitingForDatabase { error, waited }),
+        )
+        .await
+    }
+
+    /// Reads the files and, at the same time, connects and reads the state.
+    /// A problem with the files wins over one with the connection: it is
+    /// the operator's to fix either way, and it is certain.
+    async fn open(
+        &self,
+        detail: StateDetail,
+        reporter: &dyn Reporter,
+    ) -> Result<(Arc<MigrationSet>, Store, DbState), Error> {
+        let tracking = &self.database.tracking;
+        let connect = async {
+            let store = self.connect(reporter).await?;
+            match store.read_state(tracking, detail).await {
+                Ok(state) => Ok((store, state)),
+                Err(err) => {
+                    store.close().await;
+                    Err(err)
+                }
+            }
+        };
+        let (files, connected) = tokio::join!(self.load(), connect);
+        match (files, connected) {
+            (Ok(files), Ok((store, state))) => Ok((files, store, state)),
+            (Err(err), Ok((store, _))) => {
+                store.close().await;
+                Err(err)
+            }
+            (Err(err), Err(_)) | (Ok(_), Err(err)) => Err(err),
+        }
+    }
+
+    /// Every version with its status; reads only, creates nothing.
+    pub async fn status(&self, reporter: &dyn Reporter) -> Result<StatusReport, Error> {
+        let (migrations, store, state) = self.open(StateDetail::Full, reporter).await?;
+        store.close().await;
+        let rows = plan::status_rows(&migrations, &state.rows);
+        let totals = plan::totals(&rows);
+        let steps = plan::pending(&migrations, &state.rows, None);
+        let out_of_order = out_of_order(&steps, &state);
+        Ok(StatusReport {
+            rows,
+            totals,
+            out_of_order,
+        })
+    }
+
+    /// The journal, oldest first; reads only, creates nothing.
+    pub async fn history(&self, reporter: &dyn Reporter) -> Result<HistoryReport, Error> {
+        let store = self.connect(reporter).await?;
+        let entries = store.read_journal(&self.database.tracking).await;
+        store.close().await;
+        Ok(HistoryReport { entries: entries? })
+    }
+
+    /// Who holds the migration lock; reads only.
+    pub async fn lock_status(&self, reporter: &dyn Reporter) -> Result<LockReport, Error> {
+        let store = self.connect(reporter).await?;
+        let result = async {
+            let tracking = &self.database.tracking;
+            let key = match self.database.lock_key {
+                Some(key) => key,
+                None => {
+                    let state = store.read_state(tracking, StateDetail::Plan).await?;
+                    crate::store::default_lock_key(
+                        &state.database,
+                        &tracking.schema,
+                        &tracking.table,
+                    )
+                }
+            };
+            Ok(LockReport {
+                key,
+                holder: store.lock_holder(key).await?,
+            })
+        }
+        .await;
+        store.close().await;
+        result
+    }
+
+    /// Compares files and database; reads only. Drift (CHANGED or MISSING
+    /// applied files, pending files older than the newest applied one) is
+    /// an error, exit 3.
+    pub async fn validate(&self, reporter: &dyn Reporter) -> Result<ValidateReport, Error> {
+        let (migrations, store, state) = self.open(StateDetail::Plan, reporter).await?;
+        store.close().await;
+        let steps = plan::pending(&migrations, &state.rows, None);
+        check_drift(&migrations, &state, &out_of_order(&steps, &state))?;
+        let rows = plan::status_rows(&migrations, &state.rows);
+        Ok(ValidateReport {
+            totals: plan::totals(&rows),
+        })
+    }
+}
+
+/// Pending steps older than the newest applied version, for messages.
+fn out_of_order(steps: &[Step], state: &DbState) -> Vec<OutOfOrder> {
+    let newest = plan::newest_applied(&state.rows).map(|v| v.to_string());
+    plan::out_of_order(steps, &state.rows)
+        .into_iter()
+        .map(|s| OutOfOrder {
+            label: s.migration.label(),
+            newest_applied: newest.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Refuses to go on over CHANGED or MISSING applied migrations, or over
+/// the out-of-order pending ones given.
+fn check_drift(
+    migrations: &MigrationSet,
+    state: &DbState,
+    out_of_order: &[OutOfOrder],
+) -> Result<(), Error> {
+    let drifted = plan::drift(migrations, &state.rows);
+    if drifted.is_empty() && out_of_order.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Drift {
+            drifted,
+            out_of_order: out_of_order.to_vec(),
+        })
+    }
+}
+
+/// Refuses, before anything runs, transactional scripts that would take
+/// over the transaction they run in (their work would not commit with
+/// its record), and statement-by-statement scripts that cannot be split.
+/// A transactional file the lexer cannot read is left to the server.
+fn check_scripts<'a>(scripts: impl Iterator<Item = &'a Script>) -> Result<(), Error> {
+    let problems: Vec<FileProblem> = scripts
+        .filter_map(|script| {
+            let reason = match (sql::split(&script.sql), script.transactional) {
+                (Err(err), false) => {
+                    format!("{err}; a `-- migrate:no-transaction` file must split into statements")
+                }
+                (Err(_), true) => return None,
+                (Ok(statements), true) => {
+                    let (line, keyword) = statements
+                        .iter()
+                        .find_map(|s| s.transaction_control().map(|k| (s.line, k)))?;
+                    format!(
+                        "line {line}: {keyword} would take over the transaction the migration \
+                         runs in, so its work would not commit together with its record; remove \
+                         the file's transaction statements (each migration already runs in one \
+                         transaction)"
+                    )
+                }
+                (Ok(_), false) => return None,
+            };
+            Some(FileProblem {
+                path: script.path.clone(),
+                reason,
+            })
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Files(problems))
+    }
+}
+
+fn applied_count(rows: &[crate::store::StateRow]) -> usize {
+    rows.iter()
+        .filter(|r| r.status == crate::store::RowStatus::Applied)
+        .count()
+}
+
+/// Checks that `version` names a migration of the folder.
+fn known_version(migrations: &MigrationSet, version: &Version, flag: &str) -> Result<(), Error> {
+    if migrations.find(version).is_none() {
+        return Err(Error::Usage(format!(
+            "{flag} {version}: no migration file in {} has that version",
+            display_dir(&migrations.dir)
+        )));
+    }
+    Ok(())
+}
+
+fn display_dir(dir: &Path) -> String {
+    dir.display().to_string()
+}
+
+/// `user@host`: who ran a migration, for `applied_by` and the journal. In
+/// Kubernetes the host name is the pod's name.
+pub fn default_actor() -> String {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()));
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{user}@{host}")
+}

@@ -1,0 +1,113 @@
+//! `repair`: accept applied files as they are now. Nothing else changes.
+
+use super::Migrator;
+use super::lock::{Locked, acquire};
+use crate::error::Error;
+use crate::migration::Version;
+use crate::plan::{self, Drifted};
+use crate::report::{Event, RepairReport, Reporter};
+use crate::store::StateDetail;
+
+#[derive(Clone, Debug, Default)]
+pub struct RepairOptions {
+    /// The versions to repair; empty: every drifted one.
+    pub versions: Vec<Version>,
+    /// Print what would be accepted; change nothing, take no lock.
+    pub dry_run: bool,
+}
+
+impl Migrator {
+    /// For each CHANGED applied migration, records the file's current
+    /// checksum; for each MISSING one, removes its row (the journal keeps
+    /// its history). Each is journalled as `repaired`. Runs no SQL of any
+    /// migration.
+    pub async fn repair(
+        &self,
+        options: &RepairOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<RepairReport, Error> {
+        let (migrations, mut store, state) = self.open(StateDetail::Plan, reporter).await?;
+        let result = async {
+            let drifted = plan::drift(&migrations, &state.rows);
+            let chosen = choose(drifted, &options.versions)?;
+            let mut report = RepairReport {
+                repaired: Vec::new(),
+                dry_run: options.dry_run,
+            };
+            if chosen.is_empty() {
+                reporter.event(Event::NothingToRepair);
+                return Ok(report);
+            }
+            reporter.event(Event::RepairPlan {
+                items: &chosen,
+                dry_run: options.dry_run,
+            });
+            if options.dry_run {
+                report.repaired = chosen;
+                return Ok(report);
+            }
+            if !reporter.confirm() {
+                return Err(Error::Aborted);
+            }
+            let database = &self.database;
+            let locked = acquire(&mut store, database, &state.database, reporter).await?;
+            if let Locked::Skipped = locked {
+                return Ok(report);
+            }
+            // Only what still drifts the same way as confirmed.
+            let state = store
+                .read_state(&database.tracking, StateDetail::Plan)
+                .await?;
+            let now = plan::drift(&migrations, &state.rows);
+            let chosen: Vec<Drifted> = chosen.into_iter().filter(|c| now.contains(c)).collect();
+            if chosen.is_empty() {
+                reporter.event(Event::NothingToRepair);
+                return Ok(report);
+            }
+            let actor = database.actor.clone().unwrap_or_else(super::default_actor);
+            let names: Vec<String> = chosen
+                .iter()
+                .map(|item| {
+                    migrations
+                        .find(&item.version)
+                        .map_or_else(|| item.name.clone(), |m| m.name.clone())
+                })
+                .collect();
+            store
+                .repair(&database.tracking, &chosen, &names, &actor)
+                .await?;
+            locked.release(&store).await?;
+            reporter.event(Event::Repaired {
+                count: chosen.len(),
+            });
+            report.repaired = chosen;
+            Ok(report)
+        }
+        .await;
+        store.close().await;
+        result
+    }
+}
+
+/// The drifted versions to repair: all, or the ones named, each of which
+/// must be drifted.
+fn choose(drifted: Vec<Drifted>, versions: &[Version]) -> Result<Vec<Drifted>, Error> {
+    if versions.is_empty() {
+        return Ok(drifted);
+    }
+    let clean: Vec<String> = versions
+        .iter()
+        .filter(|v| !drifted.iter().any(|d| d.version == **v))
+        .map(|v| v.to_string())
+        .collect();
+    if !clean.is_empty() {
+        return Err(Error::Usage(format!(
+            "nothing to repair for {}: not an applied migration whose file changed or is gone",
+            clean.join(", ")
+        )));
+    }
+    Ok(drifted
+        .into_iter()
+        .filter(|d| versions.contains(&d.version))
+        .collect())
+}
