@@ -51,11 +51,23 @@ fn password_authentication_over_tcp() {
         "postgres://postgres:{SECRET}@127.0.0.1:{port}/{}?sslmode=disable",
         t.db_name
     );
-    t.migrate_bare()
-        .args(["status", "--dsn", &bad])
-        .run()
-        .code(5)
+    // A refused password is not worth waiting for.
+    let out = t
+        .migrate_bare()
+        .args(["status", "--wait-for-db", "30s", "--dsn", &bad])
+        .run();
+    out.code(5)
         .stderr_has("password authentication failed for user \"postgres\"");
+    assert!(
+        !out.stdout.contains("waiting for the database"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.elapsed < std::time::Duration::from_secs(5),
+        "took {:?}",
+        out.elapsed
+    );
 }
 
 #[test]

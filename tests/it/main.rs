@@ -5,12 +5,17 @@ mod common;
 
 mod config;
 mod connection;
+mod down;
+mod drift;
+mod faults;
 mod files;
 mod help;
 mod kill;
 mod library;
 mod lock;
+mod notx;
 mod sandbox;
 mod status;
 mod terminal;
+mod timeouts;
 mod up;

@@ -100,6 +100,8 @@ pub struct TestEnv {
     pub db_name: String,
     pub dsn: String,
     dir: tempfile::TempDir,
+    /// A server of this test's own, for tests that stop and start it.
+    own: Option<std::cell::RefCell<TempCluster>>,
 }
 
 impl TestEnv {
@@ -120,7 +122,42 @@ impl TestEnv {
             dsn: server.dsn_for(&db_name),
             db_name,
             dir,
+            own: None,
         }
+    }
+
+    /// A test environment on a server of its own (Unix socket only), which
+    /// the test may stop and start.
+    pub fn on_own_server() -> TestEnv {
+        let cluster = TempCluster::start(ClusterOptions::default())
+            .unwrap_or_else(|err| panic!("cannot start a server for the test: {err}"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("migrations")).unwrap();
+        TestEnv {
+            dsn: format!("{} password={SECRET}", cluster.socket_dsn("postgres")),
+            db_name: "postgres".into(),
+            dir,
+            own: Some(std::cell::RefCell::new(cluster)),
+        }
+    }
+
+    /// Stops the test's own server (fast shutdown).
+    pub fn stop_server(&self) {
+        self.own
+            .as_ref()
+            .expect("an own server")
+            .borrow_mut()
+            .stop();
+    }
+
+    /// Starts the test's own server again, on the same socket.
+    pub fn start_server(&self) {
+        self.own
+            .as_ref()
+            .expect("an own server")
+            .borrow_mut()
+            .restart()
+            .unwrap_or_else(|err| panic!("cannot restart the server: {err}"));
     }
 
     pub fn migrations(&self) -> PathBuf {
@@ -256,6 +293,9 @@ impl Drop for TestEnv {
     /// On a server the developer runs, the test's database goes away with
     /// the test; the harness's own server is removed whole at the end.
     fn drop(&mut self) {
+        if self.own.is_some() {
+            return;
+        }
         if let Server::External { admin_dsn } = server()
             && let Ok(mut admin) = postgres::Client::connect(admin_dsn, postgres::NoTls)
         {

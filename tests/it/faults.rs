@@ -1,0 +1,92 @@
+//! The server going away: before the first connection, and mid-run.
+
+use crate::common::{Outcome, TestEnv};
+use std::time::{Duration, Instant};
+
+#[test]
+fn wait_for_db_rides_out_a_server_that_starts_late() {
+    let t = TestEnv::on_own_server();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    t.stop_server();
+    let child = t
+        .migrate()
+        .args(["up", "--yes", "--wait-for-db", "60s"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.start_server();
+    let out = Outcome::from_output(child.wait_with_output().unwrap());
+    out.code(0)
+        .stdout_has("waiting for the database (")
+        .stdout_has("error connecting to server")
+        .stdout_has("applied 001_a");
+    assert!(t.table_exists("public.a"));
+}
+
+#[test]
+fn wait_for_db_gives_up_with_the_last_error() {
+    let t = TestEnv::on_own_server();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    t.stop_server();
+    let start = Instant::now();
+    let out = t
+        .migrate()
+        .args(["up", "--yes"])
+        .env("MIGRATE_WAIT_FOR_DB", "2s")
+        .run();
+    out.code(5)
+        .stderr_has("cannot connect to postgres@")
+        .stderr_has("No such file or directory");
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        start.elapsed()
+    );
+    // Without --wait-for-db, one try.
+    let out = t.migrate().args(["up", "--yes"]).run();
+    out.code(5);
+    assert!(
+        out.elapsed < Duration::from_secs(2),
+        "took {:?}",
+        out.elapsed
+    );
+}
+
+#[test]
+fn a_server_restarted_mid_run_loses_nothing_that_committed() {
+    let t = TestEnv::on_own_server();
+    t.migration("001_first.sql", "CREATE TABLE first (id int);")
+        .migration(
+            "002_slow.sql",
+            "CREATE TABLE cut (id int);\nSELECT pg_sleep(30);\n",
+        )
+        .migration("003_after.sql", "CREATE TABLE after (id int);");
+    let child = t.migrate().args(["up", "--yes"]).spawn();
+    t.wait_for_migrate_running("pg_sleep(30)");
+    t.stop_server();
+    t.start_server();
+    let out = Outcome::from_output(child.wait_with_output().unwrap());
+    out.code(1)
+        .stdout_has("applied 001_first")
+        .stderr_has("migration 002_slow (migrations/002_slow.sql) failed: FATAL: terminating connection due to administrator command")
+        .stderr_has("the connection was lost: the server rolls back the open transaction");
+    assert!(t.table_exists("public.first"));
+    assert!(!t.table_exists("public.cut"));
+    assert_eq!(
+        t.state(),
+        ["001:applied"],
+        "nothing recorded that did not commit"
+    );
+
+    t.migration("002_slow.sql", "CREATE TABLE cut (id int);\n");
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("done: 2 migrations applied");
+    assert_eq!(t.state(), ["001:applied", "002:applied", "003:applied"]);
+}
