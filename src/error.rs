@@ -95,6 +95,11 @@ pub enum Error {
         failure: Box<DbFailure>,
     },
 
+    /// The records changed under a run that had read them (only possible
+    /// without the lock, or by hand).
+    #[error("{0}")]
+    Conflict(String),
+
     /// The operator answered no at the prompt.
     #[error("aborted; nothing was changed")]
     Aborted,
@@ -117,6 +122,7 @@ impl Error {
             Error::MigrationFailed { .. }
             | Error::Database { .. }
             | Error::Aborted
+            | Error::Conflict(_)
             | Error::Sandbox(_) => exit::FAILED,
         }
     }

@@ -382,8 +382,9 @@ impl Store {
                 ),
             };
             if changed != 1 {
-                return Err(Error::Usage(format!(
-                    "{} changed while repair ran; nothing was repaired: run it again",
+                return Err(Error::Conflict(format!(
+                    "the record of {} changed while repair ran; nothing was repaired: run it \
+                     again",
                     item.label()
                 )));
             }

@@ -135,6 +135,11 @@ fn a_failed_concurrent_index_is_named_with_the_command_that_drops_it() {
         error.contains("DROP INDEX CONCURRENTLY IF EXISTS public.t_email_key;"),
         "{error}"
     );
+    // The server's detail is kept with its message.
+    assert!(
+        error.contains("DETAIL: Key (email)=(a) is duplicated."),
+        "{error}"
+    );
 }
 
 #[test]
