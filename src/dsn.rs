@@ -110,6 +110,13 @@ impl Dsn {
         })
     }
 
+    /// The same connection under another `application_name`.
+    pub fn with_application_name(&self, name: &str) -> Dsn {
+        let mut dsn = self.clone();
+        dsn.config.application_name(name);
+        dsn
+    }
+
     pub fn tls_mode(&self) -> TlsMode {
         self.tls
     }

@@ -82,7 +82,8 @@ async fn watched(
             _ = ticks.tick() => {
                 let Some(pid) = pid else { continue };
                 if side.is_none() {
-                    side = Store::connect(&database.dsn).await.ok();
+                    let watch = database.dsn.with_application_name("migrate (watching locks)");
+                    side = Store::connect(&watch).await.ok();
                 }
                 let Some(watcher) = side.as_ref() else { continue };
                 if let Ok(now) = watcher.blockers(pid).await
