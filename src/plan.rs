@@ -144,12 +144,15 @@ pub enum Drift {
     Missing,
 }
 
-/// One applied version whose file does not match the record.
+/// One recorded version whose file does not match the record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Drifted {
     pub version: Version,
     /// The name recorded when it was applied.
     pub name: String,
+    /// Applied, or failed (a failed row is drift only when its file is gone:
+    /// nothing can retry it).
+    pub status: RowStatus,
     pub drift: Drift,
     /// The file, when there is one.
     pub path: Option<std::path::PathBuf>,
@@ -174,8 +177,13 @@ impl std::fmt::Display for Drifted {
             ),
             (Drift::Changed { .. }, None) | (Drift::Missing, _) => write!(
                 f,
-                "{} MISSING: it was applied, but no file has version {}",
+                "{} MISSING: it {}, but no file has version {}",
                 self.label(),
+                if self.status == RowStatus::Failed {
+                    "failed (perhaps part-way, if it ran outside a transaction)"
+                } else {
+                    "was applied"
+                },
                 self.version
             ),
         }
@@ -187,15 +195,16 @@ fn short(checksum: &str) -> &str {
     checksum.get(..12).unwrap_or(checksum)
 }
 
-/// Applied versions whose files changed or disappeared. Failed rows are
-/// not drift: `up` retries them with whatever the file now says.
+/// Applied versions whose files changed or disappeared, and failed ones
+/// whose files disappeared. A failed row with a file is not drift: `up`
+/// retries it with whatever the file now says.
 pub fn drift(files: &MigrationSet, rows: &[StateRow]) -> Vec<Drifted> {
     rows.iter()
-        .filter(|row| row.status == RowStatus::Applied)
         .filter_map(|row| {
             let file = files.find(&row.version);
             let drift = match file {
                 None => Drift::Missing,
+                Some(_) if row.status == RowStatus::Failed => return None,
                 Some(file) if file.up.checksum.as_str() != row.checksum => Drift::Changed {
                     recorded: row.checksum.clone(),
                     current: file.up.checksum.as_str().to_owned(),
@@ -205,6 +214,7 @@ pub fn drift(files: &MigrationSet, rows: &[StateRow]) -> Vec<Drifted> {
             Some(Drifted {
                 version: row.version.clone(),
                 name: row.name.clone(),
+                status: row.status,
                 drift,
                 path: file.map(|f| f.up.path.clone()),
             })
@@ -368,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn drift_is_changed_or_missing_applied_rows_only() {
+    fn drift_is_changed_or_missing_rows_but_not_failed_rows_with_files() {
         let files = set(vec![
             file("001", "same", "SELECT 1;"),
             file("002", "edited", "SELECT 2; -- edited"),
@@ -394,6 +404,9 @@ mod tests {
                     &checksum(b"SELECT 2;").as_str()[..12]
                 ),
                 "005_gone MISSING: it was applied, but no file has version 005".to_owned(),
+                "006_gone_failed MISSING: it failed (perhaps part-way, if it ran outside a \
+                 transaction), but no file has version 006"
+                    .to_owned(),
             ]
         );
     }

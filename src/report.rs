@@ -123,6 +123,9 @@ impl Reporter for Silent {
 pub struct DownStep<'a> {
     pub migration: &'a Migration,
     pub down: crate::migration::Script,
+    /// The up file changed since it was applied: the down file may not fit
+    /// what the database has.
+    pub up_changed: bool,
 }
 
 /// How `up` ended, when it did not fail.

@@ -90,11 +90,15 @@ struct Sandbox<'a> {
 
 impl Sandbox<'_> {
     /// Applies each migration in turn; for one with a down file, rolls it
-    /// back and applies it again, and compares the schema (as `pg_dump
-    /// --schema-only` prints it) after the first and the second up.
+    /// back and applies it again, comparing the schema (as `pg_dump
+    /// --schema-only` prints it): after down it must be as before up, and
+    /// after the second up as after the first.
     async fn exercise(&self) -> Result<(), Error> {
         let lines = Lines(self.printer);
         let mut irreversible = None;
+        // The tracking tables exist before the first dump, so that they
+        // are not taken for something a migration left behind.
+        self.migrator.init(&Silent).await?;
         for migration in &self.migrations.migrations {
             if self
                 .settings
@@ -108,37 +112,59 @@ impl Sandbox<'_> {
                 target: Some(migration.version.clone()),
                 ..UpOptions::default()
             };
-            self.migrator.up(&up, &lines).await?;
-            if migration.down_path.is_none() {
-                self.printer
-                    .line("  no down file: reversibility not checked");
-                continue;
-            }
-            let Some(pg_dump) = &self.pg_dump else {
-                self.printer.line(
-                    "  pg_dump is not next to the server programs: reversibility not checked",
-                );
-                continue;
+            let check = match (&migration.down_path, &self.pg_dump, &irreversible) {
+                (None, _, _) => Err("no down file: reversibility not checked"),
+                (Some(_), None, _) => {
+                    Err("pg_dump is not next to the server programs: reversibility not checked")
+                }
+                (Some(_), Some(_), Some(_)) => Err(""),
+                (Some(_), Some(pg_dump), None) => Ok(pg_dump),
             };
-            if irreversible.is_some() {
-                continue;
-            }
+            let pg_dump = match check {
+                Ok(pg_dump) => pg_dump,
+                Err(note) => {
+                    self.migrator.up(&up, &lines).await?;
+                    if !note.is_empty() {
+                        self.printer.line(format!("  {note}"));
+                    }
+                    continue;
+                }
+            };
+            let before = self.dump(pg_dump).await?;
+            self.migrator.up(&up, &lines).await?;
             let after_up = self.dump(pg_dump).await?;
             self.migrator.down(&DownOptions::default(), &Silent).await?;
+            let after_down = self.dump(pg_dump).await?;
             self.migrator.up(&up, &Silent).await?;
             let again = self.dump(pg_dump).await?;
-            if after_up == again {
-                self.printer.line(format!(
-                    "  {}: down, then up again, leaves the schema as up left it",
-                    style("reversible").green()
-                ));
+            let problem = if before != after_down {
+                Some((
+                    "after down the schema differs from before up",
+                    &before,
+                    &after_down,
+                ))
+            } else if after_up != again {
+                Some((
+                    "after down and up again the schema differs from after up",
+                    &after_up,
+                    &again,
+                ))
             } else {
-                self.printer.line(format!(
-                    "  {}: after down and up again the schema differs from after up:\n{}",
-                    style("not reversible").red().bold(),
-                    difference(&after_up, &again)
-                ));
-                irreversible = Some(migration.label());
+                None
+            };
+            match problem {
+                None => self.printer.line(format!(
+                    "  {}: down undoes up, and up runs again to the same schema",
+                    style("reversible").green()
+                )),
+                Some((what, expected, found)) => {
+                    self.printer.line(format!(
+                        "  {}: {what}:\n{}",
+                        style("not reversible").red().bold(),
+                        difference(expected, found)
+                    ));
+                    irreversible = Some(migration.label());
+                }
             }
         }
         match irreversible {

@@ -8,15 +8,15 @@ use crate::migration::{FileProblem, MigrationSet, Script, Version};
 use crate::report::{
     AppliedMigration, DownOutcome, DownReport, DownStep, Event, MigrationRef, Reporter,
 };
-use crate::store::{Action, DbState, RowStatus, Run, RunError, StateDetail, Store};
+use crate::store::{Action, DbState, RowStatus, Run, RunError, StateDetail, StateRow, Store};
 use std::time::Instant;
 
 #[derive(Clone, Debug, Default)]
 pub struct DownOptions {
     /// How many of the newest applied migrations to roll back (default 1).
     pub steps: Option<usize>,
-    /// Roll back every applied migration newer than this version (which
-    /// stays applied).
+    /// Roll back every applied migration newer than this version, which
+    /// must be applied (or `0`: roll back everything).
     pub to: Option<Version>,
     /// Print the plan; change nothing, take no lock.
     pub dry_run: bool,
@@ -40,7 +40,7 @@ impl Migrator {
         if options.steps == Some(0) {
             return Err(Error::Usage("--steps must be at least 1".into()));
         }
-        let (migrations, mut store, state) = self.open(StateDetail::Plan, reporter).await?;
+        let (migrations, mut store, state) = self.open(StateDetail::Full, reporter).await?;
         let result = self
             .down_on(&migrations, &mut store, state, options, reporter)
             .await;
@@ -60,12 +60,12 @@ impl Migrator {
             outcome: DownOutcome::NothingToDo,
             rolled_back: Vec::new(),
         };
-        let chosen = choose(&state, options);
+        let chosen = choose(&state, options)?;
         if chosen.is_empty() {
             reporter.event(Event::NothingToRollBack);
             return Ok(report);
         }
-        let steps = read_down_files(migrations, &chosen)?;
+        let steps = read_down_files(migrations, &state, &chosen)?;
         check_scripts(steps.iter().map(|s| &s.down))?;
         reporter.event(Event::RollbackPlan {
             steps: &steps,
@@ -85,22 +85,19 @@ impl Migrator {
             report.outcome = DownOutcome::SkippedLocked;
             return Ok(report);
         }
-        // What was confirmed, as far as it is still applied.
+        // What was confirmed must still be what the options choose: another
+        // instance may have applied or rolled back meanwhile.
         let state = store
-            .read_state(&database.tracking, StateDetail::Plan)
+            .read_state(&database.tracking, StateDetail::Full)
             .await?;
-        let still: Vec<&DownStep> = steps
-            .iter()
-            .filter(|s| {
-                state
-                    .row(&s.migration.version)
-                    .is_some_and(|r| r.status == RowStatus::Applied)
-            })
-            .collect();
-        if still.is_empty() {
-            reporter.event(Event::NothingToRollBack);
-            return Ok(report);
+        if choose(&state, options)? != chosen {
+            return Err(Error::Conflict(
+                "the applied migrations changed while down waited for the lock; nothing was \
+                 rolled back: run it again to see the new plan"
+                    .into(),
+            ));
         }
+        let still: Vec<&DownStep> = steps.iter().collect();
 
         let started = Instant::now();
         let total = still.len();
@@ -132,7 +129,7 @@ impl Migrator {
                         duration: done.duration,
                     });
                 }
-                Err((err, blockers)) => {
+                Err((err, waited)) => {
                     if let RunError::Failed(failure) = &err {
                         reporter.event(Event::Failed {
                             migration,
@@ -140,7 +137,7 @@ impl Migrator {
                             duration: failure.duration,
                         });
                     }
-                    return Err(into_error(&run, true, err, &blockers));
+                    return Err(into_error(&run, true, err, &waited));
                 }
             }
         }
@@ -154,29 +151,49 @@ impl Migrator {
     }
 }
 
-/// The applied versions to roll back, newest first.
-fn choose(state: &DbState, options: &DownOptions) -> Vec<Version> {
-    let applied = state
+/// The applied versions to roll back, last applied first (with
+/// `--out-of-order` that is not always the highest version). `--to` takes
+/// every applied version above it; it must itself be applied, or `0`.
+fn choose(state: &DbState, options: &DownOptions) -> Result<Vec<Version>, Error> {
+    let mut applied: Vec<&StateRow> = state
         .rows
         .iter()
-        .rev()
-        .filter(|r| r.status == RowStatus::Applied);
-    match &options.to {
-        Some(to) => applied
-            .filter(|r| r.version > *to)
-            .map(|r| r.version.clone())
-            .collect(),
+        .filter(|r| r.status == RowStatus::Applied)
+        .collect();
+    let applied_at = |r: &StateRow| r.details.as_ref().map(|d| d.applied_at.clone());
+    applied.sort_by(|a, b| {
+        applied_at(b)
+            .cmp(&applied_at(a))
+            .then_with(|| b.version.cmp(&a.version))
+    });
+    Ok(match &options.to {
+        Some(to) => {
+            let zero = Version::parse("0").expect("digits");
+            if *to != zero && !applied.iter().any(|r| r.version == *to) {
+                return Err(Error::Usage(format!(
+                    "--to {to}: no applied migration has that version (give an applied \
+                     version, which stays applied, or 0 to roll back everything)"
+                )));
+            }
+            applied
+                .into_iter()
+                .filter(|r| r.version > *to)
+                .map(|r| r.version.clone())
+                .collect()
+        }
         None => applied
+            .into_iter()
             .take(options.steps.unwrap_or(1))
             .map(|r| r.version.clone())
             .collect(),
-    }
+    })
 }
 
 /// Reads the down file of each version; every missing or unreadable one is
 /// reported before anything runs.
 fn read_down_files<'m>(
     migrations: &'m MigrationSet,
+    state: &DbState,
     versions: &[Version],
 ) -> Result<Vec<DownStep<'m>>, Error> {
     let mut steps = Vec::new();
@@ -207,7 +224,13 @@ fn read_down_files<'m>(
             continue;
         };
         match Script::read(path) {
-            Ok(down) => steps.push(DownStep { migration, down }),
+            Ok(down) => steps.push(DownStep {
+                migration,
+                down,
+                up_changed: state
+                    .row(version)
+                    .is_some_and(|r| r.checksum != migration.up.checksum.as_str()),
+            }),
             Err(reason) => problems.push(FileProblem {
                 path: path.clone(),
                 reason,

@@ -167,6 +167,26 @@ impl Migrator {
         Ok(HistoryReport { entries: entries? })
     }
 
+    /// Creates the schema and the tracking tables if they are missing, under
+    /// the lock, as the first `up` would; changes nothing else.
+    pub async fn init(&self, reporter: &dyn Reporter) -> Result<(), Error> {
+        let mut store = self.connect(reporter).await?;
+        let result = async {
+            let tracking = &self.database.tracking;
+            let state = store.read_state(tracking, StateDetail::Plan).await?;
+            let locked =
+                lock::acquire(&mut store, &self.database, &state.database, reporter).await?;
+            if let lock::Locked::Skipped = locked {
+                return Ok(());
+            }
+            store.ensure_tracking_tables(tracking).await?;
+            locked.release(&store).await
+        }
+        .await;
+        store.close().await;
+        result
+    }
+
     /// Who holds the migration lock; reads only.
     pub async fn lock_status(&self, reporter: &dyn Reporter) -> Result<LockReport, Error> {
         let store = self.connect(reporter).await?;
@@ -250,6 +270,14 @@ fn check_scripts<'a>(scripts: impl Iterator<Item = &'a Script>) -> Result<(), Er
                     format!("{err}; a `-- migrate:no-transaction` file must split into statements")
                 }
                 (Err(_), true) => return None,
+                (Ok(statements), _) if statements.iter().any(|s| s.copy_from_stdin) => {
+                    let line = statements.iter().find(|s| s.copy_from_stdin)?.line;
+                    format!(
+                        "line {line}: COPY ... FROM STDIN needs data sent alongside the \
+                         statement, which a migration cannot do; use INSERT, or COPY from a \
+                         file on the server"
+                    )
+                }
                 (Ok(statements), true) => {
                     let (line, keyword) = statements
                         .iter()

@@ -13,7 +13,7 @@ const LOCK_TIMEOUT_ATTEMPTS: usize = 4;
 const FIRST_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// After how long a running script's blockers are looked up (on a second,
-/// short-lived connection), and how often after that.
+/// short-lived connection), and how often after that, at the most.
 const WATCH_AFTER: Duration = Duration::from_millis(500);
 
 /// Runs a script; a transactional one that fails on `lock_timeout` is
@@ -24,7 +24,7 @@ pub(super) async fn run_with_retries(
     database: &Database,
     run: Run<'_>,
     reporter: &dyn Reporter,
-) -> Result<Done, (RunError, Vec<Blocker>)> {
+) -> Result<Done, (RunError, Waited)> {
     let attempts = if run.script.transactional {
         LOCK_TIMEOUT_ATTEMPTS
     } else {
@@ -37,7 +37,7 @@ pub(super) async fn run_with_retries(
             retries_lock_timeout: !last,
             ..run
         };
-        let (result, blockers) = watched(store, database, this_run, reporter).await;
+        let (result, waited) = watched(store, database, this_run, reporter).await;
         match result {
             Err(RunError::Failed(failure))
                 if !last && failure.failure.code.as_deref() == Some(LOCK_NOT_AVAILABLE) =>
@@ -52,57 +52,93 @@ pub(super) async fn run_with_retries(
                 pause *= 2;
             }
             Ok(done) => return Ok(done),
-            Err(err) => return Err((err, blockers)),
+            Err(err) => return Err((err, waited)),
         }
     }
     unreachable!("the last attempt returns")
 }
 
-/// Runs the script; while it runs longer than `WATCH_AFTER`, looks up who
-/// it waits for and reports changes. Returns the last blockers seen.
+/// What the watch saw of the sessions a script waited for.
+#[derive(Default)]
+pub(super) struct Waited {
+    /// The last non-empty list seen: a lock timeout ends the wait, and by
+    /// the time the failure arrives the blockers are gone from
+    /// pg_blocking_pids.
+    pub blockers: Vec<Blocker>,
+    /// Whether the watch looked at all.
+    pub checked: bool,
+}
+
+/// How long a script runs before the watch first looks, and then how
+/// often: soon enough to see what a short lock_timeout waited for.
+fn watch_interval(lock_timeout: Duration) -> Duration {
+    if lock_timeout.is_zero() {
+        WATCH_AFTER
+    } else {
+        (lock_timeout / 3).clamp(Duration::from_millis(50), WATCH_AFTER)
+    }
+}
+
+/// Runs the script while a spawned task, on a second short-lived
+/// connection, looks up which sessions it waits for; changes are reported.
 async fn watched(
     store: &mut Store,
     database: &Database,
     run: Run<'_>,
     reporter: &dyn Reporter,
-) -> (Result<Done, RunError>, Vec<Blocker>) {
-    let pid = store.backend_pid();
+) -> (Result<Done, RunError>, Waited) {
+    let (sender, mut seen) = tokio::sync::mpsc::unbounded_channel::<Vec<Blocker>>();
+    let watch = store.backend_pid().map(|pid| {
+        let dsn = database
+            .dsn
+            .with_application_name("migrate (watching locks)");
+        let every = watch_interval(database.session.lock_timeout);
+        tokio::spawn(async move {
+            tokio::time::sleep(every).await;
+            let Ok(side) = Store::connect(&dsn).await else {
+                return;
+            };
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                let Ok(now) = side.blockers(pid).await else {
+                    break;
+                };
+                if sender.send(now).is_err() {
+                    break;
+                }
+            }
+            side.close().await;
+        })
+    });
     let running = store.run_script(&database.tracking, &database.session, run);
     tokio::pin!(running);
-    let mut ticks =
-        tokio::time::interval_at(tokio::time::Instant::now() + WATCH_AFTER, WATCH_AFTER);
-    let mut side: Option<Store> = None;
-    // The last non-empty list is kept for the error message: a lock
-    // timeout ends the wait, and by the time the failure arrives the
-    // blockers are gone from pg_blocking_pids.
-    let mut blockers: Vec<Blocker> = Vec::new();
+    let mut waited = Waited::default();
+    let note = |now: Vec<Blocker>, waited: &mut Waited, report: bool| {
+        waited.checked = true;
+        if !now.is_empty() && now != waited.blockers {
+            if report {
+                reporter.event(Event::Blocked {
+                    migration: run.migration,
+                    blockers: &now,
+                });
+            }
+            waited.blockers = now;
+        }
+    };
     let result = loop {
         tokio::select! {
             result = &mut running => break result,
-            _ = ticks.tick() => {
-                let Some(pid) = pid else { continue };
-                if side.is_none() {
-                    let watch = database.dsn.with_application_name("migrate (watching locks)");
-                    side = Store::connect(&watch).await.ok();
-                }
-                let Some(watcher) = side.as_ref() else { continue };
-                if let Ok(now) = watcher.blockers(pid).await
-                    && !now.is_empty()
-                    && now != blockers
-                {
-                    reporter.event(Event::Blocked {
-                        migration: run.migration,
-                        blockers: &now,
-                    });
-                    blockers = now;
-                }
-            }
+            Some(now) = seen.recv() => note(now, &mut waited, true),
         }
     };
-    if let Some(side) = side {
-        side.close().await;
+    if let Some(watch) = watch {
+        watch.abort();
     }
-    (result, blockers)
+    while let Ok(now) = seen.try_recv() {
+        note(now, &mut waited, false);
+    }
+    (result, waited)
 }
 
 /// The notes an error carries about blockers.
@@ -114,30 +150,43 @@ pub(super) fn blocker_notes(blockers: &[Blocker]) -> Vec<String> {
 }
 
 /// Turns a run error into the engine's error.
-pub(super) fn into_error(run: &Run<'_>, down: bool, err: RunError, blockers: &[Blocker]) -> Error {
+pub(super) fn into_error(run: &Run<'_>, down: bool, err: RunError, waited: &Waited) -> Error {
     match err {
         RunError::Record(err) => err,
         RunError::Failed(failure) => {
             let mut notes = Vec::new();
             match &failure.recorded {
                 Ok(()) => {}
-                Err(err) if err.connection_lost || failure.failure.connection_lost => notes.push(
-                    "the connection was lost: the server rolls back the open transaction, so \
-                     nothing of this file committed with a record, and the failure is not \
-                     recorded; run `migrate up` again once the server is back"
-                        .to_owned(),
-                ),
+                Err(err) if err.connection_lost || failure.failure.connection_lost => {
+                    notes.push(if run.script.transactional {
+                        "the connection was lost: the server rolls back the open transaction, so \
+                         nothing of this file committed, and the failure is not recorded; run \
+                         `migrate up` again once the server is back"
+                            .to_owned()
+                    } else {
+                        "the connection was lost: the statements of this file that completed \
+                         stay done, and the failure is not recorded; run `migrate up` again once \
+                         the server is back (the file runs again from its start)"
+                            .to_owned()
+                    })
+                }
                 Err(err) => notes.push(format!("the failure could not be recorded: {err}")),
             }
             if failure.failure.code.as_deref() == Some(LOCK_NOT_AVAILABLE) {
-                if blockers.is_empty() {
+                if !waited.blockers.is_empty() {
+                    notes.extend(blocker_notes(&waited.blockers));
+                } else if waited.checked {
                     notes.push(
-                        "it hit lock_timeout; the sessions holding the lock were gone by the \
-                         time it was checked"
+                        "it hit lock_timeout; the sessions holding the lock had let go by the \
+                         time it looked"
                             .to_owned(),
                     );
                 } else {
-                    notes.extend(blocker_notes(blockers));
+                    notes.push(
+                        "it hit lock_timeout before the sessions holding the lock could be \
+                         looked up"
+                            .to_owned(),
+                    );
                 }
             }
             Error::MigrationFailed {

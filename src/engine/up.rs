@@ -142,7 +142,7 @@ impl Migrator {
                         duration: done.duration,
                     });
                 }
-                Err((err, blockers)) => {
+                Err((err, waited)) => {
                     if let crate::store::RunError::Failed(failure) = &err {
                         reporter.event(Event::Failed {
                             migration,
@@ -150,7 +150,7 @@ impl Migrator {
                             duration: failure.duration,
                         });
                     }
-                    return Err(into_error(&run, false, err, &blockers));
+                    return Err(into_error(&run, false, err, &waited));
                 }
             }
         }

@@ -22,8 +22,13 @@ pub struct Statement<'a> {
     pub offset: usize,
     /// 1-based line of its first token.
     pub line: usize,
-    /// Its first three words, lower-case (`["rollback", "to", "x"]`).
+    /// Its first four words, lower-case (`["rollback", "to", "x"]`).
     words: Vec<String>,
+    /// It has the word CONCURRENTLY (`CREATE INDEX CONCURRENTLY`,
+    /// `REINDEX ... CONCURRENTLY`, `DETACH PARTITION ... CONCURRENTLY`).
+    pub concurrently: bool,
+    /// `COPY ... FROM STDIN`, which needs data the file cannot send.
+    pub copy_from_stdin: bool,
 }
 
 impl Statement<'_> {
@@ -161,20 +166,18 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
             offset: lexer.pos,
             line: lexer.line,
             words: Vec::new(),
-            identifiers: 0,
+            previous: String::new(),
             parens: 0,
             blocks: 0,
+            concurrently: false,
+            copy_from_stdin: false,
         });
         match c {
             b';' if open.parens == 0 && open.blocks == 0 => {
                 let open = current.take().expect("set above");
                 if open.offset < lexer.pos {
-                    statements.push(Statement {
-                        text: sql[open.offset..lexer.pos].trim_end(),
-                        offset: open.offset,
-                        line: open.line,
-                        words: open.words,
-                    });
+                    let text = sql[open.offset..lexer.pos].trim_end();
+                    statements.push(open.finish(text));
                 }
                 lexer.pos += 1;
             }
@@ -195,19 +198,7 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
                     lexer.skip_string(true)?;
                     continue;
                 }
-                let lower = word.to_ascii_lowercase();
-                open.identifiers += 1;
-                // psql's rule: BEGIN (other than a statement's first word,
-                // which is a transaction) and CASE open a block that END
-                // closes; semicolons inside a block do not end the statement.
-                match lower.as_str() {
-                    "begin" | "case" if open.identifiers > 1 => open.blocks += 1,
-                    "end" => open.blocks = open.blocks.saturating_sub(1),
-                    _ => {}
-                }
-                if open.words.len() < 3 {
-                    open.words.push(lower);
-                }
+                open.word(word.to_ascii_lowercase());
             }
             _ => lexer.pos += 1,
         }
@@ -215,12 +206,7 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
     if let Some(open) = current {
         let text = sql[open.offset..].trim_end();
         if !text.is_empty() {
-            statements.push(Statement {
-                text,
-                offset: open.offset,
-                line: open.line,
-                words: open.words,
-            });
+            statements.push(open.finish(text));
         }
     }
     Ok(statements)
@@ -231,9 +217,60 @@ struct Open {
     offset: usize,
     line: usize,
     words: Vec<String>,
-    identifiers: usize,
+    previous: String,
     parens: usize,
     blocks: usize,
+    concurrently: bool,
+    copy_from_stdin: bool,
+}
+
+impl Open {
+    /// Takes in the next word (an identifier or keyword, lower-case).
+    fn word(&mut self, word: String) {
+        // As psql does: only in `CREATE [OR REPLACE] FUNCTION|PROCEDURE`
+        // and outside parentheses does BEGIN open a block (a
+        // `BEGIN ATOMIC ... END` body) that END closes, with CASE ... END
+        // counted inside it; semicolons in a block do not end the statement.
+        // Elsewhere `begin` and `end` are ordinary words (a column may be
+        // called `begin`).
+        let routine = matches!(
+            self.words.iter().map(String::as_str).collect::<Vec<_>>()[..],
+            ["create", "function" | "procedure", ..]
+                | ["create", "or", "replace", "function" | "procedure", ..]
+        );
+        if routine && self.parens == 0 {
+            match word.as_str() {
+                "begin" => self.blocks += 1,
+                "case" if self.blocks > 0 => self.blocks += 1,
+                "end" => self.blocks = self.blocks.saturating_sub(1),
+                _ => {}
+            }
+        }
+        match word.as_str() {
+            "concurrently" => self.concurrently = true,
+            "stdin"
+                if self.previous == "from" && self.words.first().is_some_and(|w| w == "copy") =>
+            {
+                self.copy_from_stdin = true
+            }
+            _ => {}
+        }
+        if self.words.len() < 4 {
+            self.words.push(word.clone());
+        }
+        self.previous = word;
+    }
+
+    fn finish(self, text: &str) -> Statement<'_> {
+        Statement {
+            text,
+            offset: self.offset,
+            line: self.line,
+            words: self.words,
+            concurrently: self.concurrently,
+            copy_from_stdin: self.copy_from_stdin,
+        }
+    }
 }
 
 struct Lexer<'a> {
@@ -437,6 +474,52 @@ mod tests {
         assert_eq!(statements.len(), 2, "{statements:#?}");
         assert!(statements[0].text.ends_with("END"));
         assert_eq!(statements[1].line, 6);
+    }
+
+    /// A column may be called `begin` or `end` (they are not reserved):
+    /// only a routine body's BEGIN opens a block.
+    #[test]
+    fn begin_and_end_are_ordinary_words_outside_routine_bodies() {
+        assert_eq!(
+            texts(
+                "CREATE INDEX CONCURRENTLY p_begin ON periods (begin);\nCREATE INDEX CONCURRENTLY p_end ON periods (\"end\");"
+            ),
+            [
+                "CREATE INDEX CONCURRENTLY p_begin ON periods (begin)",
+                "CREATE INDEX CONCURRENTLY p_end ON periods (\"end\")",
+            ]
+        );
+        let statements =
+            split("ALTER TABLE periods ADD COLUMN note text;\nCOMMENT ON COLUMN periods.begin IS 'start';\nCOMMIT;\nSELECT 2;")
+                .unwrap();
+        assert_eq!(statements.len(), 4);
+        assert_eq!(
+            statements[2].transaction_control().as_deref(),
+            Some("COMMIT")
+        );
+        // CASE ... END outside a routine keeps nothing open either.
+        assert_eq!(texts("SELECT CASE WHEN true THEN 1 END; SELECT 2").len(), 2);
+        // A procedure's body does.
+        assert_eq!(
+            texts("CREATE OR REPLACE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC INSERT INTO t VALUES (1); END; CALL p();").len(),
+            2
+        );
+    }
+
+    #[test]
+    fn flags_concurrent_and_copy_from_stdin_statements() {
+        let statements = split(
+            "CREATE INDEX CONCURRENTLY i ON t (a);\nCOPY t FROM STDIN;\nCOPY t TO STDOUT;\nSELECT 'concurrently';",
+        )
+        .unwrap();
+        let flags: Vec<(bool, bool)> = statements
+            .iter()
+            .map(|s| (s.concurrently, s.copy_from_stdin))
+            .collect();
+        assert_eq!(
+            flags,
+            [(true, false), (false, true), (false, false), (false, false)]
+        );
     }
 
     #[test]

@@ -260,8 +260,13 @@ impl Reporter for Printer {
                     self.line(format!("{what} to roll back:"));
                 }
                 for step in steps {
+                    let changed = if step.up_changed {
+                        "; its up file changed since it was applied"
+                    } else {
+                        ""
+                    };
                     self.line(format!(
-                        "  {} (with {})",
+                        "  {} (with {}{changed})",
                         step.migration.label(),
                         step.down.file_name()
                     ));

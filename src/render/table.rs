@@ -87,10 +87,13 @@ pub fn status_table(report: &StatusReport, color: bool) -> String {
             late.label, late.newest_applied
         ));
     }
-    if totals.changed + totals.missing > 0 {
+    let failed_and_gone = rows
+        .iter()
+        .any(|r| r.status == Status::Failed && !r.has_file);
+    if totals.changed + totals.missing > 0 || failed_and_gone {
         out.push_str(
-            "\nup refuses to run over CHANGED or MISSING migrations: restore the files, or \
-             accept them with `migrate repair`",
+            "\nup refuses to run over CHANGED or MISSING migrations, or FAILED ones whose file is \
+             gone: restore the files, or accept them with `migrate repair`",
         );
     }
     out

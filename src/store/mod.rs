@@ -220,10 +220,10 @@ impl Store {
         })
     }
 
-    /// Connects, trying again with backoff (250 ms doubling to 5 s) for up
-    /// to `wait` while the failure is one that may pass (the server is
-    /// down or starting); `retrying` hears of each failed try. The last
-    /// error is returned when the time runs out.
+    /// Connects, trying again with backoff (250 ms doubling to 5 s, the
+    /// last try at the deadline) for up to `wait` while the failure is one
+    /// that may pass (the server is down or starting); `retrying` hears of
+    /// each failed try. The last error is returned when the time runs out.
     pub async fn connect_waiting(
         dsn: &Dsn,
         wait: Duration,
@@ -238,9 +238,9 @@ impl Store {
                     message,
                     retryable: true,
                     ..
-                }) if start.elapsed() + pause < wait => {
+                }) if start.elapsed() < wait => {
                     retrying(&message, start.elapsed());
-                    tokio::time::sleep(pause).await;
+                    tokio::time::sleep(pause.min(wait.saturating_sub(start.elapsed()))).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
                 Err(err) => return Err(err),

@@ -213,7 +213,8 @@ fn session_sql(
 ) -> String {
     let set = if local { "SET LOCAL" } else { "SET" };
     let mut sql = format!(
-        "RESET ALL; RESET ROLE; {set} search_path TO {}; {set} lock_timeout = {}; ",
+        "RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE; {set} search_path TO {}; \
+         {set} lock_timeout = {}; ",
         quote_ident(&tracking.schema),
         millis(settings.lock_timeout)
     );
@@ -334,7 +335,7 @@ impl Store {
         if run.script.transactional {
             self.run_in_transaction(run).await
         } else {
-            self.run_statements(run).await
+            self.run_statements(run, settings).await
         }
     }
 
@@ -402,7 +403,7 @@ impl Store {
                     }
                 };
                 let (reset, recorded, commit) = tokio::join!(
-                    client.batch_execute("RESET ROLE"),
+                    client.batch_execute("RESET SESSION AUTHORIZATION; RESET ROLE"),
                     record,
                     client.batch_execute("COMMIT"),
                 );
@@ -452,7 +453,11 @@ impl Store {
     }
 
     /// A `-- migrate:no-transaction` script: each statement on its own.
-    async fn run_statements(&self, run: Run<'_>) -> Result<Done, RunError> {
+    async fn run_statements(
+        &self,
+        run: Run<'_>,
+        settings: &SessionSettings,
+    ) -> Result<Done, RunError> {
         let statements = self.statements.as_ref().expect("prepared by run_script");
         let client = self.client();
         let script = run.script;
@@ -507,7 +512,26 @@ impl Store {
         }
 
         for (index, part) in parts.iter().enumerate() {
-            let ran = client.batch_execute(part.text).await;
+            // A CONCURRENTLY statement waits for every older transaction of
+            // the database, which lock_timeout would cut short; it blocks
+            // no reads or writes meanwhile, so it runs without one. Indexes
+            // it may leave INVALID are told apart from ones that were.
+            let invalid_before = if part.concurrently {
+                self.invalid_indexes().await
+            } else {
+                Vec::new()
+            };
+            let ran = if part.concurrently && !settings.lock_timeout.is_zero() {
+                let restore = format!("SET lock_timeout = {}", millis(settings.lock_timeout));
+                let (lifted, ran, restored) = tokio::join!(
+                    client.batch_execute("SET lock_timeout = 0"),
+                    client.batch_execute(part.text),
+                    client.batch_execute(&restore),
+                );
+                lifted.and(ran).and(restored)
+            } else {
+                client.batch_execute(part.text).await
+            };
             if let Err(err) = ran {
                 let failure = DbFailure::from(err);
                 let location = failure.position.map(|p| {
@@ -516,10 +540,14 @@ impl Store {
                         part.offset + sql::position_to_offset(part.text, p),
                     )
                 });
-                let invalid_indexes = if failure.connection_lost {
-                    Vec::new()
+                let invalid_indexes = if part.concurrently && !failure.connection_lost {
+                    self.invalid_indexes()
+                        .await
+                        .into_iter()
+                        .filter(|index| !invalid_before.contains(index))
+                        .collect()
                 } else {
-                    self.invalid_indexes().await
+                    Vec::new()
                 };
                 let failure = RunFailure {
                     failure,
@@ -532,7 +560,9 @@ impl Store {
                 return Err(self.record_failure(run, failure).await);
             }
             if matches!(run.action, Action::Apply { .. }) {
-                // Best effort: a lost connection shows at the next statement.
+                // Best effort: a lost connection shows at the next statement,
+                // and a file that SET ROLE to a role that may not write the
+                // state table keeps that role for its later statements.
                 let _ = client
                     .execute(&statements.progress, &[&version, &progress_text(index + 1)])
                     .await;
@@ -543,8 +573,11 @@ impl Store {
         // Done: the record, in a transaction of its own.
         let micros = duration.as_micros() as i64;
         let note = format!("ran {} statement by statement", script.file_name());
-        let (begun, cleared) =
-            tokio::join!(client.simple_query("BEGIN; SELECT txid_current()"), async {
+        let (begun, cleared) = tokio::join!(
+            client.simple_query(
+                "RESET SESSION AUTHORIZATION; RESET ROLE; BEGIN; SELECT txid_current()"
+            ),
+            async {
                 match run.action {
                     Action::Apply { .. } => client
                         .execute(&statements.clear_failed, &[&version])
@@ -552,7 +585,8 @@ impl Store {
                         .map(|_| ()),
                     Action::RollBack => Ok(()),
                 }
-            });
+            }
+        );
         let recorded = match (begun, cleared) {
             (Ok(begun), Ok(())) => {
                 let txid = transaction_id(&begun);
@@ -628,6 +662,13 @@ impl Store {
         }
         let statements = self.statements.as_ref().expect("prepared by run_script");
         let client = self.client();
+        if !run.script.transactional {
+            // A transaction's SET ROLE went with its rollback; a
+            // statement-by-statement file's did not.
+            let _ = client
+                .batch_execute("RESET SESSION AUTHORIZATION; RESET ROLE")
+                .await;
+        }
         let version = record_version(&run);
         let micros = failure.duration.as_micros() as i64;
         let error_text = failure.record_text();
@@ -708,17 +749,19 @@ fn transaction_id(messages: &[SimpleQueryMessage]) -> i64 {
 fn record_error(run: &Run<'_>, err: tokio_postgres::Error) -> Error {
     let failure = DbFailure::from(err);
     let label = run.migration.label();
-    let context = if failure.connection_lost {
-        format!(
-            "the connection was lost while committing {} of {label}: whether it committed is \
-             unknown; run `migrate status` once the server is back",
-            run.script.file_name()
-        )
-    } else {
-        format!(
-            "{} of {label} ran, but recording it failed, so it was rolled back",
-            run.script.file_name()
-        )
+    let file = run.script.file_name();
+    let context = match (run.script.transactional, failure.connection_lost) {
+        (true, true) => format!(
+            "the connection was lost while committing {file} of {label}: whether it committed \
+             is unknown; run `migrate status` once the server is back"
+        ),
+        (true, false) => {
+            format!("{file} of {label} ran, but recording it failed, so it was rolled back")
+        }
+        (false, _) => format!(
+            "every statement of {file} ({label}) ran and stays done, but recording that failed; \
+             its row still says it did not finish, so the next `up` runs the file again"
+        ),
     };
     Error::Database {
         context,

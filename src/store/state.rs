@@ -371,10 +371,14 @@ impl Store {
                 Drift::Missing => (
                     transaction
                         .execute(
-                            &format!(
-                                "DELETE FROM {state} WHERE version = $1 AND status = 'applied'"
-                            ),
-                            &[&version],
+                            &format!("DELETE FROM {state} WHERE version = $1 AND status = $2"),
+                            &[
+                                &version,
+                                &match item.status {
+                                    RowStatus::Applied => "applied",
+                                    RowStatus::Failed => "failed",
+                                },
+                            ],
                         )
                         .await
                         .map_err(failed)?,

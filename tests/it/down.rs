@@ -128,3 +128,73 @@ fn down_files_with_transaction_statements_are_refused() {
         .stderr_has("migrations/003_c.down.sql: line 1: BEGIN would take over the transaction");
     assert!(t.table_exists("public.c"));
 }
+
+#[test]
+fn down_takes_the_last_applied_and_to_must_be_applied() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);")
+        .migration("001_a.down.sql", "DROP TABLE a;")
+        .migration("003_c.sql", "CREATE TABLE c (id int);")
+        .migration("003_c.down.sql", "DROP TABLE c;");
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    t.migration("002_late.sql", "CREATE TABLE late (id int);")
+        .migration("002_late.down.sql", "DROP TABLE late;");
+    t.migrate()
+        .args(["up", "--yes", "--out-of-order"])
+        .run()
+        .code(0);
+    // The last one applied, not the highest version.
+    t.migrate()
+        .args(["down", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("rolled back 002_late");
+    assert_eq!(t.state(), ["001:applied", "003:applied"]);
+    t.migrate()
+        .args(["down", "--yes", "--to", "2"])
+        .run()
+        .code(2)
+        .stderr_has("--to 2: no applied migration has that version");
+    assert_eq!(t.state().len(), 2);
+}
+
+#[test]
+fn the_plan_says_when_an_up_file_changed_since_it_was_applied() {
+    let t = TestEnv::new();
+    three_with_downs(&t);
+    t.migration("003_c.up.sql", "CREATE TABLE c (id bigint);");
+    t.migrate()
+        .args(["down", "--dry-run"])
+        .run()
+        .code(0)
+        .stdout_has("003_c (with 003_c.down.sql; its up file changed since it was applied)");
+}
+
+#[test]
+fn a_statement_by_statement_down_file_that_fails_says_how_far_it_got() {
+    let t = TestEnv::new();
+    three_with_downs(&t);
+    t.migration(
+        "003_c.down.sql",
+        "-- migrate:no-transaction\nDROP TABLE c;\nDROP TABLE no_such_table;\n",
+    );
+    t.migrate()
+        .args(["down", "--yes"])
+        .run()
+        .code(1)
+        .stderr_has("rolling back 003_c (migrations/003_c.down.sql) failed: ERROR: table \"no_such_table\" does not exist")
+        .stderr_has("1 of 2 statements ran before it");
+    assert!(
+        !t.table_exists("public.c"),
+        "the statement that ran stays done"
+    );
+    assert_eq!(
+        t.state(),
+        ["001:applied", "002:applied", "003:applied"],
+        "the row stays until the whole file ran"
+    );
+    let error = t
+        .value("SELECT error FROM schema_migrations_log WHERE event = 'rollback_failed'")
+        .unwrap();
+    assert!(error.contains("1 of 2 statements ran"), "{error}");
+}

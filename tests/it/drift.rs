@@ -160,3 +160,32 @@ fn a_failed_row_is_not_drift_and_validate_says_so() {
         .code(0)
         .stdout_has("files and database agree: 1 applied, 0 pending, 1 failed (up retries them)");
 }
+
+/// A failed row whose file is gone cannot be retried; it is drift until
+/// repair forgets it.
+#[test]
+fn a_failed_migration_whose_file_is_gone_is_drift_until_repaired() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);")
+        .migration("002_bad.sql", "SELECT * FROM nowhere;");
+    t.migrate().args(["up", "--yes"]).run().code(1);
+    std::fs::remove_file(t.migrations().join("002_bad.sql")).unwrap();
+    t.migrate()
+        .arg("status")
+        .run()
+        .code(0)
+        .stdout_has("002_bad failed (its file is gone)")
+        .stdout_has("or FAILED ones whose file is gone");
+    t.migrate()
+        .arg("validate")
+        .run()
+        .code(3)
+        .stderr_has("002_bad MISSING: it failed (perhaps part-way, if it ran outside a transaction), but no file has version 002");
+    t.migrate()
+        .args(["repair", "002", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("done: 1 record repaired");
+    assert_eq!(t.state(), ["001:applied"]);
+    t.migrate().arg("validate").run().code(0);
+}

@@ -37,7 +37,7 @@ fn wait_for_db_gives_up_with_the_last_error() {
         .stderr_has("cannot connect to postgres@")
         .stderr_has("No such file or directory");
     assert!(
-        start.elapsed() >= Duration::from_millis(1500),
+        start.elapsed() >= Duration::from_millis(1900),
         "took {:?}",
         start.elapsed()
     );
@@ -89,4 +89,32 @@ fn a_server_restarted_mid_run_loses_nothing_that_committed() {
         .code(0)
         .stdout_has("done: 2 migrations applied");
     assert_eq!(t.state(), ["001:applied", "002:applied", "003:applied"]);
+}
+
+#[test]
+fn a_statement_by_statement_run_cut_by_a_restart_says_how_far_it_got() {
+    let t = TestEnv::on_own_server();
+    t.migration(
+        "001_steps.sql",
+        "-- migrate:no-transaction\nCREATE TABLE one (id int);\nSELECT pg_sleep(30);\nCREATE TABLE three (id int);\n",
+    );
+    let child = t.migrate().args(["up", "--yes"]).spawn();
+    t.wait_for_migrate_running("pg_sleep(30)");
+    t.stop_server();
+    t.start_server();
+    let out = Outcome::from_output(child.wait_with_output().unwrap());
+    out.code(1)
+        .stderr_has("1 of 3 statements ran before it")
+        .stderr_has("the statements of this file that completed stay done");
+    assert_eq!(t.state(), ["001:failed"]);
+    assert_eq!(
+        t.value("SELECT error FROM schema_migrations WHERE version = '001'"),
+        Some("not finished: 1 of 3 statements ran".into())
+    );
+    t.migration(
+        "001_steps.sql",
+        "-- migrate:no-transaction\nCREATE TABLE IF NOT EXISTS one (id int);\nCREATE TABLE three (id int);\n",
+    );
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    assert_eq!(t.state(), ["001:applied"]);
 }

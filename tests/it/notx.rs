@@ -195,3 +195,152 @@ fn annotations_and_unsplittable_files_are_checked_before_running() {
         .stderr_has("001_typo.sql: line 2: a quoted string is never closed; a `-- migrate:no-transaction` file must split into statements");
     assert!(!t.table_exists("public.schema_migrations"));
 }
+
+/// An index that was INVALID before the run is not blamed on it.
+#[test]
+fn only_the_index_this_run_left_invalid_is_named() {
+    let t = TestEnv::new();
+    let mut client = t.client();
+    client
+        .batch_execute("CREATE TABLE old (v int); INSERT INTO old VALUES (1), (1);")
+        .unwrap();
+    assert!(
+        client
+            .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY old_v_key ON old (v)")
+            .is_err()
+    );
+    t.migration(
+        "001_table.sql",
+        "CREATE TABLE t (email text);\nINSERT INTO t VALUES ('a'), ('a');",
+    )
+    .migration(
+        "002_unique.sql",
+        "-- migrate:no-transaction\nCREATE UNIQUE INDEX CONCURRENTLY t_email_key ON t (email);\n",
+    );
+    let out = t.migrate().args(["up", "--yes"]).run();
+    out.code(1)
+        .stderr_has("index public.t_email_key is INVALID");
+    assert!(!out.stderr.contains("old_v_key"), "{}", out.stderr);
+}
+
+/// CREATE INDEX CONCURRENTLY waits for older transactions of the whole
+/// database; lock_timeout must not cut that wait short.
+#[test]
+fn a_concurrent_index_waits_out_an_old_transaction_despite_lock_timeout() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_table.sql",
+        "CREATE TABLE t (id int);\nCREATE TABLE other (id int);",
+    );
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    t.migration(
+        "002_index.sql",
+        "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY t_id_idx ON t (id);\n",
+    );
+    let mut reader = t.client();
+    reader
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM other;")
+        .unwrap();
+    let child = t
+        .migrate()
+        .args(["up", "--yes", "--lock-timeout", "300ms"])
+        .spawn();
+    t.wait_for_migrate_running("CREATE INDEX CONCURRENTLY");
+    std::thread::sleep(Duration::from_millis(1500));
+    reader.batch_execute("COMMIT").unwrap();
+    let out = Outcome::from_output(child.wait_with_output().unwrap());
+    out.code(0).stdout_has("applied 002_index");
+    assert_eq!(
+        t.value("SELECT indisvalid FROM pg_index WHERE indexrelid = 't_id_idx'::regclass"),
+        Some("t".into())
+    );
+}
+
+/// `begin` and `end` may be column names; they open no block.
+#[test]
+fn columns_named_begin_split_and_commit_is_still_found() {
+    let t = TestEnv::new();
+    t.migration("001_table.sql", "CREATE TABLE periods (begin date, \"end\" date);")
+        .migration(
+            "002_indexes.sql",
+            "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY p_begin ON periods (begin);\nCREATE INDEX CONCURRENTLY p_end ON periods (\"end\");\n",
+        );
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("applied 002_indexes");
+    t.migration(
+        "003_comment.sql",
+        "ALTER TABLE periods ADD COLUMN note text;\nCOMMENT ON COLUMN periods.begin IS 'start';\nCOMMIT;\n",
+    );
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(2)
+        .stderr_has("003_comment.sql: line 3: COMMIT would take over the transaction");
+    assert_eq!(
+        t.value(
+            "SELECT count(*) FROM information_schema.columns \
+              WHERE table_name = 'periods' AND column_name = 'note'"
+        ),
+        Some("0".into())
+    );
+}
+
+#[test]
+fn copy_from_stdin_is_refused() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_copy.sql",
+        "CREATE TABLE t (id int);\nCOPY t FROM STDIN;\n",
+    );
+    t.migrate().args(["up", "--yes"]).run().code(2).stderr_has(
+        "001_copy.sql: line 2: COPY ... FROM STDIN needs data sent alongside the statement",
+    );
+}
+
+/// A statement-by-statement file that switches role still gets its
+/// record written as the connection's role.
+#[test]
+fn a_file_that_switches_role_is_still_recorded() {
+    let t = TestEnv::new();
+    let role = format!("{}_weak", t.db_name);
+    t.migration(
+        "001_role.sql",
+        &format!(
+            "-- migrate:no-transaction\nCREATE ROLE \"{role}\" NOLOGIN;\nSET ROLE \"{role}\";\n"
+        ),
+    );
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("applied 001_role");
+    assert_eq!(t.state(), ["001:applied"]);
+    t.client()
+        .batch_execute(&format!("DROP ROLE \"{role}\""))
+        .unwrap();
+}
+
+#[test]
+fn a_failure_after_a_role_switch_is_still_recorded() {
+    let t = TestEnv::new();
+    let role = format!("{}_weak", t.db_name);
+    t.migration(
+        "001_role.sql",
+        &format!("-- migrate:no-transaction\nCREATE ROLE \"{role}\" NOLOGIN;\nSET ROLE \"{role}\";\nCREATE TABLE not_allowed (id int);\n"),
+    );
+    let out = t.migrate().args(["up", "--yes"]).run();
+    out.code(1)
+        .stderr_has("permission denied for schema public");
+    assert!(
+        !out.stderr.contains("could not be recorded"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(t.state(), ["001:failed"]);
+    t.client()
+        .batch_execute(&format!("DROP ROLE \"{role}\""))
+        .unwrap();
+}

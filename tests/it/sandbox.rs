@@ -27,7 +27,7 @@ fn applies_the_folder_on_a_throwaway_server_checks_down_files_and_removes_it() {
     let out = t.migrate_bare().args(["sandbox", "--schema", "app"]).run();
     out.code(0)
         .stdout_has("applied 000_schema (")
-        .stdout_has("  reversible: down, then up again, leaves the schema as up left it")
+        .stdout_has("  reversible: down undoes up, and up runs again to the same schema")
         .stdout_has("applied 001_data (")
         .stdout_has("  no down file: reversibility not checked")
         .stdout_has("│ 002     ┆ index")
@@ -54,8 +54,7 @@ fn a_down_file_that_does_not_undo_its_up_file_is_reported() {
             "002_default.sql",
             "ALTER TABLE s ALTER COLUMN id SET DEFAULT 7;",
         )
-        // Forgets the default: up again sets it, but over a down that left
-        // it, so compare what up left with what down+up left.
+        // Leaves the default, and adds a column besides.
         .migration(
             "002_default.down.sql",
             "ALTER TABLE s ADD COLUMN leftover int;",
@@ -64,11 +63,25 @@ fn a_down_file_that_does_not_undo_its_up_file_is_reported() {
         .migration("003_more.down.sql", "DROP TABLE more;");
     let out = t.migrate_bare().arg("sandbox").run();
     out.code(1)
-        .stdout_has("  not reversible: after down and up again the schema differs from after up:")
+        .stdout_has("  not reversible: after down the schema differs from before up:")
         .stdout_has("+     leftover integer")
         .stdout_has("3 migrations: 3 applied, 0 pending")
         .stderr_has("the down file of 002_default does not undo its up file");
     assert!(!Path::new(&sandbox_folder(&out.stdout)).exists());
+}
+
+/// A down file that does nothing passes "up runs again" (up is written
+/// with IF NOT EXISTS) but not "down undoes up".
+#[test]
+fn a_down_file_that_does_nothing_is_reported() {
+    let t = TestEnv::new();
+    t.migration("001_table.sql", "CREATE TABLE IF NOT EXISTS kept (id int);")
+        .migration("001_table.down.sql", "SELECT 1;");
+    let out = t.migrate_bare().arg("sandbox").run();
+    out.code(1)
+        .stdout_has("  not reversible: after down the schema differs from before up:")
+        .stdout_has("+ CREATE TABLE public.kept (")
+        .stderr_has("the down file of 001_table does not undo its up file");
 }
 
 #[test]

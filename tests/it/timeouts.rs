@@ -18,6 +18,15 @@ fn table(t: &TestEnv) {
     t.migrate().args(["up", "--yes"]).run().code(0);
 }
 
+/// Whether the `migrate` session waits for a lock right now.
+fn migrate_waits_for_a_lock(t: &TestEnv) -> bool {
+    t.value(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
+           AND application_name = 'migrate' AND wait_event_type = 'Lock'",
+        t.db_name
+    )) == Some("1".into())
+}
+
 #[test]
 fn a_lock_timeout_is_retried_and_succeeds_once_the_lock_is_free() {
     let t = TestEnv::new();
@@ -28,7 +37,18 @@ fn a_lock_timeout_is_retried_and_succeeds_once_the_lock_is_free() {
         .migrate()
         .args(["up", "--yes", "--lock-timeout", "300ms"])
         .spawn();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Waiting, then not (timed out, pausing), then waiting again: a retry.
+    let mut phase = 0;
+    crate::common::wait_until(Duration::from_secs(20), "a retry", || {
+        let waiting = migrate_waits_for_a_lock(&t);
+        phase = match (phase, waiting) {
+            (0, true) => 1,
+            (1, false) => 2,
+            (2, true) => 3,
+            (p, _) => p,
+        };
+        phase == 3
+    });
     drop(blocker);
     let out = Outcome::from_output(child.wait_with_output().unwrap());
     out.code(0)
@@ -52,7 +72,7 @@ fn a_lock_timeout_that_persists_fails_naming_the_blocker() {
     let start = Instant::now();
     let out = t
         .migrate()
-        .args(["up", "--yes", "--lock-timeout", "600ms"])
+        .args(["up", "--yes", "--lock-timeout", "300ms"])
         .run();
     out.code(1)
         .stdout_has("002_alter waits for pid ")
@@ -60,9 +80,9 @@ fn a_lock_timeout_that_persists_fails_naming_the_blocker() {
         .stderr_has("canceling statement due to lock timeout (SQLSTATE 55P03)")
         .stderr_has("it waited for pid ")
         .stderr_has("(test-blocker, user postgres, from local socket, idle in transaction since ");
-    // Four attempts of 0.6 s and pauses of 1, 2 and 4 s.
+    // Four attempts of 0.3 s and pauses of 1, 2 and 4 s.
     assert!(
-        start.elapsed() >= Duration::from_secs(9),
+        start.elapsed() >= Duration::from_secs(8),
         "took {:?}",
         start.elapsed()
     );
@@ -70,18 +90,23 @@ fn a_lock_timeout_that_persists_fails_naming_the_blocker() {
     assert_eq!(t.journal(), ["applied:001", "failed:002"]);
 }
 
+/// `--lock-timeout 0` sets it off, whatever the connection string sets.
 #[test]
 fn lock_timeout_zero_waits_as_long_as_it_takes() {
     let t = TestEnv::new();
     table(&t);
     t.migration("002_alter.sql", "ALTER TABLE t ADD COLUMN name text;");
     let blocker = hold_table_lock(&t);
+    let dsn = format!("{} options='-c lock_timeout=200'", t.dsn);
     let child = t
-        .migrate()
-        .args(["up", "--yes"])
+        .migrate_bare()
+        .args(["up", "--yes", "--dsn", &dsn])
         .env("MIGRATE_LOCK_TIMEOUT", "0")
         .spawn();
-    std::thread::sleep(Duration::from_millis(1500));
+    crate::common::wait_until(Duration::from_secs(10), "migrate to wait", || {
+        migrate_waits_for_a_lock(&t)
+    });
+    std::thread::sleep(Duration::from_millis(1000));
     drop(blocker);
     let out = Outcome::from_output(child.wait_with_output().unwrap());
     out.code(0).stdout_has("applied 002_alter");

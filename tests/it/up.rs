@@ -98,6 +98,7 @@ fn a_failing_migration_rolls_back_is_recorded_and_stops_the_run() {
     let error = t
         .value("SELECT error FROM schema_migrations WHERE version = '002'")
         .unwrap();
+    assert!(error.contains("at line 2, column 13"), "{error}");
     assert!(
         error.contains("relation \"no_such_table\" does not exist"),
         "{error}"
@@ -397,4 +398,20 @@ fn a_foreign_state_table_is_refused() {
         .code(2)
         .stderr_has("public.schema_migrations exists but is not migrate's state table")
         .stderr_has("--table");
+}
+
+#[test]
+fn the_servers_hint_is_kept_with_the_failure() {
+    let t = TestEnv::new();
+    t.migration("001_hint.sql", "SELECT lower(42);");
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(1)
+        .stderr_has("function lower(integer) does not exist")
+        .stderr_has("HINT: No function matches the given name and argument types.");
+    let error = t
+        .value("SELECT error FROM schema_migrations WHERE version = '001'")
+        .unwrap();
+    assert!(error.contains("HINT: No function matches"), "{error}");
 }
