@@ -318,8 +318,9 @@ fn each_migration_starts_from_a_clean_session() {
         "001_settings.sql",
         &format!(
             "SET search_path TO public;\nCREATE TABLE in_public (id int);\n\
-             SET statement_timeout = '1ms';\n\
-             CREATE ROLE \"{role}\" NOLOGIN;\nSET ROLE \"{role}\";\n"
+             CREATE ROLE \"{role}\" NOLOGIN;\nSET ROLE \"{role}\";\n\
+             -- Last, so that it bounds nothing of this file.\n\
+             SET statement_timeout = '1ms';\n"
         ),
     )
     .migration(
