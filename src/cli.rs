@@ -12,6 +12,8 @@ use std::path::PathBuf;
     about = "PostgreSQL schema migrations: each applied exactly once, in order, under an advisory lock",
     long_about = None,
     after_help = "With no command, `migrate` runs `up`. Options may stand before or after the command.\n\
+Environment: SKIP_MIGRATIONS=true makes `up` exit 0 at once without connecting; SKIP_BOOTSTRAP=true \
+skips the bootstrap scripts (config: skip-migrations, skip-bootstrap in deployment.yaml).\n\
 Exit codes: 0 done or nothing to do, 1 a migration or the run failed, 2 bad usage, config or \
 migration files, 3 drift between files and database, 4 the lock was not acquired within \
 --lock-wait, 5 the database could not be reached."
@@ -28,7 +30,7 @@ pub struct Cli {
 pub enum Command {
     /// Apply pending migrations in order, each in its own transaction (the default)
     Up,
-    /// Roll back the newest applied migration(s) with their .down.sql files
+    /// Roll back the last applied migration(s) with their .down.sql files
     Down(DownArgs),
     /// Show every migration: APPLIED, PENDING, FAILED, CHANGED or MISSING
     Status,
@@ -40,6 +42,12 @@ pub enum Command {
     Repair(RepairArgs),
     /// Show who holds the migration lock
     Lock,
+    /// Create the next numbered NNN_NAME.sql and NNN_NAME.down.sql in the folder
+    New(NewArgs),
+    /// Wait until the database has no pending or failed migrations of this folder
+    Wait(WaitArgs),
+    /// Print a shell completion script
+    Completions(CompletionsArgs),
     /// Apply every migration to a throwaway PostgreSQL server, check each down file, show the
     /// result, remove the server
     Sandbox,
@@ -54,6 +62,27 @@ pub struct DownArgs {
     /// Roll back every applied migration newer than VERSION (VERSION stays applied)
     #[arg(long, value_name = "VERSION")]
     pub to: Option<String>,
+}
+
+#[derive(Debug, Args, Clone, PartialEq, Eq, Default)]
+pub struct NewArgs {
+    /// The migration's name: letters, digits, `_` and `-`
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+#[derive(Debug, Args, Clone, PartialEq, Eq, Default)]
+pub struct WaitArgs {
+    /// How long to wait before giving up (exit 1), e.g. 90s, 5m [env: MIGRATE_WAIT_TIMEOUT] [default: 5m]
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Args, Clone, PartialEq, Eq)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args, Clone, PartialEq, Eq, Default)]
@@ -140,6 +169,22 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DURATION")]
     pub wait_for_db: Option<String>,
 
+    /// One JSON document on stdout; messages go to stderr
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Write Prometheus metrics to PATH (node-exporter textfile collector) [env: MIGRATE_METRICS_FILE]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// Only errors, warnings and what the command is for (tables, JSON)
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Also the connection, the server version and the lock key
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
     /// Same as `migrate status`
     #[arg(long = "status", global = true)]
     pub status_flag: bool,
@@ -175,6 +220,9 @@ impl Command {
             Command::Validate => "validate",
             Command::Repair(_) => "repair",
             Command::Lock => "lock",
+            Command::New(_) => "new",
+            Command::Wait(_) => "wait",
+            Command::Completions(_) => "completions",
             Command::Sandbox => "sandbox",
         }
     }

@@ -55,12 +55,16 @@ pub struct DbEntry {
     pub lock_timeout: Option<ConfigValue>,
     pub statement_timeout: Option<ConfigValue>,
     pub wait_for_db: Option<ConfigValue>,
+    pub bootstrap_path: Option<ConfigValue>,
+    /// The environment variables the bootstrap scripts read, each one a
+    /// value with the origin of the list.
+    pub bootstrap_variables: Option<Vec<ConfigValue>>,
 }
 
 /// Keys of an entry that this tool reads; any other key (an application's
 /// pool size, say) is left alone, since the same file usually serves the
 /// application too.
-const ENTRY_KEYS: [&str; 9] = [
+const ENTRY_KEYS: [&str; 10] = [
     "dsn",
     "schema",
     "table",
@@ -70,6 +74,7 @@ const ENTRY_KEYS: [&str; 9] = [
     "lock_timeout",
     "statement_timeout",
     "wait_for_db",
+    "bootstrap_path",
 ];
 
 impl ConfigFolder {
@@ -158,28 +163,44 @@ impl ConfigFolder {
             });
         };
         let mut entry = DbEntry::default();
+        if let Some(raw) = map.get("bootstrap_variables") {
+            let key = "bootstrap_variables";
+            let line = file.line_of_field(entry_line, key);
+            let origin = format!("{}:{line} ({name}.{key})", file.path.display());
+            let names: Vec<String> = match raw {
+                Value::Sequence(items) => items
+                    .iter()
+                    .map(|item| scalar(item, &origin))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                other => scalar(other, &origin)?
+                    .map(|text| {
+                        text.split(',')
+                            .map(|n| n.trim().to_owned())
+                            .filter(|n| !n.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            entry.bootstrap_variables = Some(
+                names
+                    .into_iter()
+                    .map(|value| ConfigValue {
+                        value,
+                        origin: origin.clone(),
+                    })
+                    .collect(),
+            );
+        }
         for key in ENTRY_KEYS {
             let Some(raw) = map.get(key) else { continue };
             let line = file.line_of_field(entry_line, key);
             let origin = format!("{}:{line} ({name}.{key})", file.path.display());
-            let text = match raw {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                Value::Null => continue,
-                _ => {
-                    return Err(Error::Config {
-                        origin,
-                        message: "must be a single value, not a list or mapping".into(),
-                    });
-                }
+            let Some(value) = scalar(raw, &origin)? else {
+                continue;
             };
-            let value = expand_env(&text, |var| std::env::var(var).ok()).map_err(|message| {
-                Error::Config {
-                    origin: origin.clone(),
-                    message,
-                }
-            })?;
             let slot = match key {
                 "dsn" => &mut entry.dsn,
                 "schema" => &mut entry.schema,
@@ -189,12 +210,62 @@ impl ConfigFolder {
                 "lock_timeout" => &mut entry.lock_timeout,
                 "statement_timeout" => &mut entry.statement_timeout,
                 "wait_for_db" => &mut entry.wait_for_db,
+                "bootstrap_path" => &mut entry.bootstrap_path,
                 _ => &mut entry.migrations_path,
             };
             *slot = Some(ConfigValue { value, origin });
         }
         Ok(Some(entry))
     }
+}
+
+impl ConfigFolder {
+    /// A top-level switch such as `skip-migrations: true`, from whichever
+    /// file holds it (`deployment.yaml`, by convention); expanded.
+    pub fn top_level(&self, key: &str) -> Result<Option<ConfigValue>, Error> {
+        let found: Vec<(&ConfigFile, &Value)> = self
+            .files
+            .iter()
+            .filter_map(|f| f.root.get(key).map(|v| (f, v)))
+            .collect();
+        match found.as_slice() {
+            [] => Ok(None),
+            [(file, value)] => {
+                let origin = format!("{}:{}", file.path.display(), file.line_of_key(key));
+                Ok(scalar(value, &origin)?.map(|value| ConfigValue { value, origin }))
+            }
+            [first, second, ..] => Err(Error::Config {
+                origin: format!("{}:{}", first.0.path.display(), first.0.line_of_key(key)),
+                message: format!(
+                    "`{key}` is also set in {}:{}; keep one",
+                    second.0.path.display(),
+                    second.0.line_of_key(key)
+                ),
+            }),
+        }
+    }
+}
+
+/// A single YAML value as text, `${VAR}`-expanded; `None` for null.
+fn scalar(raw: &Value, origin: &str) -> Result<Option<String>, Error> {
+    let text = match raw {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => return Ok(None),
+        _ => {
+            return Err(Error::Config {
+                origin: origin.to_owned(),
+                message: "must be a single value, not a list or mapping".into(),
+            });
+        }
+    };
+    expand_env(&text, |var| std::env::var(var).ok())
+        .map(Some)
+        .map_err(|message| Error::Config {
+            origin: origin.to_owned(),
+            message,
+        })
 }
 
 impl ConfigFile {

@@ -100,6 +100,31 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
 
+    /// A bootstrap script failed; its transaction was rolled back. The
+    /// message never shows a bootstrap variable's value.
+    #[error("bootstrap script {} failed: {failure}", .path.display())]
+    BootstrapFailed {
+        path: PathBuf,
+        failure: Box<DbFailure>,
+    },
+
+    /// A bootstrap variable the configuration declares is not set.
+    #[error(
+        "{origin}: bootstrap variable {name} is not set in the environment; set it, or skip the bootstrap scripts with SKIP_BOOTSTRAP=true"
+    )]
+    MissingVariable { name: String, origin: String },
+
+    /// `wait` ran out of time.
+    #[error(
+        "still not applied after {}: {}",
+        crate::duration::format_duration(*.waited),
+        .waiting.join(", ")
+    )]
+    WaitTimeout {
+        waited: Duration,
+        waiting: Vec<String>,
+    },
+
     /// The operator answered no at the prompt.
     #[error("aborted; nothing was changed")]
     Aborted,
@@ -115,6 +140,7 @@ impl Error {
             Error::Usage(_)
             | Error::Config { .. }
             | Error::Files(_)
+            | Error::MissingVariable { .. }
             | Error::ForeignStateTable { .. } => exit::USAGE,
             Error::Connect { .. } => exit::UNREACHABLE,
             Error::Drift { .. } => exit::DRIFT,
@@ -122,6 +148,8 @@ impl Error {
             Error::MigrationFailed { .. }
             | Error::Database { .. }
             | Error::Aborted
+            | Error::WaitTimeout { .. }
+            | Error::BootstrapFailed { .. }
             | Error::Conflict(_)
             | Error::Sandbox(_) => exit::FAILED,
         }

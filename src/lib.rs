@@ -22,6 +22,7 @@
 //!         statement_timeout: None,
 //!     },
 //!     wait_for_db: Duration::from_secs(30),
+//!     bootstrap: None,
 //! };
 //! let report = Migrator::new(migrations, database).up(&UpOptions::default(), &Silent).await?;
 //! println!("{} applied", report.applied.len());
@@ -35,6 +36,7 @@ pub mod dsn;
 pub mod duration;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod migration;
 pub mod pgserver;
 pub mod plan;
@@ -42,6 +44,9 @@ pub mod render;
 pub mod report;
 pub mod settings;
 pub mod store;
+
+#[cfg(feature = "embed")]
+pub use include_dir;
 
 pub use dsn::Dsn;
 pub use engine::{Database, LockMode, Migrator, UpOptions, default_actor};

@@ -284,6 +284,7 @@ mod tests {
                 transactional: true,
             },
             down_path: None,
+            down: None,
         }
     }
 

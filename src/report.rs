@@ -13,9 +13,11 @@ pub enum Event<'a> {
     /// Nothing to apply (up to the target, when there is one; `after_target`
     /// counts the pending migrations past it).
     UpToDate { applied: usize, after_target: usize },
-    /// What `up` is about to apply (or, with `dry_run`, would apply).
+    /// What `up` is about to apply (or, with `dry_run`, would apply), and
+    /// the bootstrap scripts it runs afterwards.
     Plan {
         steps: &'a [Step<'a>],
+        bootstrap: &'a [String],
         dry_run: bool,
     },
     /// Running with `--safe=false`: no lock is taken.
@@ -88,6 +90,30 @@ pub enum Event<'a> {
     NothingToRepair,
     /// The records now match the files.
     Repaired { count: usize },
+    /// A bootstrap script is starting.
+    Bootstrapping {
+        script: &'a str,
+        index: usize,
+        total: usize,
+    },
+    /// A bootstrap script committed.
+    Bootstrapped { script: &'a str, duration: Duration },
+    /// `SKIP_MIGRATIONS` is set: nothing was done.
+    SkippedByEnvironment,
+    /// Connected (shown with `--verbose`).
+    Connected {
+        target: &'a str,
+        server_version: &'a str,
+    },
+    /// The key of the migration lock (shown with `--verbose`).
+    LockKey { key: i64 },
+    /// `wait`: migrations are still pending or failed (sent when the counts
+    /// change).
+    WaitingForMigrations {
+        pending: usize,
+        failed: usize,
+        waited: Duration,
+    },
     /// The first connection failed; trying again (`--wait-for-db`).
     WaitingForDatabase { error: &'a str, waited: Duration },
     /// A migration failed and was rolled back.
@@ -139,6 +165,8 @@ pub enum UpOutcome {
     DryRun,
     /// `--skip-if-locked` and another instance held the lock.
     SkippedLocked,
+    /// `SKIP_MIGRATIONS`: nothing was looked at.
+    Skipped,
     /// Another instance applied everything while this one waited.
     DoneElsewhere,
 }
@@ -164,6 +192,13 @@ pub struct AppliedMigration {
     pub duration: Duration,
 }
 
+/// A bootstrap script that ran.
+#[derive(Clone, Debug)]
+pub struct BootstrapRun {
+    pub script: String,
+    pub duration: Duration,
+}
+
 /// The result of `up`.
 #[derive(Clone, Debug)]
 pub struct UpReport {
@@ -171,6 +206,7 @@ pub struct UpReport {
     /// What was pending when the run looked.
     pub planned: Vec<MigrationRef>,
     pub applied: Vec<AppliedMigration>,
+    pub bootstrap: Vec<BootstrapRun>,
     pub lock_waited: Duration,
 }
 
@@ -198,6 +234,8 @@ pub enum DownOutcome {
 #[derive(Clone, Debug)]
 pub struct DownReport {
     pub outcome: DownOutcome,
+    /// What the plan chose to roll back.
+    pub planned: Vec<MigrationRef>,
     pub rolled_back: Vec<AppliedMigration>,
 }
 

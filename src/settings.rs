@@ -27,7 +27,63 @@ pub struct Settings {
     pub session: SessionSettings,
     /// How long to keep trying the first connection.
     pub wait_for_db: Duration,
+    /// `SKIP_MIGRATIONS`: `up` does nothing.
+    pub skip_migrations: bool,
+    /// `SKIP_BOOTSTRAP`: `up` runs no bootstrap scripts.
+    pub skip_bootstrap: bool,
+    pub bootstrap: BootstrapSettings,
+    pub json: bool,
+    pub verbosity: Verbosity,
+    pub metrics_file: Option<PathBuf>,
     dsn: Option<Sourced>,
+}
+
+/// How much `migrate` says beyond its results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Verbosity {
+    Quiet,
+    #[default]
+    Normal,
+    Verbose,
+}
+
+/// Where the bootstrap scripts are and what they read from the environment.
+pub struct BootstrapSettings {
+    /// `bootstrap_path`, or `<migrations>/bootstrap`.
+    pub dir: PathBuf,
+    /// Whether the folder was named (by config or environment): then it
+    /// must exist.
+    pub named: bool,
+    /// Each declared variable, its value (`None`: not set) and where it was
+    /// declared.
+    pub variables: Vec<(String, Option<Secret>, String)>,
+}
+
+impl std::fmt::Debug for BootstrapSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapSettings")
+            .field("dir", &self.dir)
+            .field("named", &self.named)
+            .field(
+                "variables",
+                &self
+                    .variables
+                    .iter()
+                    .map(|(n, v, _)| (n, v.is_some()))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// A value that must not be shown: `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<hidden>)")
+    }
 }
 
 /// `lock_timeout` for each migration unless set otherwise: long enough for
@@ -57,6 +113,12 @@ impl std::fmt::Debug for Settings {
             .field("out_of_order", &self.out_of_order)
             .field("session", &self.session)
             .field("wait_for_db", &self.wait_for_db)
+            .field("skip_migrations", &self.skip_migrations)
+            .field("skip_bootstrap", &self.skip_bootstrap)
+            .field("bootstrap", &self.bootstrap)
+            .field("json", &self.json)
+            .field("verbosity", &self.verbosity)
+            .field("metrics_file", &self.metrics_file)
             .field("dsn_from", &self.dsn.as_ref().map(|d| &d.origin))
             .finish()
     }
@@ -234,6 +296,68 @@ impl Settings {
             })
             .transpose()?;
 
+        let switch = |name: &str, key: &str| -> Result<bool, Error> {
+            if let Some(value) = env_bool(&env, name)? {
+                return Ok(value);
+            }
+            match folder.top_level(key)? {
+                Some(v) => parse_bool(&v.value).ok_or_else(|| Error::Config {
+                    origin: v.origin.clone(),
+                    message: format!(
+                        "{key}: `{}` is not one of true, false, 1, 0, yes, no",
+                        v.value
+                    ),
+                }),
+                None => Ok(false),
+            }
+        };
+        let skip_migrations = switch("SKIP_MIGRATIONS", "skip-migrations")?;
+        let skip_bootstrap = switch("SKIP_BOOTSTRAP", "skip-bootstrap")?;
+
+        let bootstrap_dir =
+            var("MIGRATE_BOOTSTRAP_PATH").or_else(|| from_config(&entry.bootstrap_path));
+        let declared: Vec<ConfigValue> = match env("MIGRATE_BOOTSTRAP_VARIABLES") {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| ConfigValue {
+                    value: n.to_owned(),
+                    origin: "MIGRATE_BOOTSTRAP_VARIABLES".into(),
+                })
+                .collect(),
+            None => entry.bootstrap_variables.clone().unwrap_or_default(),
+        };
+        let mut variables = Vec::new();
+        for declared in declared {
+            let name = declared.value;
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(Error::Config {
+                    origin: declared.origin,
+                    message: format!("`{name}` is not an environment variable name"),
+                });
+            }
+            let value = env(&name).map(Secret);
+            variables.push((name, value, declared.origin));
+        }
+        let bootstrap = BootstrapSettings {
+            named: bootstrap_dir.is_some(),
+            dir: bootstrap_dir.map_or_else(
+                || migrations_dir.join("bootstrap"),
+                |s| PathBuf::from(s.value),
+            ),
+            variables,
+        };
+        let metrics_file = args
+            .metrics_file
+            .clone()
+            .or_else(|| var("MIGRATE_METRICS_FILE").map(|s| PathBuf::from(s.value)));
+        let verbosity = match (args.quiet, args.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, true) => Verbosity::Verbose,
+            (false, false) => Verbosity::Normal,
+        };
+
         Ok(Settings {
             migrations_dir,
             tracking: Tracking { schema, table },
@@ -248,6 +372,12 @@ impl Settings {
                 statement_timeout,
             },
             wait_for_db,
+            skip_migrations,
+            skip_bootstrap,
+            bootstrap,
+            json: args.json,
+            verbosity,
+            metrics_file,
             dsn,
         })
     }
@@ -300,14 +430,7 @@ fn identifier(value: Option<Sourced>, default: &str, suffix: usize) -> Result<St
     }
 }
 
-/// `true false 1 0 yes no`, any case.
-pub fn parse_bool(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Some(true),
-        "false" | "0" | "no" => Some(false),
-        _ => None,
-    }
-}
+pub use crate::engine::parse_switch as parse_bool;
 
 fn env_bool(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<bool>, Error> {
     match env(name) {

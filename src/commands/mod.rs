@@ -1,33 +1,51 @@
 //! One module per command: settings in, engine call, output through the
-//! printer, an exit code out.
+//! printer (text, or one JSON document), an exit code out.
 
 mod sandbox;
 
 use crate::cli::{Cli, Command, DownArgs, RepairArgs};
-use crate::engine::{Database, DownOptions, Migrator, RepairOptions, UpOptions};
+use crate::duration::parse_duration;
+use crate::engine::{Bootstrap, Database, DownOptions, Migrator, RepairOptions, UpOptions};
 use crate::error::{Error, exit};
-use crate::migration::{MigrationSet, Version, scan};
-use crate::render::{Printer, Terminal, history_table, lock_table, status_table};
+use crate::metrics::MetricsRecorder;
+use crate::migration::{MigrationSet, Version, new_migration, scan};
+use crate::render::{Output, Printer, Terminal, history_table, json, lock_table, status_table};
+use crate::report::{Reporter, UpOutcome, UpReport};
 use crate::settings::Settings;
+use std::time::Duration;
 
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let terminal = Terminal::detect();
+    let early = Output {
+        json: cli.global.json,
+        ..Output::default()
+    };
     let command = match cli.command() {
         Ok(command) => command,
         Err(message) => {
-            Printer::new(terminal, false).error(message);
-            return exit::USAGE;
+            return fail(
+                &Printer::with_output(terminal, false, early),
+                "migrate",
+                &Error::Usage(message),
+            );
         }
     };
     let settings = match Settings::resolve(&cli.global, &|name| std::env::var(name).ok()) {
         Ok(settings) => settings,
         Err(err) => {
-            Printer::new(terminal, false).error(err.to_string());
-            return err.exit_code();
+            return fail(
+                &Printer::with_output(terminal, false, early),
+                command.name(),
+                &err,
+            );
         }
     };
-    let printer = Printer::new(terminal, settings.yes);
+    let output = Output {
+        json: settings.json,
+        verbosity: settings.verbosity,
+    };
+    let printer = Printer::with_output(terminal, settings.yes, output);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -38,14 +56,20 @@ pub fn run(cli: Cli) -> i32 {
             return exit::FAILED;
         }
     };
-    let result = runtime.block_on(run_command(&command, &settings, &printer));
-    match result {
+    match runtime.block_on(run_command(&command, &settings, &printer)) {
         Ok(()) => exit::OK,
-        Err(err) => {
-            printer.error(err.to_string());
-            err.exit_code()
-        }
+        Err(err) => fail(&printer, command.name(), &err),
     }
+}
+
+/// Reports an error: the message on stderr, and with `--json` the error
+/// document on stdout. Returns the exit code.
+fn fail(printer: &Printer, command: &str, err: &Error) -> i32 {
+    printer.error(err.to_string());
+    if printer.output().json {
+        printer.document(&json::error_document(command, err));
+    }
+    err.exit_code()
 }
 
 async fn run_command(
@@ -54,54 +78,168 @@ async fn run_command(
     printer: &Printer,
 ) -> Result<(), Error> {
     let color = printer.terminal().color;
+    let json = settings.json;
     match command {
-        Command::Up => {
-            let options = UpOptions {
-                target: settings.target.clone(),
-                dry_run: settings.dry_run,
-                out_of_order: settings.out_of_order,
-            };
-            folder_migrator(settings)?.up(&options, printer).await?;
-        }
+        Command::Up => up(settings, printer).await?,
         Command::Down(args) => {
             let options = down_options(args, settings)?;
-            folder_migrator(settings)?.down(&options, printer).await?;
+            let recorder = MetricsRecorder::new(printer);
+            let result = folder_migrator(settings)?.down(&options, &recorder).await;
+            write_metrics(settings, &recorder, result.is_ok())?;
+            let report = result?;
+            if json {
+                printer.document(&json::down(&report));
+            }
         }
         Command::Status => {
             let report = folder_migrator(settings)?.status(printer).await?;
-            printer.line(status_table(&report, color));
+            if json {
+                printer.document(&json::status(&report));
+            } else {
+                printer.result(status_table(&report, color));
+            }
         }
         Command::History => {
             // The journal does not depend on the files, so a bad file name
             // does not hide it.
             let migrator = Migrator::new(MigrationSet::default(), database(settings)?);
             let report = migrator.history(printer).await?;
-            printer.line(history_table(&report.entries, color));
+            if json {
+                printer.document(&json::history(&report));
+            } else {
+                printer.result(history_table(&report.entries, color));
+            }
         }
         Command::Validate => {
             let report = folder_migrator(settings)?.validate(printer).await?;
-            let t = report.totals;
-            let mut line = format!(
-                "files and database agree: {} applied, {} pending",
-                t.applied, t.pending
-            );
-            if t.failed > 0 {
-                line.push_str(&format!(", {} failed (up retries them)", t.failed));
+            if json {
+                printer.document(&json::validate(&report));
+            } else {
+                printer.result(agreement(&report.totals));
             }
-            printer.line(line);
         }
         Command::Repair(args) => {
             let options = repair_options(args, settings)?;
-            folder_migrator(settings)?.repair(&options, printer).await?;
+            let report = folder_migrator(settings)?.repair(&options, printer).await?;
+            if json {
+                printer.document(&json::repair(&report));
+            }
         }
         Command::Lock => {
             let migrator = Migrator::new(MigrationSet::default(), database(settings)?);
             let report = migrator.lock_status(printer).await?;
-            printer.line(lock_table(&report, color));
+            if json {
+                printer.document(&json::lock(&report));
+            } else {
+                printer.result(lock_table(&report, color));
+            }
+        }
+        Command::New(args) => {
+            let (up, down) =
+                new_migration(&settings.migrations_dir, &args.name).map_err(Error::Files)?;
+            if json {
+                printer.document(&serde_json::json!({
+                    "json_version": json::JSON_VERSION,
+                    "command": "new",
+                    "ok": true,
+                    "up": up.display().to_string(),
+                    "down": down.display().to_string(),
+                }));
+            } else {
+                printer.result(format!(
+                    "created {}\ncreated {}",
+                    up.display(),
+                    down.display()
+                ));
+            }
+        }
+        Command::Wait(args) => {
+            let timeout = match args
+                .timeout
+                .as_deref()
+                .map(|t| ("--timeout", t.to_owned()))
+                .or_else(|| {
+                    std::env::var("MIGRATE_WAIT_TIMEOUT")
+                        .ok()
+                        .filter(|v| !v.is_empty())
+                        .map(|v| ("MIGRATE_WAIT_TIMEOUT", v))
+                }) {
+                Some((origin, text)) => parse_duration(&text).map_err(|message| Error::Config {
+                    origin: origin.into(),
+                    message,
+                })?,
+                None => Duration::from_secs(5 * 60),
+            };
+            let report = folder_migrator(settings)?
+                .wait_until_applied(timeout, printer)
+                .await?;
+            if json {
+                printer.document(&json::validate(&report));
+            } else {
+                printer.result(agreement(&report.totals));
+            }
+        }
+        Command::Completions(args) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(args.shell, &mut command, "migrate", &mut std::io::stdout());
         }
         Command::Sandbox => sandbox::run(settings, printer).await?,
     }
     Ok(())
+}
+
+/// `up`, with `SKIP_MIGRATIONS`, the bootstrap scripts and the metrics.
+async fn up(settings: &Settings, printer: &Printer) -> Result<(), Error> {
+    if settings.skip_migrations {
+        printer.event(crate::report::Event::SkippedByEnvironment);
+        if settings.json {
+            printer.document(&json::up(&UpReport {
+                outcome: UpOutcome::Skipped,
+                planned: Vec::new(),
+                applied: Vec::new(),
+                bootstrap: Vec::new(),
+                lock_waited: Duration::ZERO,
+            }));
+        }
+        return Ok(());
+    }
+    let migrator = folder_migrator_with_bootstrap(settings)?;
+    let options = UpOptions {
+        target: settings.target.clone(),
+        dry_run: settings.dry_run,
+        out_of_order: settings.out_of_order,
+        skip_bootstrap: settings.skip_bootstrap,
+    };
+    let recorder = MetricsRecorder::new(printer);
+    let result = migrator.up(&options, &recorder).await;
+    write_metrics(settings, &recorder, result.is_ok())?;
+    let report = result?;
+    if settings.json {
+        printer.document(&json::up(&report));
+    }
+    Ok(())
+}
+
+fn write_metrics(
+    settings: &Settings,
+    recorder: &MetricsRecorder,
+    success: bool,
+) -> Result<(), Error> {
+    match (&settings.metrics_file, settings.dry_run) {
+        (Some(path), false) => recorder.write(path, success),
+        _ => Ok(()),
+    }
+}
+
+fn agreement(totals: &crate::plan::Totals) -> String {
+    let mut line = format!(
+        "files and database agree: {} applied, {} pending",
+        totals.applied, totals.pending
+    );
+    if totals.failed > 0 {
+        line.push_str(&format!(", {} failed (up retries them)", totals.failed));
+    }
+    line
 }
 
 fn down_options(args: &DownArgs, settings: &Settings) -> Result<DownOptions, Error> {
@@ -144,6 +282,7 @@ pub(crate) fn database(settings: &Settings) -> Result<Database, Error> {
         actor: None,
         session: settings.session.clone(),
         wait_for_db: settings.wait_for_db,
+        bootstrap: None,
     })
 }
 
@@ -152,4 +291,34 @@ pub(crate) fn database(settings: &Settings) -> Result<Database, Error> {
 fn folder_migrator(settings: &Settings) -> Result<Migrator, Error> {
     let scanned = scan(&settings.migrations_dir).map_err(Error::Files)?;
     Ok(Migrator::from_folder(scanned, database(settings)?))
+}
+
+/// As `folder_migrator`, with the bootstrap scripts (unless
+/// `SKIP_BOOTSTRAP`); a declared variable the environment lacks is an error
+/// here, before any migration runs.
+fn folder_migrator_with_bootstrap(settings: &Settings) -> Result<Migrator, Error> {
+    let scanned = scan(&settings.migrations_dir).map_err(Error::Files)?;
+    let mut database = database(settings)?;
+    database.bootstrap = bootstrap(settings)?;
+    Ok(Migrator::from_folder(scanned, database))
+}
+
+pub(crate) fn bootstrap(settings: &Settings) -> Result<Option<Bootstrap>, Error> {
+    if settings.skip_bootstrap {
+        return Ok(None);
+    }
+    let mut variables = Vec::new();
+    for (name, value, origin) in &settings.bootstrap.variables {
+        match value {
+            Some(value) => variables.push((name.clone(), value.0.clone())),
+            None => {
+                return Err(Error::MissingVariable {
+                    name: name.clone(),
+                    origin: origin.clone(),
+                });
+            }
+        }
+    }
+    let bootstrap = Bootstrap::read(&settings.bootstrap.dir, settings.bootstrap.named, variables)?;
+    Ok(Some(bootstrap))
 }

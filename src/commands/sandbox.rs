@@ -18,6 +18,7 @@ use std::time::Duration;
 
 pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
     let migrations = discover(&settings.migrations_dir).map_err(Error::Files)?;
+    let bootstrap = sandbox_bootstrap(settings, printer)?;
     printer.line(format!(
         "starting a throwaway PostgreSQL server for {} ({} migrations)",
         settings.migrations_dir.display(),
@@ -34,18 +35,26 @@ pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
     ));
     let dsn_text = cluster.socket_dsn("postgres");
     let dsn = Dsn::parse(&dsn_text).map_err(Error::Sandbox)?;
-    let migrator = Migrator::new(
-        migrations.clone(),
-        Database {
-            dsn,
-            tracking: settings.tracking.clone(),
-            lock: LockMode::Wait(Duration::from_secs(60)),
-            lock_key: None,
-            actor: None,
-            session: settings.session.clone(),
-            wait_for_db: Duration::ZERO,
-        },
-    );
+    let database = Database {
+        dsn,
+        tracking: settings.tracking.clone(),
+        lock: LockMode::Wait(Duration::from_secs(60)),
+        lock_key: None,
+        actor: None,
+        session: settings.session.clone(),
+        wait_for_db: Duration::ZERO,
+        bootstrap: None,
+    };
+    let migrator = Migrator::new(migrations.clone(), database.clone());
+    let with_bootstrap = bootstrap.map(|bootstrap| {
+        Migrator::new(
+            migrations.clone(),
+            Database {
+                bootstrap: Some(bootstrap),
+                ..database
+            },
+        )
+    });
     let sandbox = Sandbox {
         migrator: &migrator,
         migrations: &migrations,
@@ -54,15 +63,26 @@ pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
         pg_dump: cluster.program("pg_dump"),
         dsn: dsn_text,
     };
+    let exercise = async {
+        sandbox.exercise().await?;
+        if let Some(migrator) = &with_bootstrap {
+            // Twice: bootstrap scripts run on every `up`, so they must be
+            // safe to run again.
+            migrator.up(&UpOptions::default(), &Lines(printer)).await?;
+            migrator.up(&UpOptions::default(), &Silent).await?;
+            printer.line("  bootstrap scripts ran twice without error");
+        }
+        Ok(())
+    };
     let outcome = tokio::select! {
-        result = sandbox.exercise() => Some(result),
+        result = exercise => Some(result),
         _ = tokio::signal::ctrl_c() => None,
     };
     let result = match outcome {
         None => Err(Error::Sandbox("interrupted".into())),
         Some(result) => {
             match migrator.status(&Silent).await {
-                Ok(report) => printer.line(status_table(&report, printer.terminal().color)),
+                Ok(report) => printer.result(status_table(&report, printer.terminal().color)),
                 Err(err) => printer.error(format!("cannot read the sandbox's status: {err}")),
             }
             result
@@ -208,6 +228,40 @@ fn schema_lines(dump: &str) -> String {
         .join("\n")
 }
 
+/// The bootstrap scripts, with a throwaway value for each declared variable
+/// the environment lacks (this server is thrown away too).
+fn sandbox_bootstrap(
+    settings: &Settings,
+    printer: &Printer,
+) -> Result<Option<crate::engine::Bootstrap>, Error> {
+    if settings.skip_bootstrap {
+        return Ok(None);
+    }
+    let mut variables = Vec::new();
+    for (name, value, _) in &settings.bootstrap.variables {
+        let value = match value {
+            Some(value) => value.0.clone(),
+            None => {
+                printer.line(format!(
+                    "bootstrap variable {name} is not set: the sandbox uses a throwaway value"
+                ));
+                format!(
+                    "sandbox-{}-{}",
+                    name.to_ascii_lowercase(),
+                    std::process::id()
+                )
+            }
+        };
+        variables.push((name.clone(), value));
+    }
+    let bootstrap = crate::engine::Bootstrap::read(
+        &settings.bootstrap.dir,
+        settings.bootstrap.named,
+        variables,
+    )?;
+    Ok((!bootstrap.scripts.is_empty()).then_some(bootstrap))
+}
+
 /// The lines only one of two dumps has, a few of each.
 fn difference(first: &str, second: &str) -> String {
     let lines = |text: &str| -> BTreeSet<String> { text.lines().map(str::to_owned).collect() };
@@ -236,6 +290,7 @@ impl Reporter for Lines<'_> {
                 | Event::Failed { .. }
                 | Event::Blocked { .. }
                 | Event::Retrying { .. }
+                | Event::Bootstrapped { .. }
         ) {
             self.0.event(event);
         }

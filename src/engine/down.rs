@@ -58,6 +58,7 @@ impl Migrator {
     ) -> Result<DownReport, Error> {
         let mut report = DownReport {
             outcome: DownOutcome::NothingToDo,
+            planned: Vec::new(),
             rolled_back: Vec::new(),
         };
         let chosen = choose(&state, options)?;
@@ -66,6 +67,10 @@ impl Migrator {
             return Ok(report);
         }
         let steps = read_down_files(migrations, &state, &chosen)?;
+        report.planned = steps
+            .iter()
+            .map(|s| MigrationRef::of(s.migration))
+            .collect();
         check_scripts(steps.iter().map(|s| &s.down))?;
         reporter.event(Event::RollbackPlan {
             steps: &steps,
@@ -223,7 +228,11 @@ fn read_down_files<'m>(
             });
             continue;
         };
-        match Script::read(path) {
+        let read = match &migration.down {
+            Some(down) => Ok(down.clone()),
+            None => Script::read(path),
+        };
+        match read {
             Ok(down) => steps.push(DownStep {
                 migration,
                 down,

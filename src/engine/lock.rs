@@ -41,6 +41,7 @@ pub(super) async fn acquire(
     let key = database
         .lock_key
         .unwrap_or_else(|| default_lock_key(database_name, &tracking.schema, &tracking.table));
+    reporter.event(Event::LockKey { key });
     match database.lock {
         LockMode::Off => {
             reporter.event(Event::LockDisabled);

@@ -2,6 +2,7 @@
 //! schema. Connect (reading the files meanwhile), read the state, plan,
 //! take the lock, read the state again, run.
 
+mod bootstrap;
 mod down;
 mod lock;
 mod repair;
@@ -18,6 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use bootstrap::Bootstrap;
 pub use down::DownOptions;
 pub use repair::RepairOptions;
 pub use up::UpOptions;
@@ -49,6 +51,8 @@ pub struct Database {
     /// How long to keep trying the first connection (`--wait-for-db`);
     /// zero tries once.
     pub wait_for_db: Duration,
+    /// Scripts `up` runs after the migrations, every time; `None` runs none.
+    pub bootstrap: Option<Bootstrap>,
 }
 
 /// Where the migrations come from.
@@ -106,12 +110,17 @@ impl Migrator {
 
     /// Connects, trying again for `--wait-for-db`.
     async fn connect(&self, reporter: &dyn Reporter) -> Result<Store, Error> {
-        Store::connect_waiting(
+        let store = Store::connect_waiting(
             &self.database.dsn,
             self.database.wait_for_db,
             |error, waited| reporter.event(Event::WaitingForDatabase { error, waited }),
         )
-        .await
+        .await?;
+        reporter.event(Event::Connected {
+            target: &self.database.dsn.describe(),
+            server_version: store.server_version(),
+        });
+        Ok(store)
     }
 
     /// Reads the files and, at the same time, connects and reads the state.
@@ -185,6 +194,78 @@ impl Migrator {
         .await;
         store.close().await;
         result
+    }
+
+    /// Waits until every migration of the folder is applied (none pending,
+    /// none failed), polling the state every second; reads only. Drift
+    /// ends the wait at once (exit 3); so does a pending file older than
+    /// the newest applied one, which no `up` applies by itself. The
+    /// connection is opened again if it drops.
+    pub async fn wait_until_applied(
+        &self,
+        timeout: Duration,
+        reporter: &dyn Reporter,
+    ) -> Result<ValidateReport, Error> {
+        let start = std::time::Instant::now();
+        let migrations = self.load().await?;
+        let tracking = &self.database.tracking;
+        let mut store: Option<Store> = None;
+        let mut last: Option<(usize, usize)> = None;
+        loop {
+            let remaining = timeout.saturating_sub(start.elapsed());
+            if store.is_none() {
+                store = match Store::connect_waiting(&self.database.dsn, remaining, |_, _| {}).await
+                {
+                    Ok(store) => Some(store),
+                    Err(err) if start.elapsed() >= timeout => return Err(err),
+                    Err(_) => None,
+                };
+            }
+            if let Some(open) = &store {
+                match open.read_state(tracking, StateDetail::Plan).await {
+                    Ok(state) => {
+                        let steps = plan::pending(&migrations, &state.rows, None);
+                        check_drift(&migrations, &state, &out_of_order(&steps, &state))?;
+                        let rows = plan::status_rows(&migrations, &state.rows);
+                        let totals = plan::totals(&rows);
+                        if totals.pending == 0 && totals.failed == 0 {
+                            if let Some(open) = store.take() {
+                                open.close().await;
+                            }
+                            return Ok(ValidateReport { totals });
+                        }
+                        let now = (totals.pending, totals.failed);
+                        if last != Some(now) {
+                            reporter.event(Event::WaitingForMigrations {
+                                pending: totals.pending,
+                                failed: totals.failed,
+                                waited: start.elapsed(),
+                            });
+                            last = Some(now);
+                        }
+                        if start.elapsed() >= timeout {
+                            let waiting: Vec<String> = rows
+                                .iter()
+                                .filter(|r| {
+                                    matches!(r.status, plan::Status::Pending | plan::Status::Failed)
+                                })
+                                .map(|r| format!("{}_{} ({})", r.version, r.name, r.status.label()))
+                                .collect();
+                            if let Some(open) = store.take() {
+                                open.close().await;
+                            }
+                            return Err(Error::WaitTimeout {
+                                waited: timeout,
+                                waiting,
+                            });
+                        }
+                    }
+                    Err(_) => store = None,
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1).min(timeout.saturating_sub(start.elapsed())))
+                .await;
+        }
     }
 
     /// Who holds the migration lock; reads only.
@@ -323,6 +404,29 @@ fn known_version(migrations: &MigrationSet, version: &Version, flag: &str) -> Re
 
 fn display_dir(dir: &Path) -> String {
     dir.display().to_string()
+}
+
+/// `true false 1 0 yes no`, any case.
+pub fn parse_switch(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// An environment switch (`SKIP_MIGRATIONS`): `None` when unset or empty,
+/// an error naming the variable and value when it is not a switch value.
+pub fn env_switch(name: &str) -> Result<Option<bool>, Error> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => {
+            parse_switch(&value).map(Some).ok_or_else(|| Error::Config {
+                origin: name.to_owned(),
+                message: format!("`{value}` is not one of true, false, 1, 0, yes, no"),
+            })
+        }
+        _ => Ok(None),
+    }
 }
 
 /// `user@host`: who ran a migration, for `applied_by` and the journal. In

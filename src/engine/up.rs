@@ -1,5 +1,6 @@
-//! `up`: apply pending migrations in order.
+//! `up`: apply pending migrations in order, then run the bootstrap scripts.
 
+use super::bootstrap;
 use super::lock::{Locked, acquire};
 use super::run::{into_error, run_with_retries};
 use super::{Migrator, applied_count, check_drift, check_scripts, known_version, out_of_order};
@@ -7,7 +8,7 @@ use crate::error::Error;
 use crate::migration::{MigrationSet, Version};
 use crate::plan::{self, Step};
 use crate::report::{AppliedMigration, Event, MigrationRef, Reporter, UpOutcome, UpReport};
-use crate::store::{Action, DbState, Run, StateDetail, Store};
+use crate::store::{Action, DbState, Run, RunError, StateDetail, Store};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, Default)]
@@ -18,13 +19,38 @@ pub struct UpOptions {
     pub dry_run: bool,
     /// Apply pending files older than the newest applied one.
     pub out_of_order: bool,
+    /// Run no bootstrap scripts this time.
+    pub skip_bootstrap: bool,
 }
 
 impl Migrator {
+    /// What a service calls at start-up (the seed's
+    /// `RunMigrationsWithBootstrapSafe`): `up` with the lock, unless
+    /// `SKIP_MIGRATIONS` says not to (then nothing is connected to), and
+    /// without the bootstrap scripts if `SKIP_BOOTSTRAP` says so. A switch
+    /// set to anything but `true false 1 0 yes no` is an error.
+    pub async fn start_up(&self, reporter: &dyn Reporter) -> Result<UpReport, Error> {
+        if super::env_switch("SKIP_MIGRATIONS")?.unwrap_or(false) {
+            reporter.event(Event::SkippedByEnvironment);
+            return Ok(UpReport {
+                outcome: UpOutcome::Skipped,
+                planned: Vec::new(),
+                applied: Vec::new(),
+                bootstrap: Vec::new(),
+                lock_waited: Duration::ZERO,
+            });
+        }
+        let options = UpOptions {
+            skip_bootstrap: super::env_switch("SKIP_BOOTSTRAP")?.unwrap_or(false),
+            ..UpOptions::default()
+        };
+        self.up(&options, reporter).await
+    }
+
     /// Applies pending migrations in order, each in its own transaction with
     /// its record (or statement by statement, for a no-transaction file),
     /// under the migration lock; stops at the first failure. Refuses to run
-    /// over drift.
+    /// over drift. Then, under the same lock, runs the bootstrap scripts.
     pub async fn up(
         &self,
         options: &UpOptions,
@@ -52,6 +78,14 @@ impl Migrator {
             known_version(migrations, target, "--target")?;
         }
         let steps = self.plan(migrations, &state, options)?;
+        let bootstrap = self
+            .database
+            .bootstrap
+            .as_ref()
+            .filter(|b| !b.scripts.is_empty() && !options.skip_bootstrap);
+        let bootstrap_names: Vec<String> = bootstrap
+            .map(|b| b.scripts.iter().map(|s| s.file_name()).collect())
+            .unwrap_or_default();
         let mut report = UpReport {
             outcome: UpOutcome::UpToDate,
             planned: steps
@@ -59,6 +93,7 @@ impl Migrator {
                 .map(|s| MigrationRef::of(s.migration))
                 .collect(),
             applied: Vec::new(),
+            bootstrap: Vec::new(),
             lock_waited: Duration::ZERO,
         };
         if steps.is_empty() {
@@ -70,19 +105,25 @@ impl Migrator {
                 applied: applied_count(&state.rows),
                 after_target,
             });
-            return Ok(report);
-        }
-        check_scripts(steps.iter().map(|s| &s.migration.up))?;
-        reporter.event(Event::Plan {
-            steps: &steps,
-            dry_run: options.dry_run,
-        });
-        if options.dry_run {
-            report.outcome = UpOutcome::DryRun;
-            return Ok(report);
-        }
-        if !reporter.confirm() {
-            return Err(Error::Aborted);
+            // Without bootstrap scripts this is the whole start-up path of
+            // a replica: no lock, nothing written.
+            if bootstrap.is_none() || options.dry_run {
+                return Ok(report);
+            }
+        } else {
+            check_scripts(steps.iter().map(|s| &s.migration.up))?;
+            reporter.event(Event::Plan {
+                steps: &steps,
+                bootstrap: &bootstrap_names,
+                dry_run: options.dry_run,
+            });
+            if options.dry_run {
+                report.outcome = UpOutcome::DryRun;
+                return Ok(report);
+            }
+            if !reporter.confirm() {
+                return Err(Error::Aborted);
+            }
         }
 
         let database = &self.database;
@@ -103,13 +144,32 @@ impl Migrator {
             .await?;
         let steps = self.plan(migrations, &state, options)?;
         if steps.is_empty() {
-            reporter.event(Event::DoneElsewhere {
-                applied: applied_count(&state.rows),
-            });
-            report.outcome = UpOutcome::DoneElsewhere;
-            return Ok(report);
+            if !report.planned.is_empty() {
+                reporter.event(Event::DoneElsewhere {
+                    applied: applied_count(&state.rows),
+                });
+                report.outcome = UpOutcome::DoneElsewhere;
+            }
+        } else {
+            self.apply(store, &steps, &mut report, reporter).await?;
+            report.outcome = UpOutcome::Applied;
         }
+        if let Some(bootstrap) = bootstrap {
+            report.bootstrap = bootstrap::run(store, database, bootstrap, reporter).await?;
+        }
+        locked.release(store).await?;
+        Ok(report)
+    }
 
+    /// Applies the steps in order; stops at the first failure.
+    async fn apply(
+        &self,
+        store: &mut Store,
+        steps: &[Step<'_>],
+        report: &mut UpReport,
+        reporter: &dyn Reporter,
+    ) -> Result<(), Error> {
+        let database = &self.database;
         let started = Instant::now();
         let total = steps.len();
         let actor = database.actor.clone().unwrap_or_else(super::default_actor);
@@ -143,7 +203,7 @@ impl Migrator {
                     });
                 }
                 Err((err, waited)) => {
-                    if let crate::store::RunError::Failed(failure) = &err {
+                    if let RunError::Failed(failure) = &err {
                         reporter.event(Event::Failed {
                             migration,
                             failure: &failure.failure,
@@ -154,13 +214,11 @@ impl Migrator {
                 }
             }
         }
-        locked.release(store).await?;
-        report.outcome = UpOutcome::Applied;
         reporter.event(Event::Finished {
             applied: report.applied.len(),
             elapsed: started.elapsed(),
         });
-        Ok(report)
+        Ok(())
     }
 
     /// The steps to run, after refusing drift and out-of-order files.

@@ -68,9 +68,8 @@ pub fn scan(dir: &Path) -> Result<ScannedFolder, Vec<FileProblem>> {
             reason: format!("cannot read the migration folder: {err}"),
         }]
     })?;
-
     let mut problems = Vec::new();
-    let mut by_version: BTreeMap<Version, VersionFiles> = BTreeMap::new();
+    let mut names = Vec::new();
     for entry in entries {
         let entry = match entry {
             Ok(entry) => entry,
@@ -93,17 +92,31 @@ pub fn scan(dir: &Path) -> Result<ScannedFolder, Vec<FileProblem>> {
         if !is_file {
             continue;
         }
-        let file_name = entry.file_name();
-        let Some(file_name) = file_name.to_str() else {
-            if file_name.as_encoded_bytes().ends_with(b".sql") {
-                problems.push(FileProblem {
-                    path,
-                    reason: "the file name is not valid UTF-8".into(),
-                });
+        match entry.file_name().into_string() {
+            Ok(name) => names.push((name, path)),
+            Err(name) => {
+                if name.as_encoded_bytes().ends_with(b".sql") {
+                    problems.push(FileProblem {
+                        path,
+                        reason: "the file name is not valid UTF-8".into(),
+                    });
+                }
             }
-            continue;
-        };
-        match parse_file_name(file_name) {
+        }
+    }
+    check_names(dir, names, problems)
+}
+
+/// Applies the naming rules to a folder's files (name, path): every
+/// problem together.
+fn check_names(
+    dir: &Path,
+    names: Vec<(String, PathBuf)>,
+    mut problems: Vec<FileProblem>,
+) -> Result<ScannedFolder, Vec<FileProblem>> {
+    let mut by_version: BTreeMap<Version, VersionFiles> = BTreeMap::new();
+    for (file_name, path) in names {
+        match parse_file_name(&file_name) {
             Ok(None) => {}
             Ok(Some((version, name, direction))) => {
                 let files = by_version.entry(version).or_default();
@@ -173,6 +186,60 @@ pub fn scan(dir: &Path) -> Result<ScannedFolder, Vec<FileProblem>> {
     })
 }
 
+/// Migrations from memory (compiled into a binary, say): the same naming
+/// rules and checks as a folder, for files given as (file name, contents).
+/// `label` stands for the folder in messages.
+pub fn from_files<'a>(
+    label: &Path,
+    files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Result<MigrationSet, Vec<FileProblem>> {
+    let files: Vec<(&str, &[u8])> = files.into_iter().collect();
+    let names = files
+        .iter()
+        .map(|(name, _)| (name.to_string(), label.join(name)))
+        .collect();
+    let scanned = check_names(label, names, Vec::new())?;
+    let contents = |path: &Path| {
+        files
+            .iter()
+            .find(|(name, _)| label.join(name) == path)
+            .map(|(_, bytes)| *bytes)
+            .unwrap_or_default()
+    };
+    let mut migrations = Vec::with_capacity(scanned.entries.len());
+    let mut problems = Vec::new();
+    for entry in &scanned.entries {
+        let up = Script::from_bytes(&entry.path, contents(&entry.path));
+        let down = entry
+            .down_path
+            .as_ref()
+            .map(|p| Script::from_bytes(p, contents(p)).map_err(|reason| (p.clone(), reason)))
+            .transpose();
+        match (up, down) {
+            (Ok(up), Ok(down)) => migrations.push(Migration {
+                version: entry.version.clone(),
+                name: entry.name.clone(),
+                up,
+                down_path: entry.down_path.clone(),
+                down,
+            }),
+            (Err(reason), _) => problems.push(FileProblem {
+                path: entry.path.clone(),
+                reason,
+            }),
+            (_, Err((path, reason))) => problems.push(FileProblem { path, reason }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(MigrationSet {
+            dir: label.to_path_buf(),
+            migrations,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
 impl ScannedFolder {
     /// How many migrations the folder holds.
     pub fn len(&self) -> usize {
@@ -181,6 +248,11 @@ impl ScannedFolder {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The versions the folder holds.
+    pub fn versions(&self) -> impl Iterator<Item = &Version> {
+        self.entries.iter().map(|e| &e.version)
     }
 
     /// Reads and hashes every up file; reports every unreadable or
@@ -196,6 +268,7 @@ impl ScannedFolder {
                     name: entry.name.clone(),
                     up,
                     down_path: entry.down_path.clone(),
+                    down: None,
                 }),
                 Err(reason) => problems.push(FileProblem {
                     path: entry.path.clone(),

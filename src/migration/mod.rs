@@ -2,10 +2,12 @@
 
 mod checksum;
 mod discover;
+mod new;
 pub mod sql;
 
 pub use checksum::{Checksum, checksum};
-pub use discover::{FileProblem, ScannedFolder, discover, scan};
+pub use discover::{FileProblem, ScannedFolder, discover, from_files, scan};
+pub use new::new_migration;
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -86,6 +88,19 @@ pub struct Script {
     pub transactional: bool,
 }
 
+/// The files at the top level of an embedded folder, as (name, contents).
+#[cfg(feature = "embed")]
+pub(crate) fn embedded_files<'a>(
+    dir: &'a include_dir::Dir<'_>,
+) -> impl Iterator<Item = (&'a str, &'a [u8])> {
+    dir.files().filter_map(|file| {
+        file.path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|name| (name, file.contents()))
+    })
+}
+
 /// The annotation that runs a file outside a transaction.
 pub const NO_TRANSACTION: &str = "-- migrate:no-transaction";
 
@@ -142,6 +157,8 @@ pub struct Migration {
     pub up: Script,
     /// The down file, read only when `down` needs it.
     pub down_path: Option<PathBuf>,
+    /// The down file already read (migrations compiled into a binary).
+    pub down: Option<Script>,
 }
 
 impl Migration {
@@ -159,6 +176,14 @@ pub struct MigrationSet {
 }
 
 impl MigrationSet {
+    /// Migrations compiled into the binary with
+    /// `include_dir!("$CARGO_MANIFEST_DIR/migrations")`: the top level of
+    /// the folder, checked as a folder would be.
+    #[cfg(feature = "embed")]
+    pub fn from_embedded(dir: &include_dir::Dir<'_>) -> Result<MigrationSet, Vec<FileProblem>> {
+        from_files(dir.path(), embedded_files(dir))
+    }
+
     pub fn find(&self, version: &Version) -> Option<&Migration> {
         self.migrations
             .binary_search_by(|m| m.version.cmp(version))

@@ -1,10 +1,15 @@
-//! The one place that writes to the terminal: messages, tables, progress
-//! and the confirmation prompt. Human output goes to stdout (Kubernetes
-//! collects it as the log); errors and the prompt go to stderr.
+//! The one place that writes to the terminal: messages, tables, progress,
+//! JSON documents and the confirmation prompt. Human output goes to stdout
+//! (Kubernetes collects it as the log); errors and the prompt go to
+//! stderr. With `--json`, stdout carries only the JSON document and every
+//! message goes to stderr.
 
+pub mod json;
 mod table;
 
 pub use table::{history_table, lock_table, status_table};
+
+use crate::settings::Verbosity;
 
 use crate::duration::format_duration;
 use crate::report::{Event, Reporter};
@@ -43,19 +48,33 @@ impl Terminal {
     }
 }
 
+/// What goes where.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Output {
+    /// `--json`: the document on stdout, messages on stderr.
+    pub json: bool,
+    pub verbosity: Verbosity,
+}
+
 /// Prints the engine's events.
 pub struct Printer {
     terminal: Terminal,
     /// `--yes`: never prompt.
     assume_yes: bool,
+    output: Output,
     progress: Mutex<Option<ProgressBar>>,
 }
 
 impl Printer {
     pub fn new(terminal: Terminal, assume_yes: bool) -> Printer {
+        Printer::with_output(terminal, assume_yes, Output::default())
+    }
+
+    pub fn with_output(terminal: Terminal, assume_yes: bool, output: Output) -> Printer {
         Printer {
             terminal,
             assume_yes,
+            output,
             progress: Mutex::new(None),
         }
     }
@@ -64,21 +83,56 @@ impl Printer {
         self.terminal
     }
 
-    /// A line on stdout, above the progress bar when one is drawn.
+    pub fn output(&self) -> Output {
+        self.output
+    }
+
+    /// A message: on stdout (stderr with `--json`), above the progress bar
+    /// when one is drawn; nothing with `--quiet`.
     pub fn line(&self, text: impl AsRef<str>) {
+        if self.output.verbosity == Verbosity::Quiet {
+            return;
+        }
+        self.emit(text.as_ref());
+    }
+
+    /// A message only `--verbose` shows.
+    pub fn detail(&self, text: impl AsRef<str>) {
+        if self.output.verbosity == Verbosity::Verbose {
+            self.emit(text.as_ref());
+        }
+    }
+
+    /// What the command is for (a table, a summary): on stdout, even with
+    /// `--quiet`. Not used with `--json`, whose document takes its place.
+    pub fn result(&self, text: impl AsRef<str>) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", text.as_ref());
+    }
+
+    /// The `--json` document, alone on stdout.
+    pub fn document(&self, document: &serde_json::Value) {
+        self.finish_progress();
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{document:#}");
+    }
+
+    fn emit(&self, text: &str) {
         let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         match progress.as_ref() {
-            Some(bar) => bar.println(text.as_ref()),
+            Some(bar) => bar.println(text),
+            None if self.output.json => {
+                let _ = writeln!(std::io::stderr().lock(), "{text}");
+            }
             None => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}", text.as_ref());
+                let _ = writeln!(std::io::stdout().lock(), "{text}");
             }
         }
     }
 
-    /// A warning line on stdout.
+    /// A warning, even with `--quiet`.
     pub fn warn(&self, text: impl AsRef<str>) {
-        self.line(format!(
+        self.emit(&format!(
             "{} {}",
             style("warning:").yellow().bold(),
             text.as_ref()
@@ -101,10 +155,13 @@ impl Printer {
     }
 
     fn start_progress(&self, total: usize) {
-        if !self.terminal.stdout_tty {
-            return;
-        }
-        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stdout());
+        let target = match (self.output.json, self.output.verbosity) {
+            (_, Verbosity::Quiet) => return,
+            (false, _) if self.terminal.stdout_tty => ProgressDrawTarget::stdout(),
+            (true, _) if self.terminal.stderr_tty => ProgressDrawTarget::stderr(),
+            _ => return,
+        };
+        let bar = ProgressBar::with_draw_target(Some(total as u64), target);
         bar.set_style(
             ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}")
                 .expect("valid template")
@@ -143,7 +200,11 @@ impl Reporter for Printer {
                 "nothing to apply up to the target: {} applied, {after_target} pending after it",
                 plural(applied, "migration", "migrations")
             )),
-            Event::Plan { steps, dry_run } => {
+            Event::Plan {
+                steps,
+                bootstrap,
+                dry_run,
+            } => {
                 let what = plural(steps.len(), "migration", "migrations");
                 if dry_run {
                     self.line(format!("dry run: {what} would be applied:"));
@@ -157,6 +218,9 @@ impl Reporter for Printer {
                         ""
                     };
                     self.line(format!("  {}{retry}", step.migration.label()));
+                }
+                if !bootstrap.is_empty() {
+                    self.line(format!("then the bootstrap scripts: {}", bootstrap.join(", ")));
                 }
                 if dry_run {
                     self.line("nothing was changed (dry run)");
@@ -336,6 +400,26 @@ impl Reporter for Printer {
             Event::Repaired { count } => self.line(format!(
                 "done: {} repaired",
                 plural(count, "record", "records")
+            )),
+            Event::Connected {
+                target,
+                server_version,
+            } => self.detail(format!("connected to {target} (PostgreSQL {server_version})")),
+            Event::LockKey { key } => self.detail(format!("migration lock key {key}")),
+            Event::SkippedByEnvironment => self.line("SKIP_MIGRATIONS is set: not migrating"),
+            Event::Bootstrapping { .. } => {}
+            Event::WaitingForMigrations {
+                pending,
+                failed,
+                waited,
+            } => self.line(format!(
+                "waiting for migrations ({} so far): {pending} pending, {failed} failed",
+                format_duration(waited)
+            )),
+            Event::Bootstrapped { script, duration } => self.line(format!(
+                "{} {script} ({})",
+                style("bootstrap").cyan(),
+                format_duration(duration)
             )),
             Event::WaitingForDatabase { error, waited } => self.line(format!(
                 "waiting for the database ({} so far): {error}",

@@ -710,6 +710,60 @@ impl Store {
         RunError::Failed(Box::new(failure))
     }
 
+    /// Runs a bootstrap script in a transaction, with each `names[i]` set to
+    /// `values[i]` for that transaction only (bound parameters, never
+    /// spliced into SQL).
+    pub async fn run_bootstrap_script(
+        &self,
+        tracking: &Tracking,
+        settings: &SessionSettings,
+        script: &Script,
+        names: &[String],
+        values: &[String],
+    ) -> Result<Duration, DbFailure> {
+        let client = self.client();
+        let begin = format!(
+            "BEGIN; {}",
+            session_sql(tracking, self.server_major(), settings, true)
+        );
+        let start = Instant::now();
+        let params: [(&(dyn ToSql + Sync), Type); 2] =
+            [(&names, Type::TEXT_ARRAY), (&values, Type::TEXT_ARRAY)];
+        let (begun, set, ran) = tokio::join!(
+            client.batch_execute(&begin),
+            client.query_typed(
+                "SELECT set_config(name, value, true) \
+                   FROM unnest($1::text[], $2::text[]) AS v(name, value)",
+                &params,
+            ),
+            client.batch_execute(&script.sql),
+        );
+        let result = begun.and(set.map(|_| ())).and(ran);
+        let duration = start.elapsed();
+        match result {
+            Ok(()) => client
+                .batch_execute("COMMIT")
+                .await
+                .map(|()| duration)
+                .map_err(DbFailure::from),
+            Err(err) => {
+                client.batch_execute("ROLLBACK").await.ok();
+                let mut failure = DbFailure::from(err);
+                if let Some(position) = failure.position {
+                    let at =
+                        sql::locate(&script.sql, sql::position_to_offset(&script.sql, position));
+                    failure.context = Some(match failure.context.take() {
+                        Some(context) => {
+                            format!("{context}\nat line {}, column {}", at.line, at.column)
+                        }
+                        None => format!("at line {}, column {}", at.line, at.column),
+                    });
+                }
+                Err(failure)
+            }
+        }
+    }
+
     /// Indexes left INVALID anywhere in the database.
     async fn invalid_indexes(&self) -> Vec<String> {
         match self.client().simple_query(INVALID_INDEXES).await {

@@ -40,6 +40,7 @@ fn migrator(t: &TestEnv) -> Migrator {
                 statement_timeout: None,
             },
             wait_for_db: Duration::ZERO,
+            bootstrap: None,
         },
     )
 }

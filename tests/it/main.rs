@@ -5,15 +5,18 @@ mod common;
 
 mod config;
 mod connection;
+mod deploy;
 mod down;
 mod drift;
 mod faults;
 mod files;
 mod help;
+mod json;
 mod kill;
 mod library;
 mod lock;
 mod notx;
+mod ops;
 mod sandbox;
 mod status;
 mod terminal;

@@ -160,6 +160,10 @@ impl TestEnv {
             .unwrap_or_else(|err| panic!("cannot restart the server: {err}"));
     }
 
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn migrations(&self) -> PathBuf {
         self.dir.path().join("migrations")
     }

@@ -1,0 +1,222 @@
+//! Prometheus metrics of a run, written for node-exporter's textfile
+//! collector (`--metrics-file`): written whole to a temporary file in the
+//! same folder, then renamed over the target, so the collector never reads
+//! half a file.
+
+use crate::error::Error;
+use crate::report::{Event, Reporter};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Buckets for migration durations: 10 ms to about 20 minutes.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 1200.0,
+];
+
+/// What a run did, as far as the metrics tell it.
+#[derive(Default, Debug)]
+struct Recorded {
+    /// (version, `applied` | `failed` | `rolled_back`, duration)
+    migrations: Vec<(String, &'static str, Duration)>,
+    lock_wait: Duration,
+    pending: Option<usize>,
+}
+
+/// A reporter that passes every event on and remembers what the metrics
+/// need.
+pub struct MetricsRecorder<'a> {
+    inner: &'a dyn Reporter,
+    recorded: Mutex<Recorded>,
+}
+
+impl<'a> MetricsRecorder<'a> {
+    pub fn new(inner: &'a dyn Reporter) -> MetricsRecorder<'a> {
+        MetricsRecorder {
+            inner,
+            recorded: Mutex::new(Recorded::default()),
+        }
+    }
+
+    /// Writes the metrics to `path` atomically. `success`: how the run
+    /// ended.
+    pub fn write(&self, path: &Path, success: bool) -> Result<(), Error> {
+        let recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        let text = render(&recorded, success);
+        write_atomically(path, &text).map_err(|err| Error::Config {
+            origin: path.display().to_string(),
+            message: format!("cannot write the metrics file: {err}"),
+        })
+    }
+}
+
+impl Reporter for MetricsRecorder<'_> {
+    fn event(&self, event: Event<'_>) {
+        {
+            let mut r = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+            match &event {
+                Event::Plan { steps, .. } => r.pending = Some(steps.len()),
+                Event::UpToDate { after_target, .. } => r.pending = Some(*after_target),
+                Event::DoneElsewhere { .. } => r.pending = Some(0),
+                Event::Applied {
+                    migration, applied, ..
+                } => {
+                    r.migrations
+                        .push((migration.version.to_string(), "applied", applied.duration));
+                    r.pending = r.pending.map(|p| p.saturating_sub(1));
+                }
+                Event::RolledBack {
+                    migration, done, ..
+                } => {
+                    r.migrations
+                        .push((migration.version.to_string(), "rolled_back", done.duration))
+                }
+                Event::Failed {
+                    migration,
+                    duration,
+                    ..
+                } => r
+                    .migrations
+                    .push((migration.version.to_string(), "failed", *duration)),
+                Event::LockAcquired { waited } => r.lock_wait = *waited,
+                _ => {}
+            }
+        }
+        self.inner.event(event);
+    }
+
+    fn confirm(&self) -> bool {
+        self.inner.confirm()
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+fn render(recorded: &Recorded, success: bool) -> String {
+    let mut registry = Registry::default();
+    let durations = Family::<Labels, Histogram>::new_with_constructor(|| {
+        Histogram::new(DURATION_BUCKETS.iter().copied())
+    });
+    registry.register(
+        "migrate_migration_duration_seconds",
+        "How long each migration of the run took, by version and outcome",
+        durations.clone(),
+    );
+    let totals = Family::<Labels, Counter>::default();
+    registry.register(
+        "migrate_migrations",
+        "Migrations run, by outcome",
+        totals.clone(),
+    );
+    let lock_wait = Gauge::<f64, AtomicU64>::default();
+    registry.register(
+        "migrate_lock_wait_seconds",
+        "How long the run waited for the migration lock",
+        lock_wait.clone(),
+    );
+    let finished = Gauge::<i64>::default();
+    registry.register(
+        "migrate_last_run_timestamp_seconds",
+        "When the run ended (Unix time)",
+        finished.clone(),
+    );
+    let succeeded = Gauge::<i64>::default();
+    registry.register(
+        "migrate_last_run_success",
+        "1 if the run succeeded, 0 if it failed",
+        succeeded.clone(),
+    );
+    for (version, status, duration) in &recorded.migrations {
+        durations
+            .get_or_create(&vec![
+                ("version".to_owned(), version.clone()),
+                ("status".to_owned(), (*status).to_owned()),
+            ])
+            .observe(duration.as_secs_f64());
+        totals
+            .get_or_create(&vec![("status".to_owned(), (*status).to_owned())])
+            .inc();
+    }
+    if let Some(pending) = recorded.pending {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(pending as i64);
+        registry.register(
+            "migrate_pending_migrations",
+            "Migrations still pending when the run ended",
+            gauge,
+        );
+    }
+    lock_wait.set(recorded.lock_wait.as_secs_f64());
+    finished.set(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    );
+    succeeded.set(i64::from(success));
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("writing to a String does not fail");
+    text
+}
+
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "metrics".into());
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&temporary, text)?;
+    std::fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_documented_metrics() {
+        let recorded = Recorded {
+            migrations: vec![
+                ("001".into(), "applied", Duration::from_millis(20)),
+                ("002".into(), "failed", Duration::from_millis(3)),
+            ],
+            lock_wait: Duration::from_millis(1500),
+            pending: Some(2),
+        };
+        let text = render(&recorded, false);
+        for expected in [
+            "# TYPE migrate_migration_duration_seconds histogram",
+            "migrate_migration_duration_seconds_count{version=\"001\",status=\"applied\"} 1",
+            "migrate_migration_duration_seconds_bucket{le=\"0.05\",version=\"001\",status=\"applied\"} 1",
+            "migrate_migrations_total{status=\"failed\"} 1",
+            "migrate_lock_wait_seconds 1.5",
+            "migrate_pending_migrations 2",
+            "migrate_last_run_success 0",
+        ] {
+            assert!(text.contains(expected), "{expected} missing in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn writes_through_a_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("migrate.prom");
+        write_atomically(&path, "a 1\n").unwrap();
+        write_atomically(&path, "a 2\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a 2\n");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1);
+    }
+}

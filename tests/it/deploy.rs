@@ -1,0 +1,204 @@
+//! The deployment files and the README: every YAML parses, and every
+//! `migrate` command line in them is one the binary's parser accepts.
+
+use clap::Parser;
+use migrate::cli::Cli;
+use serde_yaml_ng::Value;
+use std::path::{Path, PathBuf};
+
+fn repository() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// Splits a shell command line into words: whitespace, '...' and "...".
+/// Stops at a redirection or a comment.
+fn words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                quoted = true;
+                for inner in chars.by_ref() {
+                    if inner == c {
+                        break;
+                    }
+                    word.push(inner);
+                }
+            }
+            '#' | '>' | '|' | '&' if word.is_empty() && !quoted => break,
+            c if c.is_whitespace() => {
+                if !word.is_empty() || quoted {
+                    words.push(std::mem::take(&mut word));
+                    quoted = false;
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() || quoted {
+        words.push(word);
+    }
+    words
+}
+
+/// The arguments after a `migrate` program name, wherever it stands on
+/// a shell line.
+fn migrate_args(line: &str) -> Option<Vec<String>> {
+    let words = words(line);
+    let at = words
+        .iter()
+        .position(|w| w == "migrate" || w.ends_with("/migrate"))?;
+    Some(words[at + 1..].to_vec())
+}
+
+fn assert_parses(args: &[String], origin: &str) {
+    let argv = std::iter::once("migrate".to_owned()).chain(args.iter().cloned());
+    if let Err(err) = Cli::try_parse_from(argv) {
+        panic!(
+            "{origin}: `migrate {}` is not accepted:\n{err}",
+            args.join(" ")
+        );
+    }
+}
+
+/// Container `command` + `args` lists whose program is migrate.
+fn container_commands(value: &Value, found: &mut Vec<Vec<String>>) {
+    match value {
+        Value::Mapping(map) => {
+            let strings = |key: &str| -> Vec<String> {
+                map.get(key)
+                    .and_then(Value::as_sequence)
+                    .map(|s| {
+                        s.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let command = strings("command");
+            if command.first().is_some_and(|c| c.ends_with("migrate")) {
+                let mut args = command[1..].to_vec();
+                args.extend(strings("args"));
+                found.push(args);
+            }
+            for (_, child) in map {
+                container_commands(child, found);
+            }
+        }
+        Value::Sequence(items) => items.iter().for_each(|i| container_commands(i, found)),
+        _ => {}
+    }
+}
+
+/// `run:` steps of a CI workflow.
+fn run_steps(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Mapping(map) => {
+            if let Some(run) = map.get("run").and_then(Value::as_str) {
+                found.extend(run.lines().map(str::to_owned));
+            }
+            for (_, child) in map {
+                run_steps(child, found);
+            }
+        }
+        Value::Sequence(items) => items.iter().for_each(|i| run_steps(i, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_deployment_file_parses_and_uses_only_real_commands_and_flags() {
+    let mut files = Vec::new();
+    files_under(&repository().join("deploy"), &mut files);
+    let mut checked = 0;
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        let origin = path
+            .strip_prefix(repository())
+            .unwrap()
+            .display()
+            .to_string();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => {
+                let value: Value = serde_yaml_ng::from_str(&text)
+                    .unwrap_or_else(|err| panic!("{origin} is not valid YAML: {err}"));
+                let mut commands = Vec::new();
+                container_commands(&value, &mut commands);
+                let mut lines = Vec::new();
+                run_steps(&value, &mut lines);
+                commands.extend(lines.iter().filter_map(|l| migrate_args(l)));
+                for args in commands {
+                    assert_parses(&args, &origin);
+                    checked += 1;
+                }
+            }
+            _ if path.file_name().is_some_and(|n| n == "Dockerfile") => {
+                let array = |keyword: &str| -> Vec<String> {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(keyword))
+                        .map(|rest| serde_json::from_str(rest.trim()).expect("an exec-form array"))
+                        .unwrap_or_default()
+                };
+                let entrypoint = array("ENTRYPOINT ");
+                assert!(
+                    entrypoint.first().is_some_and(|e| e.ends_with("migrate")),
+                    "{origin}"
+                );
+                let mut args = entrypoint[1..].to_vec();
+                args.extend(array("CMD "));
+                assert_parses(&args, &origin);
+                checked += 1;
+                assert!(
+                    text.contains("\nUSER "),
+                    "{origin}: runs as a non-root user"
+                );
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        checked >= 7,
+        "only {checked} command lines found in deploy/"
+    );
+}
+
+#[test]
+fn every_migrate_command_in_the_readme_parses() {
+    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    let mut in_code = false;
+    let mut checked = 0;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        let line = line.trim();
+        let candidate = if in_code {
+            line.starts_with("migrate ") || line == "migrate"
+        } else {
+            false
+        };
+        if candidate && let Some(args) = migrate_args(line) {
+            assert_parses(&args, "README.md");
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 8,
+        "only {checked} command lines found in the README"
+    );
+}

@@ -1,0 +1,126 @@
+//! `--json`: one document on stdout, messages on stderr, the documented shape.
+
+use crate::common::{Outcome, TestEnv};
+use serde_json::Value;
+
+fn parse(out: &Outcome) -> Value {
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|err| panic!("stdout is not one JSON document ({err}):\n{}", out.stdout))
+}
+
+fn rfc3339(value: &Value) -> bool {
+    value.as_str().is_some_and(|s| {
+        s.len() >= 20
+            && s.ends_with('Z')
+            && s.as_bytes()[10] == b'T'
+            && s[..4].parse::<u16>().is_ok()
+    })
+}
+
+#[test]
+fn up_status_history_validate_down_and_lock_as_json() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);")
+        .migration("002_b.sql", "CREATE TABLE b (id int);")
+        .migration("002_b.down.sql", "DROP TABLE b;");
+
+    let out = t.migrate().args(["up", "--yes", "--json"]).run();
+    out.code(0);
+    assert!(
+        out.stderr.contains("applied 001_a"),
+        "messages go to stderr: {}",
+        out.stderr
+    );
+    let up = parse(&out);
+    assert_eq!(up["json_version"], 1);
+    assert_eq!(up["command"], "up");
+    assert_eq!(up["ok"], true);
+    assert_eq!(up["outcome"], "applied");
+    assert_eq!(
+        up["applied"][0]["version"], "001",
+        "versions are strings as written"
+    );
+    assert!(up["applied"][0]["duration_us"].is_u64());
+    assert!(up["lock_waited_us"].is_u64());
+
+    let status = parse(&t.migrate().args(["status", "--json"]).run());
+    assert_eq!(status["migrations"].as_array().unwrap().len(), 2);
+    assert_eq!(status["migrations"][1]["status"], "applied");
+    assert!(
+        rfc3339(&status["migrations"][0]["applied_at"]),
+        "{}",
+        status["migrations"][0]["applied_at"]
+    );
+    assert_eq!(status["totals"]["applied"], 2);
+
+    let history = parse(&t.migrate().args(["history", "--json"]).run());
+    assert_eq!(history["total"], 2);
+    assert_eq!(history["entries"][0]["event"], "applied");
+    assert!(rfc3339(&history["entries"][0]["at"]));
+
+    let validate = parse(&t.migrate().args(["validate", "--json"]).run());
+    assert_eq!(validate["agree"], true);
+
+    let lock = parse(&t.migrate().args(["lock", "--json"]).run());
+    assert_eq!(lock["held"], false);
+    assert_eq!(lock["key"], t.default_lock_key());
+
+    let out = t
+        .migrate()
+        .args(["down", "--yes", "--steps", "2", "--json"])
+        .run();
+    out.code(2);
+    let down = parse(&out);
+    assert_eq!(down["ok"], false);
+    assert_eq!(down["error"]["kind"], "files");
+    assert_eq!(down["error"]["exit_code"], 2);
+
+    let down = parse(
+        &t.migrate()
+            .args(["down", "--yes", "--json", "--to", "1"])
+            .run(),
+    );
+    assert_eq!(down["outcome"], "rolled_back");
+    assert_eq!(down["rolled_back"][0]["version"], "002");
+}
+
+#[test]
+fn errors_are_documents_too() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);")
+        .migration(
+            "002_bad.sql",
+            "CREATE TABLE b (id int);\nSELECT * FROM nowhere;",
+        );
+    let out = t.migrate().args(["up", "--yes", "--json"]).run();
+    out.code(1);
+    let doc = parse(&out);
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["error"]["kind"], "migration_failed");
+    assert_eq!(doc["error"]["migration"], "002_bad");
+    assert_eq!(doc["error"]["sqlstate"], "42P01");
+    assert_eq!(doc["error"]["line"], 2);
+    assert_eq!(doc["error"]["column"], 15);
+    assert!(out.stderr.contains("error: migration 002_bad failed"));
+
+    t.migration("001_a.sql", "CREATE TABLE a (id bigint);");
+    let out = t.migrate().args(["validate", "--json"]).run();
+    out.code(3);
+    let doc = parse(&out);
+    assert_eq!(doc["error"]["kind"], "drift");
+    assert_eq!(doc["error"]["drift"][0]["version"], "001");
+    assert_eq!(doc["error"]["drift"][0]["drift"], "changed");
+
+    let out = t
+        .migrate_bare()
+        .args(["status", "--json", "--dsn", "host=127.0.0.1 port=1 user=x"])
+        .run();
+    out.code(5);
+    assert_eq!(parse(&out)["error"]["kind"], "connect");
+    let out = t
+        .migrate()
+        .args(["status", "--json", "--lock-wait", "soon"])
+        .run();
+    out.code(2);
+    assert_eq!(parse(&out)["error"]["kind"], "config");
+}

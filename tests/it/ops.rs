@@ -1,0 +1,303 @@
+//! For CI, Kubernetes and services: skip switches, bootstrap, new, wait,
+//! metrics, completions, -q and -v, the library at start-up.
+
+use crate::common::{Outcome, TestEnv, wait_until};
+use std::time::Duration;
+
+const UNREACHABLE: &str = "host=127.0.0.1 port=1 user=nobody connect_timeout=2";
+
+#[test]
+fn skip_migrations_exits_at_once_without_connecting() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    t.migrate_bare()
+        .args(["up", "--dsn", UNREACHABLE])
+        .env("SKIP_MIGRATIONS", "TRUE")
+        .run()
+        .code(0)
+        .stdout_has("SKIP_MIGRATIONS is set: not migrating");
+    t.migrate_bare()
+        .args(["up", "--dsn", UNREACHABLE])
+        .env("SKIP_MIGRATIONS", "maybe")
+        .run()
+        .code(2)
+        .stderr_has("SKIP_MIGRATIONS: `maybe` is not one of true, false, 1, 0, yes, no");
+    // deployment.yaml says so too; the environment wins over it.
+    t.file("config/deployment.yaml", "skip-migrations: yes\n");
+    t.migrate_bare()
+        .args(["up", "--dsn", UNREACHABLE])
+        .run()
+        .code(0)
+        .stdout_has("SKIP_MIGRATIONS is set");
+    t.migrate()
+        .args(["up", "--yes"])
+        .env("SKIP_MIGRATIONS", "0")
+        .run()
+        .code(0)
+        .stdout_has("applied 001_a");
+    t.file("config/deployment.yaml", "skip-bootstrap: sometimes\n");
+    t.migrate()
+        .arg("up")
+        .run()
+        .code(2)
+        .stderr_has("config/deployment.yaml:1: skip-bootstrap: `sometimes` is not one of");
+}
+
+fn with_bootstrap(t: &TestEnv) {
+    t.migration("001_users.sql", "CREATE TABLE users (email text PRIMARY KEY, secret text NOT NULL);")
+        .file(
+            "migrations/bootstrap/001_admin.sql",
+            "INSERT INTO users VALUES (current_setting('migrate.admin_email'), current_setting('migrate.admin_secret'))\n\
+             ON CONFLICT (email) DO NOTHING;",
+        )
+        .file("migrations/bootstrap/002_count.sql", "CREATE TABLE IF NOT EXISTS runs (n int);\nINSERT INTO runs VALUES (1);")
+        .file(
+            "config/db_main.yaml",
+            "db_main:\n  bootstrap_variables: [ADMIN_EMAIL, ADMIN_SECRET]\n",
+        );
+}
+
+const SECRET_VALUE: &str = "s3cret-bootstrap-value-93f1";
+
+#[test]
+fn bootstrap_scripts_run_after_every_up_with_values_only_as_settings() {
+    let t = TestEnv::new();
+    with_bootstrap(&t);
+    for _ in 0..2 {
+        let out = t
+            .migrate()
+            .args(["up", "--yes"])
+            .env("ADMIN_EMAIL", "root@example.com")
+            .env("ADMIN_SECRET", SECRET_VALUE)
+            .run();
+        out.code(0)
+            .stdout_has("bootstrap 001_admin.sql (")
+            .stdout_has("bootstrap 002_count.sql (");
+        assert!(!out.stdout.contains(SECRET_VALUE) && !out.stderr.contains(SECRET_VALUE));
+    }
+    assert_eq!(
+        t.value("SELECT count(*) FROM users"),
+        Some("1".into()),
+        "harmless to run twice"
+    );
+    assert_eq!(
+        t.value("SELECT secret FROM users"),
+        Some(SECRET_VALUE.into())
+    );
+    assert_eq!(
+        t.value("SELECT count(*) FROM runs"),
+        Some("2".into()),
+        "they run every time"
+    );
+    let journal =
+        t.rows("SELECT coalesce(error, '') || coalesce(note, '') FROM schema_migrations_log");
+    assert!(
+        journal
+            .iter()
+            .all(|r| !r[0].as_deref().unwrap_or("").contains(SECRET_VALUE))
+    );
+    // SKIP_BOOTSTRAP: migrations yes, bootstrap no; no variables needed.
+    t.migrate()
+        .args(["up", "--yes"])
+        .env("SKIP_BOOTSTRAP", "true")
+        .run()
+        .code(0);
+    assert_eq!(t.value("SELECT count(*) FROM runs"), Some("2".into()));
+}
+
+#[test]
+fn a_missing_bootstrap_variable_stops_up_before_any_migration() {
+    let t = TestEnv::new();
+    with_bootstrap(&t);
+    t.migrate()
+        .args(["up", "--yes"])
+        .env("ADMIN_EMAIL", "root@example.com")
+        .run()
+        .code(2)
+        .stderr_has("config/db_main.yaml:2 (db_main.bootstrap_variables): bootstrap variable ADMIN_SECRET is not set");
+    assert!(!t.table_exists("public.users"));
+}
+
+#[test]
+fn a_failing_bootstrap_script_never_shows_a_value() {
+    let t = TestEnv::new();
+    with_bootstrap(&t);
+    // A duplicate key: PostgreSQL quotes the value in its DETAIL.
+    t.file(
+        "migrations/bootstrap/001_admin.sql",
+        "INSERT INTO users VALUES (current_setting('migrate.admin_secret'), 'x');\n\
+         INSERT INTO users VALUES (current_setting('migrate.admin_secret'), 'y');",
+    );
+    let out = t
+        .migrate()
+        .args(["up", "--yes", "--json"])
+        .env("ADMIN_EMAIL", "root@example.com")
+        .env("ADMIN_SECRET", SECRET_VALUE)
+        .run();
+    out.code(1)
+        .stderr_has("bootstrap script migrations/bootstrap/001_admin.sql failed: ERROR: duplicate key value")
+        .stderr_has("Key (email)=(<ADMIN_SECRET>) already exists.");
+    assert!(!out.stdout.contains(SECRET_VALUE) && !out.stderr.contains(SECRET_VALUE));
+    assert_eq!(
+        t.value("SELECT count(*) FROM users"),
+        Some("0".into()),
+        "its transaction rolled back"
+    );
+    assert_eq!(
+        t.state(),
+        ["001:applied"],
+        "the migrations before it stay applied"
+    );
+}
+
+#[test]
+fn new_creates_the_next_numbered_pair() {
+    let t = TestEnv::new();
+    t.migration("007_a.sql", "SELECT 1;")
+        .migration("012_b.sql", "SELECT 2;");
+    t.migrate_bare()
+        .args(["new", "add_index"])
+        .run()
+        .code(0)
+        .stdout_has(
+            "created migrations/013_add_index.sql\ncreated migrations/013_add_index.down.sql",
+        );
+    assert!(t.migrations().join("013_add_index.down.sql").exists());
+    t.migrate_bare()
+        .args(["new", "add index!"])
+        .run()
+        .code(2)
+        .stderr_has("`add index!` is not a migration name");
+    t.migrate_bare()
+        .args(["new", "first", "--path", "fresh"])
+        .run()
+        .code(0);
+    assert!(t.dir().join("fresh/001_first.sql").exists());
+}
+
+#[test]
+fn wait_blocks_until_another_process_has_migrated() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);")
+        .migration("002_b.sql", "CREATE TABLE b (id int);");
+    t.migrate()
+        .args(["wait", "--timeout", "1500ms"])
+        .run()
+        .code(1)
+        .stderr_has("still not applied after 1.50s: 001_a (PENDING), 002_b (PENDING)");
+    let waiter = t.migrate().args(["wait", "--timeout", "60s"]).spawn();
+    std::thread::sleep(Duration::from_millis(800));
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    let out = Outcome::from_output(waiter.wait_with_output().unwrap());
+    out.code(0)
+        .stdout_has("waiting for migrations")
+        .stdout_has("files and database agree: 2 applied, 0 pending");
+}
+
+#[test]
+fn metrics_file_has_the_documented_metrics() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);")
+        .migration("002_bad.sql", "SELECT * FROM nowhere;");
+    let path = t.dir().join("textfile/migrate.prom");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    t.migrate()
+        .args(["up", "--yes", "--metrics-file"])
+        .arg(&path)
+        .run()
+        .code(1);
+    let text = std::fs::read_to_string(&path).unwrap();
+    for expected in [
+        "migrate_migration_duration_seconds_count{version=\"001\",status=\"applied\"} 1",
+        "migrate_migration_duration_seconds_count{version=\"002\",status=\"failed\"} 1",
+        "migrate_migrations_total{status=\"applied\"} 1",
+        "migrate_lock_wait_seconds 0",
+        "migrate_pending_migrations 1",
+        "migrate_last_run_success 0",
+    ] {
+        assert!(text.contains(expected), "{expected} missing:\n{text}");
+    }
+    assert_eq!(
+        std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+        1,
+        "no temporary file left"
+    );
+}
+
+#[test]
+fn completions_quiet_and_verbose() {
+    let t = TestEnv::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = t.migrate_bare().args(["completions", shell]).run();
+        out.code(0);
+        assert!(
+            out.stdout.contains("migrate") && out.stdout.contains("lock-timeout"),
+            "{shell}"
+        );
+    }
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    let out = t.migrate().args(["up", "--yes", "-q"]).run();
+    out.code(0);
+    assert_eq!(out.stdout, "", "quiet says nothing when all goes well");
+    t.migrate()
+        .args(["status", "-q"])
+        .run()
+        .code(0)
+        .stdout_has("1 migration: 1 applied, 0 pending");
+    t.migrate()
+        .args(["up", "--yes", "-v"])
+        .run()
+        .code(0)
+        .stdout_has("connected to postgres@")
+        .stdout_has("(PostgreSQL ");
+}
+
+/// The example service: embedded migrations and bootstrap, the lock,
+/// SKIP_MIGRATIONS, its own log.
+#[test]
+fn the_example_service_migrates_at_start_up() {
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples/service"))
+        .unwrap();
+    assert!(
+        example.exists(),
+        "{} is missing: `cargo test` builds the examples (a `cargo test --test it` alone does not)",
+        example.display()
+    );
+    let t = TestEnv::new();
+    let run = |extra: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(&example);
+        command
+            .env_clear()
+            .env("DATABASE_URL", &t.dsn)
+            .env("SUPER_ADMIN_EMAIL", "admin@example.com")
+            .env("SUPER_ADMIN_PASSWORD", "example-password-1");
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        Outcome::from_output(command.output().unwrap())
+    };
+    run(&[])
+        .code(0)
+        .stdout_has("msg=\"migration applied\" version=000 name=bootstrap")
+        .stdout_has("msg=\"bootstrap script ran\" script=001_super_admin.sql")
+        .stdout_has("outcome=Applied applied=6 bootstrap_scripts=1");
+    assert_eq!(
+        t.value(
+            "SELECT password_hash = app.crypt('example-password-1', password_hash) FROM app.users"
+        ),
+        Some("t".into())
+    );
+    run(&[])
+        .code(0)
+        .stdout_has("outcome=UpToDate applied=0 bootstrap_scripts=1");
+    run(&[("SKIP_MIGRATIONS", "true"), ("DATABASE_URL", UNREACHABLE)])
+        .code(0)
+        .stdout_has("SKIP_MIGRATIONS is set: not migrating");
+    wait_until(Duration::from_secs(5), "sessions to close", || {
+        t.migrate_sessions() == 0
+    });
+}
