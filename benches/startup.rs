@@ -177,9 +177,32 @@ fn main() {
     // (a) Start-up with everything applied.
     sql(&cluster, "postgres", "CREATE DATABASE applied");
     measure(&mut migrate("applied"));
+    // The same start-up with one idempotent bootstrap script (the lock is
+    // then taken on every run), and a replica's with SKIP_MIGRATIONS.
+    let bootstrap = work.path().join("bootstrap");
+    std::fs::create_dir(&bootstrap).unwrap();
+    std::fs::write(
+        bootstrap.join("001_seed.sql"),
+        "CREATE TABLE IF NOT EXISTS seeded (id int PRIMARY KEY);\n\
+         INSERT INTO seeded VALUES (1) ON CONFLICT DO NOTHING;\n",
+    )
+    .unwrap();
+    let with_bootstrap = || {
+        let mut command = migrate("applied");
+        command.env("MIGRATE_BOOTSTRAP_PATH", &bootstrap);
+        command
+    };
+    measure(&mut with_bootstrap());
+    let skipping = || {
+        let mut command = migrate("applied");
+        command.env("SKIP_MIGRATIONS", "true");
+        command
+    };
     let mut floor_samples = Vec::new();
     let mut floor_files_samples = Vec::new();
     let mut up_samples = Vec::new();
+    let mut bootstrap_samples = Vec::new();
+    let mut skip_samples = Vec::new();
     for _ in 0..runs_a {
         floor_samples.push(measure(
             Command::new(&floor_bin).arg(cluster.socket_dsn("applied")),
@@ -190,10 +213,14 @@ fn main() {
                 .arg(&migrations),
         ));
         up_samples.push(measure(&mut migrate("applied")));
+        bootstrap_samples.push(measure(&mut with_bootstrap()));
+        skip_samples.push(measure(&mut skipping()));
     }
     let floor = summarize(&floor_samples);
     let floor_files = summarize(&floor_files_samples);
     let up = summarize(&up_samples);
+    let with_bootstrap = summarize(&bootstrap_samples);
+    let skipping = summarize(&skip_samples);
 
     // (b) 1000 migrations from empty.
     let mut psql_samples = Vec::new();
@@ -237,6 +264,16 @@ fn main() {
             &floor_files,
         ),
         ("(a) up, 1000 applied", "migrate up --yes", &up),
+        (
+            "(a) up, 1000 applied",
+            "migrate up --yes, one bootstrap script",
+            &with_bootstrap,
+        ),
+        (
+            "(a) up, 1000 applied",
+            "SKIP_MIGRATIONS=true migrate up --yes",
+            &skipping,
+        ),
         (
             "(b) 1000 from empty",
             "psql -f (BEGIN; \\i file; COMMIT; each)",

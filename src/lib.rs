@@ -2,12 +2,17 @@
 //! order, under an advisory lock.
 //!
 //! The binary is a thin layer over this library. A service can embed the
-//! same engine: build a [`Migrator`] from a folder of migrations and a
-//! [`Database`], and call [`Migrator::up`] at start-up.
+//! same engine: build a [`Migrator`] from a folder of migrations (or from
+//! migrations compiled into the binary, [`MigrationSet::from_embedded`])
+//! and a [`Database`], and call [`Migrator::start_up`] at start-up: it
+//! honours `SKIP_MIGRATIONS` and `SKIP_BOOTSTRAP`, takes the migration
+//! lock, sends progress [`Event`]s to the [`Reporter`] it is given and
+//! returns an [`UpReport`] or a typed [`Error`]. `examples/service.rs` is a
+//! whole service doing this, bootstrap scripts included.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), migrate::Error> {
-//! use migrate::{discover, Database, Dsn, LockMode, Migrator, Silent, Tracking, UpOptions};
+//! use migrate::{discover, Database, Dsn, LockMode, Migrator, Silent, Tracking};
 //! use std::time::Duration;
 //!
 //! let migrations = discover("migrations".as_ref()).map_err(migrate::Error::Files)?;
@@ -24,8 +29,8 @@
 //!     wait_for_db: Duration::from_secs(30),
 //!     bootstrap: None,
 //! };
-//! let report = Migrator::new(migrations, database).up(&UpOptions::default(), &Silent).await?;
-//! println!("{} applied", report.applied.len());
+//! let report = Migrator::new(migrations, database).start_up(&Silent).await?;
+//! println!("{:?}: {} applied", report.outcome, report.applied.len());
 //! # Ok(()) }
 //! ```
 

@@ -62,7 +62,11 @@ impl Reporter for MetricsRecorder<'_> {
         {
             let mut r = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
             match &event {
-                Event::Plan { steps, .. } => r.pending = Some(steps.len()),
+                Event::Plan {
+                    steps,
+                    after_target,
+                    ..
+                } => r.pending = Some(steps.len() + after_target),
                 Event::UpToDate { after_target, .. } => r.pending = Some(*after_target),
                 Event::DoneElsewhere { .. } => r.pending = Some(0),
                 Event::Applied {
@@ -162,6 +166,34 @@ fn render(recorded: &Recorded, success: bool) -> String {
     succeeded.set(i64::from(success));
     let mut text = String::new();
     encode(&mut text, &registry).expect("writing to a String does not fail");
+    text_format(&text)
+}
+
+/// The Prometheus text format (0.0.4) that node-exporter's textfile
+/// collector reads, from the crate's OpenMetrics text: there a counter's
+/// HELP and TYPE name the family (`x`) and its sample is `x_total`; the
+/// text format wants the sample's name in all three, or the collector
+/// reads the counter as untyped. Its closing `# EOF` is not part of it.
+fn text_format(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        text.push_str(renamed.as_deref().unwrap_or(line));
+        text.push('\n');
+    }
     text
 }
 
@@ -200,6 +232,8 @@ mod tests {
             "# TYPE migrate_migration_duration_seconds histogram",
             "migrate_migration_duration_seconds_count{version=\"001\",status=\"applied\"} 1",
             "migrate_migration_duration_seconds_bucket{le=\"0.05\",version=\"001\",status=\"applied\"} 1",
+            "# TYPE migrate_migrations_total counter",
+            "# HELP migrate_migrations_total Migrations run, by outcome.",
             "migrate_migrations_total{status=\"failed\"} 1",
             "migrate_lock_wait_seconds 1.5",
             "migrate_pending_migrations 2",
@@ -207,6 +241,11 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} missing in:\n{text}");
         }
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            !text.contains("# TYPE migrate_migrations counter"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub enum Event<'a> {
     /// the bootstrap scripts it runs afterwards.
     Plan {
         steps: &'a [Step<'a>],
+        /// Pending migrations past `--target`, left for a later run.
+        after_target: usize,
         bootstrap: &'a [String],
         dry_run: bool,
     },
@@ -96,6 +98,9 @@ pub enum Event<'a> {
         index: usize,
         total: usize,
     },
+    /// `--target` leaves migrations pending: the bootstrap scripts, written
+    /// for the newest schema, do not run this time.
+    BootstrapHeldBack { after_target: usize },
     /// A bootstrap script committed.
     Bootstrapped { script: &'a str, duration: Duration },
     /// `SKIP_MIGRATIONS` is set: nothing was done.

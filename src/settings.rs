@@ -27,8 +27,9 @@ pub struct Settings {
     pub session: SessionSettings,
     /// How long to keep trying the first connection.
     pub wait_for_db: Duration,
-    /// `SKIP_MIGRATIONS`: `up` does nothing.
-    pub skip_migrations: bool,
+    /// `SKIP_MIGRATIONS`: `up` does nothing. Where it was said, when it
+    /// was: the variable, or the config file and line.
+    pub skip_migrations: Option<String>,
     /// `SKIP_BOOTSTRAP`: `up` runs no bootstrap scripts.
     pub skip_bootstrap: bool,
     pub bootstrap: BootstrapSettings,
@@ -296,23 +297,27 @@ impl Settings {
             })
             .transpose()?;
 
-        let switch = |name: &str, key: &str| -> Result<bool, Error> {
+        // Where the switch was turned on, if it was.
+        let switch = |name: &str, key: &str| -> Result<Option<String>, Error> {
             if let Some(value) = env_bool(&env, name)? {
-                return Ok(value);
+                return Ok(value.then(|| name.to_owned()));
             }
             match folder.top_level(key)? {
-                Some(v) => parse_bool(&v.value).ok_or_else(|| Error::Config {
-                    origin: v.origin.clone(),
-                    message: format!(
-                        "{key}: `{}` is not one of true, false, 1, 0, yes, no",
-                        v.value
-                    ),
-                }),
-                None => Ok(false),
+                Some(v) => match parse_bool(&v.value) {
+                    Some(value) => Ok(value.then(|| format!("{key} ({})", v.origin))),
+                    None => Err(Error::Config {
+                        origin: v.origin.clone(),
+                        message: format!(
+                            "{key}: `{}` is not one of true, false, 1, 0, yes, no",
+                            v.value
+                        ),
+                    }),
+                },
+                None => Ok(None),
             }
         };
         let skip_migrations = switch("SKIP_MIGRATIONS", "skip-migrations")?;
-        let skip_bootstrap = switch("SKIP_BOOTSTRAP", "skip-bootstrap")?;
+        let skip_bootstrap = switch("SKIP_BOOTSTRAP", "skip-bootstrap")?.is_some();
 
         let bootstrap_dir =
             var("MIGRATE_BOOTSTRAP_PATH").or_else(|| from_config(&entry.bootstrap_path));

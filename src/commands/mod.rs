@@ -10,7 +10,7 @@ use crate::error::{Error, exit};
 use crate::metrics::MetricsRecorder;
 use crate::migration::{MigrationSet, Version, new_migration, scan};
 use crate::render::{Output, Printer, Terminal, history_table, json, lock_table, status_table};
-use crate::report::{Reporter, UpOutcome, UpReport};
+use crate::report::{UpOutcome, UpReport};
 use crate::settings::Settings;
 use std::time::Duration;
 
@@ -170,18 +170,23 @@ async fn run_command(
                 })?,
                 None => Duration::from_secs(5 * 60),
             };
+            let started = std::time::Instant::now();
             let report = folder_migrator(settings)?
                 .wait_until_applied(timeout, printer)
                 .await?;
             if json {
-                printer.document(&json::validate(&report));
+                printer.document(&json::wait(&report, started.elapsed()));
             } else {
                 printer.result(agreement(&report.totals));
             }
         }
         Command::Completions(args) => {
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(args.shell, &mut command, "migrate", &mut std::io::stdout());
+            // Written whole and without panicking when the reader goes
+            // away (`migrate completions bash | head`).
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut command, "migrate", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &script);
         }
         Command::Sandbox => sandbox::run(settings, printer).await?,
     }
@@ -190,8 +195,8 @@ async fn run_command(
 
 /// `up`, with `SKIP_MIGRATIONS`, the bootstrap scripts and the metrics.
 async fn up(settings: &Settings, printer: &Printer) -> Result<(), Error> {
-    if settings.skip_migrations {
-        printer.event(crate::report::Event::SkippedByEnvironment);
+    if let Some(origin) = &settings.skip_migrations {
+        printer.line(format!("{origin} is set: not migrating"));
         if settings.json {
             printer.document(&json::up(&UpReport {
                 outcome: UpOutcome::Skipped,

@@ -78,11 +78,23 @@ impl Migrator {
             known_version(migrations, target, "--target")?;
         }
         let steps = self.plan(migrations, &state, options)?;
-        let bootstrap = self
+        // The bootstrap scripts are written for the newest schema: a run
+        // that `--target` stops short of it leaves them for a later run.
+        let after_target = match target {
+            Some(_) => plan::pending(migrations, &state.rows, None)
+                .len()
+                .saturating_sub(steps.len()),
+            None => 0,
+        };
+        let mut bootstrap = self
             .database
             .bootstrap
             .as_ref()
             .filter(|b| !b.scripts.is_empty() && !options.skip_bootstrap);
+        let held_back = bootstrap.is_some() && after_target > 0;
+        if held_back {
+            bootstrap = None;
+        }
         let bootstrap_names: Vec<String> = bootstrap
             .map(|b| b.scripts.iter().map(|s| s.file_name()).collect())
             .unwrap_or_default();
@@ -97,14 +109,13 @@ impl Migrator {
             lock_waited: Duration::ZERO,
         };
         if steps.is_empty() {
-            let after_target = match target {
-                Some(_) => plan::pending(migrations, &state.rows, None).len(),
-                None => 0,
-            };
             reporter.event(Event::UpToDate {
                 applied: applied_count(&state.rows),
                 after_target,
             });
+            if held_back {
+                reporter.event(Event::BootstrapHeldBack { after_target });
+            }
             // Without bootstrap scripts this is the whole start-up path of
             // a replica: no lock, nothing written.
             if bootstrap.is_none() || options.dry_run {
@@ -114,9 +125,13 @@ impl Migrator {
             check_scripts(steps.iter().map(|s| &s.migration.up))?;
             reporter.event(Event::Plan {
                 steps: &steps,
+                after_target,
                 bootstrap: &bootstrap_names,
                 dry_run: options.dry_run,
             });
+            if held_back {
+                reporter.event(Event::BootstrapHeldBack { after_target });
+            }
             if options.dry_run {
                 report.outcome = UpOutcome::DryRun;
                 return Ok(report);

@@ -279,6 +279,14 @@ pub fn validate(report: &ValidateReport) -> Value {
     )
 }
 
+/// `wait`: every migration of the folder is applied.
+pub fn wait(report: &ValidateReport, waited: Duration) -> Value {
+    envelope(
+        "wait",
+        json!({ "totals": totals_value(&report.totals), "waited_us": micros(waited) }),
+    )
+}
+
 pub fn repair(report: &RepairReport) -> Value {
     envelope(
         "repair",

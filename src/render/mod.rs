@@ -202,6 +202,7 @@ impl Reporter for Printer {
             )),
             Event::Plan {
                 steps,
+                after_target,
                 bootstrap,
                 dry_run,
             } => {
@@ -218,6 +219,12 @@ impl Reporter for Printer {
                         ""
                     };
                     self.line(format!("  {}{retry}", step.migration.label()));
+                }
+                if after_target > 0 {
+                    self.line(format!(
+                        "  ({} pending after the target, left for later)",
+                        plural(after_target, "more migration", "more migrations")
+                    ));
                 }
                 if !bootstrap.is_empty() {
                     self.line(format!("then the bootstrap scripts: {}", bootstrap.join(", ")));
@@ -408,6 +415,10 @@ impl Reporter for Printer {
             Event::LockKey { key } => self.detail(format!("migration lock key {key}")),
             Event::SkippedByEnvironment => self.line("SKIP_MIGRATIONS is set: not migrating"),
             Event::Bootstrapping { .. } => {}
+            Event::BootstrapHeldBack { after_target } => self.line(format!(
+                "the bootstrap scripts are not run: {} pending after the target (they run once the newest is applied)",
+                plural(after_target, "migration", "migrations")
+            )),
             Event::WaitingForMigrations {
                 pending,
                 failed,

@@ -202,3 +202,61 @@ fn every_migrate_command_in_the_readme_parses() {
         "only {checked} command lines found in the README"
     );
 }
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// The README's "Using it on a database" block, run line by line as
+/// written against a fresh database, with the repository's example
+/// migrations and config.
+#[test]
+fn the_readmes_walkthrough_runs_as_written() {
+    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    let section = readme
+        .split("## Using it on a database")
+        .nth(1)
+        .expect("the section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("its code block");
+    let commands: Vec<Vec<String>> = block.lines().filter_map(migrate_args).collect();
+    assert!(commands.len() >= 10, "{commands:?}");
+
+    let t = crate::common::TestEnv::new();
+    std::fs::remove_dir(t.migrations()).unwrap();
+    copy_tree(&repository().join("migrations"), &t.migrations());
+    copy_tree(&repository().join("config"), &t.dir().join("config"));
+    for args in &commands {
+        let out = t
+            .migrate_bare()
+            .args(args)
+            .env("DATABASE_URL", &t.dsn)
+            .env("SUPER_ADMIN_EMAIL", "admin@example.com")
+            .env("SUPER_ADMIN_PASSWORD", "readme-walkthrough")
+            .run();
+        out.code(0);
+        if args.iter().any(|a| a == "--json") {
+            let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+            assert_eq!(doc["ok"], true);
+        }
+    }
+    assert_eq!(
+        t.value("SELECT count(*) FROM app.users WHERE email = 'admin@example.com'"),
+        Some("1".into()),
+        "the bootstrap script made the super admin once"
+    );
+    assert!(t.migrations().join("006_add_orders.sql").exists());
+    assert!(t.migrations().join("006_add_orders.down.sql").exists());
+}

@@ -118,3 +118,17 @@ fn a_statement_by_statement_run_cut_by_a_restart_says_how_far_it_got() {
     t.migrate().args(["up", "--yes"]).run().code(0);
     assert_eq!(t.state(), ["001:applied"]);
 }
+
+#[test]
+fn wait_keeps_trying_while_the_server_is_down() {
+    let t = TestEnv::on_own_server();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    t.stop_server();
+    let waiter = t.migrate().args(["wait", "--timeout", "60s"]).spawn();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.start_server();
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    let out = Outcome::from_output(waiter.wait_with_output().unwrap());
+    out.code(0)
+        .stdout_has("files and database agree: 1 applied, 0 pending");
+}

@@ -3,9 +3,79 @@
 use crate::common::{Outcome, TestEnv};
 use serde_json::Value;
 
+/// Parses stdout as one document, and checks that the README documents
+/// every field of it.
 fn parse(out: &Outcome) -> Value {
-    serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|err| panic!("stdout is not one JSON document ({err}):\n{}", out.stdout))
+    let doc = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|err| panic!("stdout is not one JSON document ({err}):\n{}", out.stdout));
+    assert_documented(&doc);
+    doc
+}
+
+/// The README's "JSON output" section.
+fn readme_json_section() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## JSON output").nth(1).expect("the section");
+    section.split("\n## ").next().unwrap().to_owned()
+}
+
+/// Each top-level field must be in the table row of its command (or, for
+/// an error, of its kind); the fields of nested objects somewhere in the
+/// section.
+fn assert_documented(doc: &Value) {
+    let section = readme_json_section();
+    let row_for = |first_cell: &str| -> String {
+        section
+            .lines()
+            .find(|l| {
+                l.split('|')
+                    .nth(1)
+                    .is_some_and(|cell| cell.contains(&format!("`{first_cell}`")))
+            })
+            .unwrap_or_else(|| panic!("no README row for `{first_cell}`"))
+            .to_owned()
+    };
+    let (row, fields) = if doc["ok"] == true {
+        (row_for(doc["command"].as_str().unwrap()), doc)
+    } else {
+        (
+            row_for(doc["error"]["kind"].as_str().unwrap()),
+            &doc["error"],
+        )
+    };
+    let common = [
+        "json_version",
+        "command",
+        "ok",
+        "exit_code",
+        "kind",
+        "message",
+    ];
+    for (key, value) in fields.as_object().unwrap() {
+        if common.contains(&key.as_str()) {
+            continue;
+        }
+        assert!(
+            row.contains(key.as_str()),
+            "`{key}` is missing from the README row:\n{row}"
+        );
+        let nested = match value {
+            Value::Array(items) => items.first(),
+            Value::Object(_) => Some(value),
+            _ => None,
+        };
+        for inner in nested
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|o| o.keys())
+        {
+            assert!(
+                section.contains(inner.as_str()),
+                "`{key}.{inner}` is not in the README's JSON section"
+            );
+        }
+    }
 }
 
 fn rfc3339(value: &Value) -> bool {
@@ -123,4 +193,69 @@ fn errors_are_documents_too() {
         .run();
     out.code(2);
     assert_eq!(parse(&out)["error"]["kind"], "config");
+}
+
+#[test]
+fn a_held_lock_wait_new_and_repair_as_json() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+
+    let mut holder = t.client();
+    holder
+        .batch_execute("SET application_name = 'json-holder'")
+        .unwrap();
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&t.default_lock_key()])
+        .unwrap();
+    let lock = parse(t.migrate().args(["lock", "--json"]).run().code(0));
+    assert_eq!(lock["held"], true);
+    assert_eq!(lock["holder"]["application"], "json-holder");
+    assert!(lock["holder"]["pid"].is_i64());
+    assert!(rfc3339(&lock["holder"]["connected_since"]));
+    let out = t
+        .migrate()
+        .args(["up", "--yes", "--json", "--lock-wait", "200ms"])
+        .run();
+    out.code(4);
+    let doc = parse(&out);
+    assert_eq!(doc["error"]["kind"], "lock_timeout");
+    assert_eq!(doc["error"]["holder"]["application"], "json-holder");
+    drop(holder);
+
+    let out = t
+        .migrate()
+        .args(["wait", "--json", "--timeout", "300ms"])
+        .run();
+    out.code(1);
+    let doc = parse(&out);
+    assert_eq!(doc["command"], "wait");
+    assert_eq!(doc["error"]["kind"], "wait_timeout");
+    assert_eq!(doc["error"]["waiting"][0], "001_a (PENDING)");
+
+    t.migrate().args(["up", "--yes", "-q"]).run().code(0);
+    let wait = parse(t.migrate().args(["wait", "--json"]).run().code(0));
+    assert_eq!(wait["command"], "wait");
+    assert_eq!(wait["totals"]["applied"], 1);
+    assert!(wait["waited_us"].is_u64());
+
+    let new = parse(t.migrate().args(["new", "add_b", "--json"]).run().code(0));
+    assert_eq!(new["command"], "new");
+    assert!(new["up"].as_str().unwrap().ends_with("002_add_b.sql"));
+    assert!(
+        new["down"]
+            .as_str()
+            .unwrap()
+            .ends_with("002_add_b.down.sql")
+    );
+
+    t.migration("001_a.sql", "CREATE TABLE a (id bigint);");
+    let repair = parse(
+        t.migrate()
+            .args(["repair", "--yes", "--json"])
+            .run()
+            .code(0),
+    );
+    assert_eq!(repair["command"], "repair");
+    assert_eq!(repair["repaired"][0]["version"], "001");
+    assert_eq!(repair["repaired"][0]["drift"], "changed");
 }

@@ -28,7 +28,7 @@ fn skip_migrations_exits_at_once_without_connecting() {
         .args(["up", "--dsn", UNREACHABLE])
         .run()
         .code(0)
-        .stdout_has("SKIP_MIGRATIONS is set");
+        .stdout_has("skip-migrations (config/deployment.yaml:1) is set: not migrating");
     t.migrate()
         .args(["up", "--yes"])
         .env("SKIP_MIGRATIONS", "0")
@@ -102,6 +102,36 @@ fn bootstrap_scripts_run_after_every_up_with_values_only_as_settings() {
         .env("SKIP_BOOTSTRAP", "true")
         .run()
         .code(0);
+    assert_eq!(t.value("SELECT count(*) FROM runs"), Some("2".into()));
+}
+
+#[test]
+fn a_target_short_of_the_newest_migration_leaves_bootstrap_for_later() {
+    let t = TestEnv::new();
+    with_bootstrap(&t);
+    t.migration("002_runs_seen.sql", "CREATE TABLE runs (n int);");
+    let up = |args: &[&str]| {
+        t.migrate()
+            .args(args)
+            .env("ADMIN_EMAIL", "root@example.com")
+            .env("ADMIN_SECRET", SECRET_VALUE)
+            .run()
+    };
+    up(&["up", "--yes", "--target", "001"])
+        .code(0)
+        .stdout_has("(1 more migration pending after the target, left for later)")
+        .stdout_has("the bootstrap scripts are not run: 1 migration pending after the target")
+        .stdout_lacks("bootstrap 001_admin.sql");
+    assert_eq!(t.value("SELECT count(*) FROM users"), Some("0".into()));
+    up(&["up", "--yes"])
+        .code(0)
+        .stdout_has("bootstrap 001_admin.sql (")
+        .stdout_has("bootstrap 002_count.sql (");
+    assert_eq!(t.value("SELECT count(*) FROM users"), Some("1".into()));
+    // A target at the newest version is a whole run: bootstrap runs.
+    up(&["up", "--yes", "--target", "002"])
+        .code(0)
+        .stdout_has("bootstrap 002_count.sql (");
     assert_eq!(t.value("SELECT count(*) FROM runs"), Some("2".into()));
 }
 
@@ -250,6 +280,38 @@ fn completions_quiet_and_verbose() {
         .code(0)
         .stdout_has("connected to postgres@")
         .stdout_has("(PostgreSQL ");
+}
+
+/// `migrate completions bash | head` and the like: a reader that goes away
+/// is no reason to panic.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    t.migrate().args(["up", "--yes", "-q"]).run().code(0);
+    for args in [
+        &["completions", "bash"][..],
+        &["status"],
+        &["history", "--json"],
+        &["up", "--yes"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut run = t.migrate();
+        run.args(args);
+        let mut command = run.into_command();
+        let output = command
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.code() == Some(0) && !stderr.contains("panicked"),
+            "{args:?}: {:?}\n{stderr}",
+            output.status
+        );
+    }
 }
 
 /// The example service: embedded migrations and bootstrap, the lock,

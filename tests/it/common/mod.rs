@@ -428,6 +428,17 @@ impl Outcome {
     }
 
     #[track_caller]
+    pub fn stdout_lacks(&self, text: &str) -> &Outcome {
+        assert!(
+            !self.stdout.contains(text),
+            "stdout has {text:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
     pub fn stderr_has(&self, text: &str) -> &Outcome {
         assert!(
             self.stderr.contains(text),
