@@ -200,13 +200,7 @@ fn a_held_lock_wait_new_and_repair_as_json() {
     let t = TestEnv::new();
     t.migration("001_a.sql", "CREATE TABLE a (id int);");
 
-    let mut holder = t.client();
-    holder
-        .batch_execute("SET application_name = 'json-holder'")
-        .unwrap();
-    holder
-        .execute("SELECT pg_advisory_lock($1)", &[&t.default_lock_key()])
-        .unwrap();
+    let holder = t.hold_lock("json-holder", t.default_lock_key());
     let lock = parse(t.migrate().args(["lock", "--json"]).run().code(0));
     assert_eq!(lock["held"], true);
     assert_eq!(lock["holder"]["application"], "json-holder");

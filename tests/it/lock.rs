@@ -105,14 +105,7 @@ fn sixteen_processes_with_skip_if_locked() {
 
 /// Holds the default migration lock from a session named `test-holder`.
 fn hold_lock(t: &TestEnv, key: i64) -> postgres::Client {
-    let mut holder = t.client();
-    holder
-        .batch_execute("SET application_name = 'test-holder'")
-        .unwrap();
-    holder
-        .execute("SELECT pg_advisory_lock($1)", &[&key])
-        .unwrap();
-    holder
+    t.hold_lock("test-holder", key)
 }
 
 #[test]

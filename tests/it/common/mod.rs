@@ -291,6 +291,22 @@ impl TestEnv {
     pub fn default_lock_key(&self) -> i64 {
         migrate::store::default_lock_key(&self.db_name, "public", "schema_migrations")
     }
+
+    /// A session named `application` holding the advisory lock `key`
+    /// until it is dropped.
+    pub fn hold_lock(&self, application: &str, key: i64) -> postgres::Client {
+        let mut holder = self.client();
+        holder
+            .execute(
+                "SELECT set_config('application_name', $1, false)",
+                &[&application],
+            )
+            .unwrap();
+        holder
+            .execute("SELECT pg_advisory_lock($1)", &[&key])
+            .unwrap();
+        holder
+    }
 }
 
 impl Drop for TestEnv {
