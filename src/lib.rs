@@ -34,19 +34,26 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
 pub mod commands;
+#[cfg(feature = "cli")]
 pub mod config;
 pub mod dsn;
 pub mod duration;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "cli")]
 pub mod metrics;
 pub mod migration;
+#[cfg(feature = "cli")]
 pub mod pgserver;
 pub mod plan;
+#[cfg(feature = "cli")]
 pub mod render;
 pub mod report;
+#[cfg(feature = "cli")]
 pub mod settings;
 pub mod store;
 

@@ -179,11 +179,15 @@ fn every_deployment_file_parses_and_uses_only_real_commands_and_flags() {
 #[test]
 fn every_migrate_command_in_the_readme_parses() {
     let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    // Shell blocks only (```sh, or no language): a ```toml line may
+    // start with `migrate` too.
     let mut in_code = false;
+    let mut in_block = false;
     let mut checked = 0;
     for line in readme.lines() {
-        if line.starts_with("```") {
-            in_code = !in_code;
+        if let Some(language) = line.strip_prefix("```") {
+            in_block = !in_block;
+            in_code = in_block && matches!(language.trim(), "" | "sh" | "bash" | "console");
             continue;
         }
         let line = line.trim();
