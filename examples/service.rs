@@ -59,13 +59,14 @@ async fn migrate_at_start_up() -> Result<(), String> {
             .collect::<Vec<_>>()
             .join("; ")
     })?;
-    let variables = ["SUPER_ADMIN_EMAIL", "SUPER_ADMIN_PASSWORD"]
-        .iter()
-        .map(|name| env(name).map(|value| (name.to_string(), value)))
-        .collect::<Result<Vec<_>, _>>()?;
+    // The values are read when the scripts are about to run: a replica
+    // started with SKIP_MIGRATIONS=true or SKIP_BOOTSTRAP=true needs none.
     let bootstrap = MIGRATIONS
         .get_dir("bootstrap")
-        .map(|dir| Bootstrap::from_embedded(dir, variables))
+        .map(|dir| {
+            Bootstrap::from_embedded(dir, Vec::new())
+                .map(|b| b.with_environment(["SUPER_ADMIN_EMAIL", "SUPER_ADMIN_PASSWORD"]))
+        })
         .transpose()
         .map_err(|err| err.to_string())?;
     let database = Database {

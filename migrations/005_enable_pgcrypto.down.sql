@@ -1,1 +1,11 @@
-DROP EXTENSION IF EXISTS pgcrypto;
+-- Drops pgcrypto only where 005 would have created it, in this schema: an
+-- installation elsewhere predates this migration and may serve others.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension
+                WHERE extname = 'pgcrypto'
+                  AND extnamespace = current_schema()::regnamespace) THEN
+        DROP EXTENSION pgcrypto;
+    END IF;
+END
+$$;

@@ -92,7 +92,7 @@ pub struct RepairArgs {
     pub versions: Vec<String>,
 }
 
-#[derive(Debug, Args, Default)]
+#[derive(Clone, Debug, Args, Default)]
 pub struct GlobalArgs {
     /// Folder of migration files [env: MIGRATE_PATH] [config: migrations_path] [default: ./migrations]
     #[arg(long, global = true, value_name = "DIR")]

@@ -3,6 +3,9 @@
 use clap::Parser;
 
 fn main() {
-    let cli = migrate::cli::Cli::parse();
-    std::process::exit(migrate::commands::run(cli));
+    let code = match migrate::cli::Cli::try_parse() {
+        Ok(cli) => migrate::commands::run(cli),
+        Err(err) => migrate::commands::parse_failed(err),
+    };
+    std::process::exit(code);
 }

@@ -4,7 +4,7 @@
 //! half a file.
 
 use crate::error::Error;
-use crate::report::{Event, Reporter};
+use crate::report::{AppliedMigration, BootstrapRun, Event, MigrationRef, Reporter};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,6 +28,17 @@ struct Recorded {
     migrations: Vec<(String, &'static str, Duration)>,
     lock_wait: Duration,
     pending: Option<usize>,
+    /// What committed, for the report of a run that then failed.
+    done: Done,
+}
+
+/// What a run committed before it ended: what a failed run's JSON
+/// document still reports.
+#[derive(Clone, Debug, Default)]
+pub struct Done {
+    pub applied: Vec<AppliedMigration>,
+    pub rolled_back: Vec<AppliedMigration>,
+    pub bootstrap: Vec<BootstrapRun>,
 }
 
 /// A reporter that passes every event on and remembers what the metrics
@@ -45,11 +56,20 @@ impl<'a> MetricsRecorder<'a> {
         }
     }
 
-    /// Writes the metrics to `path` atomically. `success`: how the run
-    /// ended.
-    pub fn write(&self, path: &Path, success: bool) -> Result<(), Error> {
+    /// What the run committed so far.
+    pub fn done(&self) -> Done {
         let recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
-        let text = render(&recorded, success);
+        recorded.done.clone()
+    }
+
+    /// Writes the metrics to `path` atomically. `failure`: why the run
+    /// failed, if it did.
+    pub fn write(&self, path: &Path, failure: Option<&Error>) -> Result<(), Error> {
+        let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Error::LockTimeout { waited, .. }) = failure {
+            recorded.lock_wait = *waited;
+        }
+        let text = render(&recorded, failure.is_none());
         write_atomically(path, &text).map_err(|err| Error::Config {
             origin: path.display().to_string(),
             message: format!("cannot write the metrics file: {err}"),
@@ -75,13 +95,28 @@ impl Reporter for MetricsRecorder<'_> {
                     r.migrations
                         .push((migration.version.to_string(), "applied", applied.duration));
                     r.pending = r.pending.map(|p| p.saturating_sub(1));
+                    r.done.applied.push(AppliedMigration {
+                        migration: MigrationRef::of(migration),
+                        duration: applied.duration,
+                    });
                 }
                 Event::RolledBack {
                     migration, done, ..
                 } => {
-                    r.migrations
-                        .push((migration.version.to_string(), "rolled_back", done.duration))
+                    r.migrations.push((
+                        migration.version.to_string(),
+                        "rolled_back",
+                        done.duration,
+                    ));
+                    r.done.rolled_back.push(AppliedMigration {
+                        migration: MigrationRef::of(migration),
+                        duration: done.duration,
+                    });
                 }
+                Event::Bootstrapped { script, duration } => r.done.bootstrap.push(BootstrapRun {
+                    script: (*script).to_owned(),
+                    duration: *duration,
+                }),
                 Event::Failed {
                     migration,
                     duration,
@@ -206,11 +241,18 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "metrics".into());
-    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&temporary, text)?;
-    std::fs::rename(&temporary, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&temporary);
-    })
+    // A unique name (containers sharing the folder may have the same
+    // pid), not ending in .prom, so the collector skips it; readable by
+    // the collector's user, as a plainly written file would be.
+    let mut temporary = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)?;
+    std::io::Write::write_all(&mut temporary, text.as_bytes())?;
+    temporary.as_file().sync_all()?;
+    temporary.persist(path).map_err(|err| err.error)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -226,6 +268,7 @@ mod tests {
             ],
             lock_wait: Duration::from_millis(1500),
             pending: Some(2),
+            done: Done::default(),
         };
         let text = render(&recorded, false);
         for expected in [
@@ -255,6 +298,10 @@ mod tests {
         write_atomically(&path, "a 1\n").unwrap();
         write_atomically(&path, "a 2\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a 2\n");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o644, "readable by the collector");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1);
     }

@@ -211,6 +211,10 @@ pub struct UpReport {
     /// What was pending when the run looked.
     pub planned: Vec<MigrationRef>,
     pub applied: Vec<AppliedMigration>,
+    /// The bootstrap scripts this run was to run (none when skipped, or
+    /// held back by `--target`).
+    pub planned_bootstrap: Vec<String>,
+    /// The bootstrap scripts that ran.
     pub bootstrap: Vec<BootstrapRun>,
     pub lock_waited: Duration,
 }

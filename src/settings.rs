@@ -48,6 +48,17 @@ pub enum Verbosity {
     Verbose,
 }
 
+impl Verbosity {
+    /// `-q` wins over `-v`.
+    pub fn from_flags(quiet: bool, verbose: bool) -> Verbosity {
+        match (quiet, verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, true) => Verbosity::Verbose,
+            (false, false) => Verbosity::Normal,
+        }
+    }
+}
+
 /// Where the bootstrap scripts are and what they read from the environment.
 pub struct BootstrapSettings {
     /// `bootstrap_path`, or `<migrations>/bootstrap`.
@@ -297,27 +308,8 @@ impl Settings {
             })
             .transpose()?;
 
-        // Where the switch was turned on, if it was.
-        let switch = |name: &str, key: &str| -> Result<Option<String>, Error> {
-            if let Some(value) = env_bool(&env, name)? {
-                return Ok(value.then(|| name.to_owned()));
-            }
-            match folder.top_level(key)? {
-                Some(v) => match parse_bool(&v.value) {
-                    Some(value) => Ok(value.then(|| format!("{key} ({})", v.origin))),
-                    None => Err(Error::Config {
-                        origin: v.origin.clone(),
-                        message: format!(
-                            "{key}: `{}` is not one of true, false, 1, 0, yes, no",
-                            v.value
-                        ),
-                    }),
-                },
-                None => Ok(None),
-            }
-        };
-        let skip_migrations = switch("SKIP_MIGRATIONS", "skip-migrations")?;
-        let skip_bootstrap = switch("SKIP_BOOTSTRAP", "skip-bootstrap")?.is_some();
+        let skip_migrations = switch(&env, &folder, "SKIP_MIGRATIONS", "skip-migrations")?;
+        let skip_bootstrap = switch(&env, &folder, "SKIP_BOOTSTRAP", "skip-bootstrap")?.is_some();
 
         let bootstrap_dir =
             var("MIGRATE_BOOTSTRAP_PATH").or_else(|| from_config(&entry.bootstrap_path));
@@ -357,11 +349,7 @@ impl Settings {
             .metrics_file
             .clone()
             .or_else(|| var("MIGRATE_METRICS_FILE").map(|s| PathBuf::from(s.value)));
-        let verbosity = match (args.quiet, args.verbose) {
-            (true, _) => Verbosity::Quiet,
-            (false, true) => Verbosity::Verbose,
-            (false, false) => Verbosity::Normal,
-        };
+        let verbosity = Verbosity::from_flags(args.quiet, args.verbose);
 
         Ok(Settings {
             migrations_dir,
@@ -436,6 +424,56 @@ fn identifier(value: Option<Sourced>, default: &str, suffix: usize) -> Result<St
 }
 
 pub use crate::engine::parse_switch as parse_bool;
+
+/// Where a deployment switch was turned on, if it was: the environment
+/// variable, else the config folder's top-level key.
+fn switch(
+    env: &dyn Fn(&str) -> Option<String>,
+    folder: &ConfigFolder,
+    name: &str,
+    key: &str,
+) -> Result<Option<String>, Error> {
+    if let Some(value) = env_bool(env, name)? {
+        return Ok(value.then(|| name.to_owned()));
+    }
+    match folder.top_level(key)? {
+        Some(v) => match parse_bool(&v.value) {
+            Some(value) => Ok(value.then(|| format!("{key} ({})", v.origin))),
+            None => Err(Error::Config {
+                origin: v.origin.clone(),
+                message: format!(
+                    "{key}: `{}` is not one of true, false, 1, 0, yes, no",
+                    v.value
+                ),
+            }),
+        },
+        None => Ok(None),
+    }
+}
+
+impl Settings {
+    /// `SKIP_MIGRATIONS` (or `skip-migrations` in the config folder) alone,
+    /// before anything else is resolved: `up` then exits 0 whatever else
+    /// the environment or the config lacks. Where it was said, if it was.
+    pub fn skip_migrations(
+        args: &GlobalArgs,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, Error> {
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+        if let Some(value) = env_bool(&env, "SKIP_MIGRATIONS")? {
+            return Ok(value.then(|| "SKIP_MIGRATIONS".to_owned()));
+        }
+        let folder = match args
+            .config
+            .clone()
+            .or_else(|| env("MIGRATE_CONFIG").map(PathBuf::from))
+        {
+            Some(dir) => ConfigFolder::read(&dir, true)?,
+            None => ConfigFolder::read(&PathBuf::from("config"), false)?,
+        };
+        switch(&env, &folder, "SKIP_MIGRATIONS", "skip-migrations")
+    }
+}
 
 fn env_bool(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<bool>, Error> {
     match env(name) {

@@ -7,11 +7,11 @@ use crate::cli::{Cli, Command, DownArgs, RepairArgs};
 use crate::duration::parse_duration;
 use crate::engine::{Bootstrap, Database, DownOptions, Migrator, RepairOptions, UpOptions};
 use crate::error::{Error, exit};
-use crate::metrics::MetricsRecorder;
+use crate::metrics::{Done, MetricsRecorder};
 use crate::migration::{MigrationSet, Version, new_migration, scan};
 use crate::render::{Output, Printer, Terminal, history_table, json, lock_table, status_table};
 use crate::report::{UpOutcome, UpReport};
-use crate::settings::Settings;
+use crate::settings::{Settings, Verbosity};
 use std::time::Duration;
 
 /// Runs the parsed command line; returns the process exit code.
@@ -31,7 +31,23 @@ pub fn run(cli: Cli) -> i32 {
             );
         }
     };
-    let settings = match Settings::resolve(&cli.global, &|name| std::env::var(name).ok()) {
+    let env = |name: &str| std::env::var(name).ok();
+    if let Command::Up = command {
+        // Decided first: a replica that skips needs nothing else right.
+        match Settings::skip_migrations(&cli.global, &env) {
+            Ok(Some(origin)) => {
+                let output = Output {
+                    json: cli.global.json,
+                    verbosity: Verbosity::from_flags(cli.global.quiet, cli.global.verbose),
+                };
+                skipped(&Printer::with_output(terminal, false, output), &origin);
+                return exit::OK;
+            }
+            Ok(None) => {}
+            Err(err) => return fail(&Printer::with_output(terminal, false, early), "up", &err),
+        }
+    }
+    let settings = match Settings::resolve(&cli.global, &env) {
         Ok(settings) => settings,
         Err(err) => {
             return fail(
@@ -58,8 +74,41 @@ pub fn run(cli: Cli) -> i32 {
     };
     match runtime.block_on(run_command(&command, &settings, &printer)) {
         Ok(()) => exit::OK,
-        Err(err) => fail(&printer, command.name(), &err),
+        Err(Failure { error, done }) => {
+            printer.error(error.to_string());
+            if printer.output().json {
+                printer.document(&json::failed_run(command.name(), &error, done.as_ref()));
+            }
+            error.exit_code()
+        }
     }
+}
+
+/// A command line the parser refused (or `--help`, `--version`): clap's
+/// message, and with `--json` anywhere on the line the error document too.
+pub fn parse_failed(err: clap::Error) -> i32 {
+    if !err.use_stderr() {
+        // --help, --version: not an error.
+        let _ = err.print();
+        return exit::OK;
+    }
+    let _ = err.print();
+    if std::env::args_os().any(|a| a == "--json") {
+        let rendered = err.render().to_string();
+        let message = rendered
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_owned();
+        let output = Output {
+            json: true,
+            ..Output::default()
+        };
+        Printer::with_output(Terminal::detect(), false, output)
+            .document(&json::error_document("migrate", &Error::Usage(message)));
+    }
+    exit::USAGE
 }
 
 /// Reports an error: the message on stderr, and with `--json` the error
@@ -72,21 +121,40 @@ fn fail(printer: &Printer, command: &str, err: &Error) -> i32 {
     err.exit_code()
 }
 
+/// A command that failed, and for `up` and `down` what it committed
+/// before it did.
+struct Failure {
+    error: Error,
+    done: Option<Done>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure { error, done: None }
+    }
+}
+
 async fn run_command(
     command: &Command,
     settings: &Settings,
     printer: &Printer,
-) -> Result<(), Error> {
+) -> Result<(), Failure> {
     let color = printer.terminal().color;
     let json = settings.json;
     match command {
         Command::Up => up(settings, printer).await?,
         Command::Down(args) => {
-            let options = down_options(args, settings)?;
             let recorder = MetricsRecorder::new(printer);
-            let result = folder_migrator(settings)?.down(&options, &recorder).await;
-            write_metrics(settings, &recorder, result.is_ok())?;
-            let report = result?;
+            let result = async {
+                let options = down_options(args, settings)?;
+                folder_migrator(settings)?.down(&options, &recorder).await
+            }
+            .await;
+            write_metrics(settings, printer, &recorder, result.as_ref().err());
+            let report = result.map_err(|error| Failure {
+                error,
+                done: Some(recorder.done()),
+            })?;
             if json {
                 printer.document(&json::down(&report));
             }
@@ -194,45 +262,62 @@ async fn run_command(
 }
 
 /// `up`, with `SKIP_MIGRATIONS`, the bootstrap scripts and the metrics.
-async fn up(settings: &Settings, printer: &Printer) -> Result<(), Error> {
+async fn up(settings: &Settings, printer: &Printer) -> Result<(), Failure> {
     if let Some(origin) = &settings.skip_migrations {
-        printer.line(format!("{origin} is set: not migrating"));
-        if settings.json {
-            printer.document(&json::up(&UpReport {
-                outcome: UpOutcome::Skipped,
-                planned: Vec::new(),
-                applied: Vec::new(),
-                bootstrap: Vec::new(),
-                lock_waited: Duration::ZERO,
-            }));
-        }
+        skipped(printer, origin);
         return Ok(());
     }
-    let migrator = folder_migrator_with_bootstrap(settings)?;
-    let options = UpOptions {
-        target: settings.target.clone(),
-        dry_run: settings.dry_run,
-        out_of_order: settings.out_of_order,
-        skip_bootstrap: settings.skip_bootstrap,
-    };
     let recorder = MetricsRecorder::new(printer);
-    let result = migrator.up(&options, &recorder).await;
-    write_metrics(settings, &recorder, result.is_ok())?;
-    let report = result?;
+    let result = async {
+        let migrator = folder_migrator_with_bootstrap(settings)?;
+        let options = UpOptions {
+            target: settings.target.clone(),
+            dry_run: settings.dry_run,
+            out_of_order: settings.out_of_order,
+            skip_bootstrap: settings.skip_bootstrap,
+        };
+        migrator.up(&options, &recorder).await
+    }
+    .await;
+    write_metrics(settings, printer, &recorder, result.as_ref().err());
+    let report = result.map_err(|error| Failure {
+        error,
+        done: Some(recorder.done()),
+    })?;
     if settings.json {
         printer.document(&json::up(&report));
     }
     Ok(())
 }
 
+/// `up` with `SKIP_MIGRATIONS`: says so (and with `--json`, the document).
+fn skipped(printer: &Printer, origin: &str) {
+    printer.line(format!("{origin} is set: not migrating"));
+    if printer.output().json {
+        printer.document(&json::up(&UpReport {
+            outcome: UpOutcome::Skipped,
+            planned: Vec::new(),
+            applied: Vec::new(),
+            planned_bootstrap: Vec::new(),
+            bootstrap: Vec::new(),
+            lock_waited: Duration::ZERO,
+        }));
+    }
+}
+
+/// Writes the metrics file, if one is asked for, however the run ended
+/// (`failure`). A file that cannot be written is a warning: the run's own
+/// outcome, exit code and JSON document stand.
 fn write_metrics(
     settings: &Settings,
+    printer: &Printer,
     recorder: &MetricsRecorder,
-    success: bool,
-) -> Result<(), Error> {
-    match (&settings.metrics_file, settings.dry_run) {
-        (Some(path), false) => recorder.write(path, success),
-        _ => Ok(()),
+    failure: Option<&Error>,
+) {
+    if let (Some(path), false) = (&settings.metrics_file, settings.dry_run)
+        && let Err(err) = recorder.write(path, failure)
+    {
+        printer.warn(err.to_string());
     }
 }
 

@@ -18,6 +18,11 @@ pub struct Bootstrap {
     /// Each variable's name and value; a script reads it as
     /// `current_setting('migrate.<name in lower case>')`.
     pub variables: Vec<(String, String)>,
+    /// Variables whose values `up` reads from the environment when it is
+    /// about to run the scripts (not with `SKIP_MIGRATIONS` or
+    /// `SKIP_BOOTSTRAP`), before it connects: a missing one is
+    /// [`Error::MissingVariable`] and nothing runs.
+    pub from_environment: Vec<String>,
 }
 
 impl std::fmt::Debug for Bootstrap {
@@ -31,6 +36,7 @@ impl std::fmt::Debug for Bootstrap {
                 "variables",
                 &self.variables.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
+            .field("from_environment", &self.from_environment)
             .finish()
     }
 }
@@ -50,6 +56,7 @@ impl Bootstrap {
                 return Ok(Bootstrap {
                     scripts: Vec::new(),
                     variables,
+                    from_environment: Vec::new(),
                 });
             }
             Err(err) => {
@@ -90,7 +97,11 @@ impl Bootstrap {
             return Err(Error::Files(problems));
         }
         super::check_scripts(scripts.iter())?;
-        Ok(Bootstrap { scripts, variables })
+        Ok(Bootstrap {
+            scripts,
+            variables,
+            from_environment: Vec::new(),
+        })
     }
 
     /// Bootstrap scripts from memory, as (file name, contents): the `*.sql`
@@ -124,7 +135,11 @@ impl Bootstrap {
             return Err(Error::Files(problems));
         }
         super::check_scripts(scripts.iter())?;
-        Ok(Bootstrap { scripts, variables })
+        Ok(Bootstrap {
+            scripts,
+            variables,
+            from_environment: Vec::new(),
+        })
     }
 
     /// Bootstrap scripts compiled into the binary (the `bootstrap` folder
@@ -137,6 +152,37 @@ impl Bootstrap {
         Bootstrap::from_files(dir.path(), crate::migration::embedded_files(dir), variables)
     }
 
+    /// Declares variables whose values come from the environment when the
+    /// scripts are about to run, so that a process started with
+    /// `SKIP_MIGRATIONS=true` or `SKIP_BOOTSTRAP=true` needs none of them.
+    pub fn with_environment<S: Into<String>>(
+        mut self,
+        names: impl IntoIterator<Item = S>,
+    ) -> Bootstrap {
+        self.from_environment
+            .extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// This bootstrap with the values of `from_environment` read; an unset
+    /// or empty one is an error.
+    pub(super) fn resolved(&self) -> Result<Bootstrap, Error> {
+        let mut resolved = self.clone();
+        for name in &self.from_environment {
+            match std::env::var(name) {
+                Ok(value) if !value.is_empty() => resolved.variables.push((name.clone(), value)),
+                _ => {
+                    return Err(Error::MissingVariable {
+                        name: name.clone(),
+                        origin: "Bootstrap::with_environment".into(),
+                    });
+                }
+            }
+        }
+        resolved.from_environment.clear();
+        Ok(resolved)
+    }
+
     /// The session setting a variable is read from.
     pub fn setting_name(variable: &str) -> String {
         format!("migrate.{}", variable.to_ascii_lowercase())
@@ -146,7 +192,10 @@ impl Bootstrap {
     /// it, as in "Key (email)=(...) already exists").
     fn redact(&self, text: &str) -> String {
         let mut text = text.to_owned();
-        for (name, value) in &self.variables {
+        // Longest first: one value may contain another.
+        let mut variables: Vec<&(String, String)> = self.variables.iter().collect();
+        variables.sort_by_key(|(_, value)| std::cmp::Reverse(value.len()));
+        for (name, value) in variables {
             if !value.is_empty() {
                 text = text.replace(value.as_str(), &format!("<{name}>"));
             }
@@ -216,4 +265,25 @@ fn redact_failure(bootstrap: &Bootstrap, mut failure: DbFailure) -> DbFailure {
     failure.hint = failure.hint.map(|h| bootstrap.redact(&h));
     failure.context = failure.context.map(|c| bootstrap.redact(&c));
     failure
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bootstrap;
+
+    #[test]
+    fn redaction_replaces_the_longest_value_first() {
+        let bootstrap = Bootstrap {
+            scripts: Vec::new(),
+            variables: vec![
+                ("SHORT".into(), "admin".into()),
+                ("LONG".into(), "admin@example.com".into()),
+            ],
+            from_environment: Vec::new(),
+        };
+        assert_eq!(
+            bootstrap.redact("Key (email)=(admin@example.com) already exists; admin"),
+            "Key (email)=(<LONG>) already exists; <SHORT>"
+        );
+    }
 }

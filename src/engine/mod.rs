@@ -199,8 +199,11 @@ impl Migrator {
     /// Waits until every migration of the folder is applied (none pending,
     /// none failed), polling the state every second; reads only. Drift
     /// ends the wait at once (exit 3); so does a pending file older than
-    /// the newest applied one, which no `up` applies by itself. The
-    /// connection is opened again if it drops.
+    /// the newest applied one, which no `up` applies by itself, and an
+    /// error that waiting does not cure (no privilege on the schema,
+    /// another tool's table). While the server cannot be reached or goes
+    /// away, it keeps trying until the time is up, then returns the last
+    /// error.
     pub async fn wait_until_applied(
         &self,
         timeout: Duration,
@@ -214,12 +217,18 @@ impl Migrator {
         loop {
             let remaining = timeout.saturating_sub(start.elapsed());
             if store.is_none() {
-                store = match Store::connect_waiting(&self.database.dsn, remaining, |_, _| {}).await
-                {
-                    Ok(store) => Some(store),
-                    Err(err) if start.elapsed() >= timeout => return Err(err),
-                    Err(_) => None,
-                };
+                // Keeps trying while the failure may pass (the server
+                // down or starting); a refused password ends the wait.
+                let waited_before = start.elapsed();
+                let open =
+                    Store::connect_waiting(&self.database.dsn, remaining, |error, waited| {
+                        reporter.event(Event::WaitingForDatabase {
+                            error,
+                            waited: waited_before + waited,
+                        })
+                    })
+                    .await?;
+                store = Some(open);
             }
             if let Some(open) = &store {
                 match open.read_state(tracking, StateDetail::Plan).await {
@@ -260,7 +269,13 @@ impl Migrator {
                             });
                         }
                     }
-                    Err(_) => store = None,
+                    Err(err) if passes(&err) && start.elapsed() < timeout => store = None,
+                    Err(err) => {
+                        if let Some(open) = store.take() {
+                            open.close().await;
+                        }
+                        return Err(err);
+                    }
                 }
             }
             tokio::time::sleep(Duration::from_secs(1).min(timeout.saturating_sub(start.elapsed())))
@@ -447,4 +462,20 @@ pub fn default_actor() -> String {
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "unknown-host".into());
     format!("{user}@{host}")
+}
+
+/// Whether an error reading the state may pass by itself: the connection
+/// was lost, or the server is shutting down, starting or out of
+/// connections (SQLSTATE classes 08, 57 and 53).
+fn passes(err: &Error) -> bool {
+    match err {
+        Error::Database { failure, .. } => {
+            failure.connection_lost
+                || failure
+                    .code
+                    .as_deref()
+                    .is_some_and(|c| ["08", "57", "53"].iter().any(|class| c.starts_with(class)))
+        }
+        _ => false,
+    }
 }

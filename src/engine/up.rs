@@ -1,6 +1,6 @@
 //! `up`: apply pending migrations in order, then run the bootstrap scripts.
 
-use super::bootstrap;
+use super::bootstrap::{self, Bootstrap};
 use super::lock::{Locked, acquire};
 use super::run::{into_error, run_with_retries};
 use super::{Migrator, applied_count, check_drift, check_scripts, known_version, out_of_order};
@@ -36,6 +36,7 @@ impl Migrator {
                 outcome: UpOutcome::Skipped,
                 planned: Vec::new(),
                 applied: Vec::new(),
+                planned_bootstrap: Vec::new(),
                 bootstrap: Vec::new(),
                 lock_waited: Duration::ZERO,
             });
@@ -56,9 +57,21 @@ impl Migrator {
         options: &UpOptions,
         reporter: &dyn Reporter,
     ) -> Result<UpReport, Error> {
+        // Variables from the environment: read now, before connecting.
+        let bootstrap = match &self.database.bootstrap {
+            Some(b) if !b.scripts.is_empty() && !options.skip_bootstrap => Some(b.resolved()?),
+            _ => None,
+        };
         let (migrations, mut store, state) = self.open(StateDetail::Plan, reporter).await?;
         let result = self
-            .up_on(&migrations, &mut store, state, options, reporter)
+            .up_on(
+                &migrations,
+                &mut store,
+                state,
+                bootstrap.as_ref(),
+                options,
+                reporter,
+            )
             .await;
         // Closing the connection also releases the lock on every error path.
         store.close().await;
@@ -70,6 +83,7 @@ impl Migrator {
         migrations: &MigrationSet,
         store: &mut Store,
         state: DbState,
+        bootstrap: Option<&Bootstrap>,
         options: &UpOptions,
         reporter: &dyn Reporter,
     ) -> Result<UpReport, Error> {
@@ -86,11 +100,7 @@ impl Migrator {
                 .saturating_sub(steps.len()),
             None => 0,
         };
-        let mut bootstrap = self
-            .database
-            .bootstrap
-            .as_ref()
-            .filter(|b| !b.scripts.is_empty() && !options.skip_bootstrap);
+        let mut bootstrap = bootstrap;
         let held_back = bootstrap.is_some() && after_target > 0;
         if held_back {
             bootstrap = None;
@@ -105,6 +115,7 @@ impl Migrator {
                 .map(|s| MigrationRef::of(s.migration))
                 .collect(),
             applied: Vec::new(),
+            planned_bootstrap: bootstrap_names.clone(),
             bootstrap: Vec::new(),
             lock_waited: Duration::ZERO,
         };
@@ -116,9 +127,21 @@ impl Migrator {
             if held_back {
                 reporter.event(Event::BootstrapHeldBack { after_target });
             }
+            if options.dry_run {
+                if bootstrap.is_some() {
+                    reporter.event(Event::Plan {
+                        steps: &steps,
+                        after_target,
+                        bootstrap: &bootstrap_names,
+                        dry_run: true,
+                    });
+                }
+                report.outcome = UpOutcome::DryRun;
+                return Ok(report);
+            }
             // Without bootstrap scripts this is the whole start-up path of
             // a replica: no lock, nothing written.
-            if bootstrap.is_none() || options.dry_run {
+            if bootstrap.is_none() {
                 return Ok(report);
             }
         } else {

@@ -4,10 +4,11 @@
 //! in UTC, durations integer microseconds (`*_us`).
 
 use crate::error::Error;
+use crate::metrics::Done;
 use crate::plan::{Drift, Drifted, Status, StatusRow, Totals};
 use crate::report::{
-    AppliedMigration, DownOutcome, DownReport, HistoryReport, LockReport, MigrationRef,
-    RepairReport, StatusReport, UpOutcome, UpReport, ValidateReport,
+    AppliedMigration, BootstrapRun, DownOutcome, DownReport, HistoryReport, LockReport,
+    MigrationRef, RepairReport, StatusReport, UpOutcome, UpReport, ValidateReport,
 };
 use crate::store::{JournalEntry, LockHolder, RowStatus};
 use serde_json::{Value, json};
@@ -37,6 +38,34 @@ pub fn error_document(command: &str, err: &Error) -> Value {
         "ok": false,
         "error": error_value(err),
     })
+}
+
+/// The document for a failed `up` or `down`: the error, and what the run
+/// committed before it (`applied` and `bootstrap`, or `rolled_back`).
+pub fn failed_run(command: &str, err: &Error, done: Option<&Done>) -> Value {
+    let mut doc = error_document(command, err);
+    if let (Some(done), Value::Object(doc)) = (done, &mut doc) {
+        let list = |items: &[AppliedMigration]| items.iter().map(applied_value).collect::<Vec<_>>();
+        if command == "down" {
+            doc.insert("rolled_back".into(), json!(list(&done.rolled_back)));
+        } else {
+            doc.insert("applied".into(), json!(list(&done.applied)));
+            doc.insert(
+                "bootstrap".into(),
+                json!(
+                    done.bootstrap
+                        .iter()
+                        .map(bootstrap_value)
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
+    }
+    doc
+}
+
+fn bootstrap_value(b: &BootstrapRun) -> Value {
+    json!({ "script": b.script, "duration_us": micros(b.duration) })
 }
 
 pub fn error_value(err: &Error) -> Value {
@@ -246,10 +275,8 @@ pub fn up(report: &UpReport) -> Value {
             "outcome": outcome,
             "planned": report.planned.iter().map(migration_ref).collect::<Vec<_>>(),
             "applied": report.applied.iter().map(applied_value).collect::<Vec<_>>(),
-            "bootstrap": report.bootstrap.iter().map(|b| json!({
-                "script": b.script,
-                "duration_us": micros(b.duration),
-            })).collect::<Vec<_>>(),
+            "planned_bootstrap": report.planned_bootstrap,
+            "bootstrap": report.bootstrap.iter().map(bootstrap_value).collect::<Vec<_>>(),
             "lock_waited_us": micros(report.lock_waited),
         }),
     )
@@ -301,7 +328,9 @@ pub fn lock(report: &LockReport) -> Value {
     envelope(
         "lock",
         json!({
-            "key": report.key,
+            // A string: a 64-bit key loses digits as a JSON number in
+            // most readers.
+            "key": report.key.to_string(),
             "held": report.holder.is_some(),
             "holder": report.holder.as_ref().map(holder_value),
         }),

@@ -207,6 +207,15 @@ impl Reporter for Printer {
                 dry_run,
             } => {
                 let what = plural(steps.len(), "migration", "migrations");
+                if steps.is_empty() {
+                    // A dry run with nothing pending: only the scripts.
+                    self.line(format!(
+                        "dry run: the bootstrap scripts would run: {}",
+                        bootstrap.join(", ")
+                    ));
+                    self.line("nothing was changed (dry run)");
+                    return;
+                }
                 if dry_run {
                     self.line(format!("dry run: {what} would be applied:"));
                 } else {

@@ -722,23 +722,50 @@ impl Store {
         values: &[String],
     ) -> Result<Duration, DbFailure> {
         let client = self.client();
-        let begin = format!(
-            "BEGIN; {}",
-            session_sql(tracking, self.server_major(), settings, true)
-        );
         let start = Instant::now();
-        let params: [(&(dyn ToSql + Sync), Type); 2] =
-            [(&names, Type::TEXT_ARRAY), (&values, Type::TEXT_ARRAY)];
-        let (begun, set, ran) = tokio::join!(
-            client.batch_execute(&begin),
-            client.query_typed(
-                "SELECT set_config(name, value, true) \
-                   FROM unnest($1::text[], $2::text[]) AS v(name, value)",
-                &params,
-            ),
-            client.batch_execute(&script.sql),
-        );
-        let result = begun.and(set.map(|_| ())).and(ran);
+        let result = async {
+            if names.is_empty() {
+                let begin = format!(
+                    "BEGIN; {}",
+                    session_sql(tracking, self.server_major(), settings, true)
+                );
+                let (begun, ran) =
+                    tokio::join!(client.batch_execute(&begin), client.batch_execute(&script.sql));
+                return begun.and(ran);
+            }
+            // The values travel as COPY data, which no statement log
+            // (log_statement, log_min_duration_statement, pgaudit) records,
+            // as bound parameters would be; set_config makes them
+            // transaction-local settings and the table is gone before the
+            // script runs.
+            let begin = format!(
+                "BEGIN; {} CREATE TEMPORARY TABLE {VALUES_TABLE} (name text, value text) ON COMMIT DROP;",
+                session_sql(tracking, self.server_major(), settings, true)
+            );
+            let copy = format!("COPY {VALUES_TABLE} FROM STDIN");
+            let (begun, sink) = tokio::join!(
+                client.batch_execute(&begin),
+                client.copy_in::<_, std::io::Cursor<Vec<u8>>>(&copy)
+            );
+            begun?;
+            let mut sink = std::pin::pin!(sink?);
+            let mut data = String::new();
+            for (name, value) in names.iter().zip(values) {
+                data.push_str(&copy_text(name));
+                data.push('\t');
+                data.push_str(&copy_text(value));
+                data.push('\n');
+            }
+            futures_util::SinkExt::send(&mut sink, std::io::Cursor::new(data.into_bytes())).await?;
+            sink.finish().await?;
+            let set = format!(
+                "SELECT set_config(name, value, true) FROM {VALUES_TABLE}; DROP TABLE {VALUES_TABLE};"
+            );
+            let (set, ran) =
+                tokio::join!(client.batch_execute(&set), client.batch_execute(&script.sql));
+            set.and(ran)
+        }
+        .await;
         let duration = start.elapsed();
         match result {
             Ok(()) => client
@@ -777,6 +804,25 @@ impl Store {
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// Holds the bootstrap values for the moment `set_config` reads them.
+const VALUES_TABLE: &str = "pg_temp.migrate_bootstrap_values";
+
+/// A field of COPY's text format: backslash, tab, newline and carriage
+/// return escaped.
+fn copy_text(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    for c in field.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The version text the record uses: an earlier failed row's, or the
@@ -820,5 +866,16 @@ fn record_error(run: &Run<'_>, err: tokio_postgres::Error) -> Error {
     Error::Database {
         context,
         failure: Box::new(failure),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_text;
+
+    #[test]
+    fn copy_text_escapes_what_the_format_reads_specially() {
+        assert_eq!(copy_text("plain ü"), "plain ü");
+        assert_eq!(copy_text("a\\b\tc\nd\re"), "a\\\\b\\tc\\nd\\re");
     }
 }

@@ -65,13 +65,21 @@ fn migrate_args(line: &str) -> Option<Vec<String>> {
     Some(words[at + 1..].to_vec())
 }
 
+/// The parser accepts the line, and its values (durations, versions,
+/// switches) resolve into settings.
 fn assert_parses(args: &[String], origin: &str) {
     let argv = std::iter::once("migrate".to_owned()).chain(args.iter().cloned());
-    if let Err(err) = Cli::try_parse_from(argv) {
+    let cli = Cli::try_parse_from(argv).unwrap_or_else(|err| {
         panic!(
             "{origin}: `migrate {}` is not accepted:\n{err}",
             args.join(" ")
-        );
+        )
+    });
+    let empty = tempfile::tempdir().unwrap();
+    let mut global = cli.global.clone();
+    global.config = Some(empty.path().to_owned());
+    if let Err(err) = migrate::settings::Settings::resolve(&global, &|_| None) {
+        panic!("{origin}: `migrate {}`: {err}", args.join(" "));
     }
 }
 
@@ -120,6 +128,33 @@ fn run_steps(value: &Value, found: &mut Vec<String>) {
     }
 }
 
+/// `{{ .Values.key }}` replaced with the chart's value, `{{ .Release.Name }}`
+/// with `release`: enough for the templates here.
+fn helm_render(template: &str, values: &Path) -> String {
+    let values: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(values).unwrap()).unwrap();
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find("}}").expect("a closed {{ }}") + start;
+        let expression = rest[start + 2..end].trim();
+        let value = match expression.strip_prefix(".Values.") {
+            Some(key) => match &values[key] {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => panic!("values.yaml: {key} is {other:?}"),
+            },
+            None if expression == ".Release.Name" => "release".to_owned(),
+            None => panic!("a template expression this test does not render: {expression}"),
+        };
+        out.push_str(&value);
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[test]
 fn every_deployment_file_parses_and_uses_only_real_commands_and_flags() {
     let mut files = Vec::new();
@@ -132,6 +167,13 @@ fn every_deployment_file_parses_and_uses_only_real_commands_and_flags() {
             .unwrap()
             .display()
             .to_string();
+        // A Helm template: its `{{ .Values.x }}` from the chart's values.
+        let text = match path.parent() {
+            Some(dir) if dir.ends_with("templates") => {
+                helm_render(&text, &dir.parent().unwrap().join("values.yaml"))
+            }
+            _ => text,
+        };
         match path.extension().and_then(|e| e.to_str()) {
             Some("yaml" | "yml") => {
                 let value: Value = serde_yaml_ng::from_str(&text)
@@ -263,4 +305,41 @@ fn the_readmes_walkthrough_runs_as_written() {
     );
     assert!(t.migrations().join("006_add_orders.sql").exists());
     assert!(t.migrations().join("006_add_orders.down.sql").exists());
+}
+
+/// The example folder on a database where pgcrypto is already installed,
+/// in `public`: the bootstrap script finds it there, and rolling back 005
+/// leaves it alone.
+#[test]
+fn the_example_migrations_live_with_a_pgcrypto_installed_before_them() {
+    let t = crate::common::TestEnv::new();
+    std::fs::remove_dir(t.migrations()).unwrap();
+    copy_tree(&repository().join("migrations"), &t.migrations());
+    copy_tree(&repository().join("config"), &t.dir().join("config"));
+    t.client()
+        .batch_execute("CREATE EXTENSION pgcrypto SCHEMA public")
+        .unwrap();
+    let migrate = |args: &[&str]| {
+        t.migrate()
+            .args(args)
+            .env("SUPER_ADMIN_EMAIL", "admin@example.com")
+            .env("SUPER_ADMIN_PASSWORD", "pre-installed")
+            .run()
+    };
+    migrate(&["up", "--yes"]).code(0);
+    assert_eq!(
+        t.value(
+            "SELECT password_hash = public.crypt('pre-installed', password_hash) FROM app.users"
+        ),
+        Some("t".into())
+    );
+    migrate(&["down", "--yes"])
+        .code(0)
+        .stdout_has("rolled back 005_enable_pgcrypto");
+    assert_eq!(
+        t.value(
+            "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pgcrypto'"
+        ),
+        Some("public".into())
+    );
 }

@@ -39,6 +39,18 @@ fn assert_documented(doc: &Value) {
     let (row, fields) = if doc["ok"] == true {
         (row_for(doc["command"].as_str().unwrap()), doc)
     } else {
+        // A failed run's document: the error, and what committed before.
+        let failed_run = section
+            .lines()
+            .find(|l| l.starts_with("A failed `up`"))
+            .expect("the README's sentence on failed runs");
+        for key in doc.as_object().unwrap().keys() {
+            assert!(
+                ["json_version", "command", "ok", "error"].contains(&key.as_str())
+                    || failed_run.contains(&format!("`{key}`")),
+                "`{key}` of a failed run is not in the README: {failed_run}"
+            );
+        }
         (
             row_for(doc["error"]["kind"].as_str().unwrap()),
             &doc["error"],
@@ -133,7 +145,7 @@ fn up_status_history_validate_down_and_lock_as_json() {
 
     let lock = parse(&t.migrate().args(["lock", "--json"]).run());
     assert_eq!(lock["held"], false);
-    assert_eq!(lock["key"], t.default_lock_key());
+    assert_eq!(lock["key"], t.default_lock_key().to_string());
 
     let out = t
         .migrate()
@@ -171,6 +183,8 @@ fn errors_are_documents_too() {
     assert_eq!(doc["error"]["sqlstate"], "42P01");
     assert_eq!(doc["error"]["line"], 2);
     assert_eq!(doc["error"]["column"], 15);
+    assert_eq!(doc["applied"][0]["version"], "001", "what committed before");
+    assert_eq!(doc["applied"].as_array().unwrap().len(), 1);
     assert!(out.stderr.contains("error: migration 002_bad failed"));
 
     t.migration("001_a.sql", "CREATE TABLE a (id bigint);");
@@ -193,6 +207,9 @@ fn errors_are_documents_too() {
         .run();
     out.code(2);
     assert_eq!(parse(&out)["error"]["kind"], "config");
+    let out = t.migrate().args(["status", "--json", "--bogus"]).run();
+    out.code(2).stderr_has("unexpected argument '--bogus'");
+    assert_eq!(parse(&out)["error"]["kind"], "usage");
 }
 
 #[test]

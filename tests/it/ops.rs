@@ -41,6 +41,25 @@ fn skip_migrations_exits_at_once_without_connecting() {
         .run()
         .code(2)
         .stderr_has("config/deployment.yaml:1: skip-bootstrap: `sometimes` is not one of");
+
+    // Skipping needs nothing else to be right: not the config's variables,
+    // not the other settings, not the files.
+    t.file("config/deployment.yaml", "")
+        .file(
+            "config/db_main.yaml",
+            "db_main:\n  dsn: postgres://${NOT_SET_ANYWHERE}@db/app\n",
+        )
+        .migration("bad name.sql", "");
+    let out = t
+        .migrate_bare()
+        .args(["--json"])
+        .env("SKIP_MIGRATIONS", "yes")
+        .env("MIGRATE_LOCK_WAIT", "soon")
+        .run();
+    out.code(0);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["outcome"], "skipped");
+    t.migrate_bare().arg("up").run().code(2);
 }
 
 fn with_bootstrap(t: &TestEnv) {
@@ -103,6 +122,62 @@ fn bootstrap_scripts_run_after_every_up_with_values_only_as_settings() {
         .run()
         .code(0);
     assert_eq!(t.value("SELECT count(*) FROM runs"), Some("2".into()));
+    // A dry run with nothing pending names the scripts and runs none.
+    let dry = |json: bool| {
+        let mut run = t.migrate();
+        run.args(["up", "--dry-run"])
+            .env("ADMIN_EMAIL", "root@example.com")
+            .env("ADMIN_SECRET", SECRET_VALUE);
+        if json {
+            run.arg("--json");
+        }
+        run.run()
+    };
+    dry(false)
+        .code(0)
+        .stdout_has("dry run: the bootstrap scripts would run: 001_admin.sql, 002_count.sql");
+    let doc: serde_json::Value = serde_json::from_str(&dry(true).stdout).unwrap();
+    assert_eq!(doc["outcome"], "dry_run");
+    assert_eq!(
+        doc["planned_bootstrap"],
+        serde_json::json!(["001_admin.sql", "002_count.sql"])
+    );
+    assert_eq!(doc["bootstrap"], serde_json::json!([]));
+    assert_eq!(t.value("SELECT count(*) FROM runs"), Some("2".into()));
+}
+
+/// With every statement logged, with its parameters, the values still
+/// stay out of the server's log: they travel as COPY data.
+#[test]
+fn bootstrap_values_stay_out_of_the_servers_statement_log() {
+    let crate::common::Server::Temp { cluster, .. } = crate::common::server() else {
+        eprintln!("skipped: reads the harness's own server log (MIGRATE_TEST_DSN is set)");
+        return;
+    };
+    let t = TestEnv::new();
+    with_bootstrap(&t);
+    t.client()
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{0}\" SET log_statement = 'all';\n\
+             ALTER DATABASE \"{0}\" SET log_min_duration_statement = 0;",
+            t.db_name
+        ))
+        .unwrap();
+    // COPY's text format escapes backslashes, tabs and line ends.
+    let secret = "s3cret\\server-log\tvalue\n5d2e";
+    t.migrate()
+        .args(["up", "--yes"])
+        .env("ADMIN_EMAIL", "root@example.com")
+        .env("ADMIN_SECRET", secret)
+        .run()
+        .code(0);
+    assert_eq!(t.value("SELECT secret FROM users"), Some(secret.into()));
+    let log = std::fs::read_to_string(cluster.root().join("server.log")).unwrap();
+    assert!(
+        log.contains("INSERT INTO users VALUES (current_setting('migrate.admin_email')"),
+        "the statements of this run are in the log"
+    );
+    assert!(!log.contains(secret), "the value is in the server log");
 }
 
 #[test]
@@ -224,6 +299,62 @@ fn wait_blocks_until_another_process_has_migrated() {
         .stdout_has("files and database agree: 2 applied, 0 pending");
 }
 
+/// Errors that waiting does not cure end the wait at once instead of
+/// being retried until the timeout.
+#[test]
+fn wait_gives_up_at_once_on_what_waiting_does_not_cure() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    let mut client = t.client();
+    client
+        .batch_execute(
+            "CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL)",
+        )
+        .unwrap();
+    let out = t.migrate().args(["wait", "--timeout", "60s"]).run();
+    out.code(2)
+        .stderr_has("public.schema_migrations exists but is not migrate's state table");
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "took {:?}",
+        out.elapsed
+    );
+
+    // A role that may not read the state: permission denied, exit 1. (On
+    // the harness's own server, whose socket trusts every role.)
+    if let crate::common::Server::External { .. } = crate::common::server() {
+        eprintln!(
+            "skipped: a second role needs the harness's own server (MIGRATE_TEST_DSN is set)"
+        );
+        return;
+    }
+    let role = format!("reader_{}", t.db_name);
+    client
+        .batch_execute(&format!(
+            "DROP TABLE schema_migrations; CREATE SCHEMA app; REVOKE ALL ON SCHEMA app FROM PUBLIC;\n\
+             CREATE ROLE \"{role}\" LOGIN;"
+        ))
+        .unwrap();
+    t.migrate()
+        .args(["up", "--yes", "-q", "--schema", "app"])
+        .run()
+        .code(0);
+    let out = t
+        .migrate()
+        .args(["wait", "--timeout", "60s", "--schema", "app", "--dsn"])
+        .arg(format!("{} user={role}", t.dsn))
+        .run();
+    client
+        .batch_execute(&format!("DROP ROLE \"{role}\""))
+        .unwrap();
+    out.code(1).stderr_has("permission denied for schema app");
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "took {:?}",
+        out.elapsed
+    );
+}
+
 #[test]
 fn metrics_file_has_the_documented_metrics() {
     let t = TestEnv::new();
@@ -237,21 +368,68 @@ fn metrics_file_has_the_documented_metrics() {
         .run()
         .code(1);
     let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
     for expected in [
         "migrate_migration_duration_seconds_count{version=\"001\",status=\"applied\"} 1",
         "migrate_migration_duration_seconds_count{version=\"002\",status=\"failed\"} 1",
+        "# TYPE migrate_migrations_total counter",
         "migrate_migrations_total{status=\"applied\"} 1",
-        "migrate_lock_wait_seconds 0",
+        "migrate_migrations_total{status=\"failed\"} 1",
+        "migrate_lock_wait_seconds 0.0",
         "migrate_pending_migrations 1",
         "migrate_last_run_success 0",
     ] {
-        assert!(text.contains(expected), "{expected} missing:\n{text}");
+        assert!(lines.contains(&expected), "{expected} missing:\n{text}");
     }
     assert_eq!(
         std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
         1,
         "no temporary file left"
     );
+
+    // A run that stops before it connects still says it failed.
+    t.migration("002_bad.sql", "CREATE TABLE b (id int);");
+    t.file(
+        "config/db_main.yaml",
+        "db_main:\n  bootstrap_variables: [NOT_SET_ANYWHERE]\n",
+    )
+    .file("migrations/bootstrap/001_x.sql", "SELECT 1;");
+    t.migrate()
+        .args(["up", "--yes", "--metrics-file"])
+        .arg(&path)
+        .run()
+        .code(2);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\nmigrate_last_run_success 0\n"), "{text}");
+    std::fs::remove_file(t.dir().join("config/db_main.yaml")).unwrap();
+
+    // A run that gives up on the lock says how long it waited.
+    let holder = t.hold_lock("metrics-holder", t.default_lock_key());
+    t.migrate()
+        .args(["up", "--yes", "--lock-wait", "1500ms", "--metrics-file"])
+        .arg(&path)
+        .run()
+        .code(4);
+    drop(holder);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let waited: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("migrate_lock_wait_seconds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1.5..10.0).contains(&waited), "{text}");
+
+    // A metrics file that cannot be written does not undo a good run.
+    let out = t
+        .migrate()
+        .args(["up", "--yes", "--json", "--metrics-file"])
+        .arg(t.dir().join("no-such-folder/migrate.prom"))
+        .run();
+    out.code(0).stderr_has("cannot write the metrics file");
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["applied"][0]["version"], "002");
 }
 
 #[test]
@@ -330,18 +508,24 @@ fn the_example_service_migrates_at_start_up() {
         example.display()
     );
     let t = TestEnv::new();
-    let run = |extra: &[(&str, &str)]| {
+    let secrets = [
+        ("SUPER_ADMIN_EMAIL", "admin@example.com"),
+        ("SUPER_ADMIN_PASSWORD", "example-password-1"),
+    ];
+    let run_with = |extra: &[(&str, &str)], secrets: &[(&str, &str)]| {
         let mut command = std::process::Command::new(&example);
-        command
-            .env_clear()
-            .env("DATABASE_URL", &t.dsn)
-            .env("SUPER_ADMIN_EMAIL", "admin@example.com")
-            .env("SUPER_ADMIN_PASSWORD", "example-password-1");
-        for (k, v) in extra {
+        command.env_clear().env("DATABASE_URL", &t.dsn);
+        for (k, v) in secrets.iter().chain(extra) {
             command.env(k, v);
         }
         Outcome::from_output(command.output().unwrap())
     };
+    let run = |extra: &[(&str, &str)]| run_with(extra, &secrets);
+    // The secrets are needed only when the scripts are about to run.
+    run_with(&[], &[])
+        .code(1)
+        .stderr_has("bootstrap variable SUPER_ADMIN_EMAIL is not set in the environment");
+    assert!(!t.table_exists("app.users"), "nothing ran");
     run(&[])
         .code(0)
         .stdout_has("msg=\"migration applied\" version=000 name=bootstrap")
@@ -356,9 +540,15 @@ fn the_example_service_migrates_at_start_up() {
     run(&[])
         .code(0)
         .stdout_has("outcome=UpToDate applied=0 bootstrap_scripts=1");
-    run(&[("SKIP_MIGRATIONS", "true"), ("DATABASE_URL", UNREACHABLE)])
+    run_with(
+        &[("SKIP_MIGRATIONS", "true"), ("DATABASE_URL", UNREACHABLE)],
+        &[],
+    )
+    .code(0)
+    .stdout_has("SKIP_MIGRATIONS is set: not migrating");
+    run_with(&[("SKIP_BOOTSTRAP", "true")], &[])
         .code(0)
-        .stdout_has("SKIP_MIGRATIONS is set: not migrating");
+        .stdout_has("outcome=UpToDate applied=0 bootstrap_scripts=0");
     wait_until(Duration::from_secs(5), "sessions to close", || {
         t.migrate_sessions() == 0
     });
