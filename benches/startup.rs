@@ -177,19 +177,23 @@ fn main() {
     // (a) Start-up with everything applied.
     sql(&cluster, "postgres", "CREATE DATABASE applied");
     measure(&mut migrate("applied"));
-    // The same start-up with one idempotent bootstrap script (the lock is
-    // then taken on every run), and a replica's with SKIP_MIGRATIONS.
+    // The same start-up with one idempotent bootstrap script that reads a
+    // variable (the lock is then taken on every run), and a replica's with
+    // SKIP_MIGRATIONS.
     let bootstrap = work.path().join("bootstrap");
     std::fs::create_dir(&bootstrap).unwrap();
     std::fs::write(
         bootstrap.join("001_seed.sql"),
-        "CREATE TABLE IF NOT EXISTS seeded (id int PRIMARY KEY);\n\
-         INSERT INTO seeded VALUES (1) ON CONFLICT DO NOTHING;\n",
+        "CREATE TABLE IF NOT EXISTS seeded (name text PRIMARY KEY);\n\
+         INSERT INTO seeded VALUES (current_setting('migrate.bench_secret')) ON CONFLICT DO NOTHING;\n",
     )
     .unwrap();
     let with_bootstrap = || {
         let mut command = migrate("applied");
-        command.env("MIGRATE_BOOTSTRAP_PATH", &bootstrap);
+        command
+            .env("MIGRATE_BOOTSTRAP_PATH", &bootstrap)
+            .env("MIGRATE_BOOTSTRAP_VARIABLES", "BENCH_SECRET")
+            .env("BENCH_SECRET", "not-so-secret");
         command
     };
     measure(&mut with_bootstrap());
