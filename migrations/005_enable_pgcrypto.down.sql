@@ -4,7 +4,8 @@ DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_extension
                 WHERE extname = 'pgcrypto'
-                  AND extnamespace = current_schema()::regnamespace) THEN
+                  AND extnamespace = (SELECT oid FROM pg_namespace
+                                       WHERE nspname = current_schema())) THEN
         DROP EXTENSION pgcrypto;
     END IF;
 END

@@ -250,6 +250,10 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(dir)?;
     std::io::Write::write_all(&mut temporary, text.as_bytes())?;
+    // Again, as fchmod: the mode given at creation is subject to umask.
+    temporary
+        .as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     temporary.as_file().sync_all()?;
     temporary.persist(path).map_err(|err| err.error)?;
     Ok(())

@@ -50,11 +50,23 @@ pub fn run(cli: Cli) -> i32 {
     let settings = match Settings::resolve(&cli.global, &env) {
         Ok(settings) => settings,
         Err(err) => {
-            return fail(
-                &Printer::with_output(terminal, false, early),
-                command.name(),
-                &err,
-            );
+            let printer = Printer::with_output(terminal, false, early);
+            // A run that could not even start still says so in its
+            // metrics file, if it was to write one.
+            if matches!(command, Command::Up | Command::Down(_)) && !cli.global.dry_run {
+                let path = cli.global.metrics_file.clone().or_else(|| {
+                    env("MIGRATE_METRICS_FILE")
+                        .filter(|v| !v.is_empty())
+                        .map(Into::into)
+                });
+                if let Some(path) = path
+                    && let Err(write) =
+                        MetricsRecorder::new(&crate::report::Silent).write(&path, Some(&err))
+                {
+                    printer.warn(write.to_string());
+                }
+            }
+            return fail(&printer, command.name(), &err);
         }
     };
     let output = Output {

@@ -214,24 +214,48 @@ impl Migrator {
         let tracking = &self.database.tracking;
         let mut store: Option<Store> = None;
         let mut last: Option<(usize, usize)> = None;
+        // What was still to do at the last look, for the timeout's message.
+        let mut waiting: Vec<String> = Vec::new();
         loop {
+            // Every call to the server is bounded by the time left (with a
+            // moment's grace for the last look): a server that stops
+            // answering on an open connection must not outlast --timeout.
             let remaining = timeout.saturating_sub(start.elapsed());
+            let bound = remaining.max(Duration::from_millis(500));
+            let timed_out = |waiting: &[String]| Error::WaitTimeout {
+                waited: timeout,
+                waiting: if waiting.is_empty() {
+                    vec!["(the database did not answer in time)".into()]
+                } else {
+                    waiting.to_vec()
+                },
+            };
             if store.is_none() {
                 // Keeps trying while the failure may pass (the server
                 // down or starting); a refused password ends the wait.
                 let waited_before = start.elapsed();
-                let open =
+                let connect =
                     Store::connect_waiting(&self.database.dsn, remaining, |error, waited| {
                         reporter.event(Event::WaitingForDatabase {
                             error,
                             waited: waited_before + waited,
                         })
-                    })
-                    .await?;
-                store = Some(open);
+                    });
+                match tokio::time::timeout(bound, connect).await {
+                    Ok(open) => store = Some(open?),
+                    Err(_) => return Err(timed_out(&waiting)),
+                }
             }
             if let Some(open) = &store {
-                match open.read_state(tracking, StateDetail::Plan).await {
+                let read =
+                    tokio::time::timeout(bound, open.read_state(tracking, StateDetail::Plan));
+                let Ok(read) = read.await else {
+                    if let Some(open) = store.take() {
+                        open.close().await;
+                    }
+                    return Err(timed_out(&waiting));
+                };
+                match read {
                     Ok(state) => {
                         let steps = plan::pending(&migrations, &state.rows, None);
                         check_drift(&migrations, &state, &out_of_order(&steps, &state))?;
@@ -252,21 +276,18 @@ impl Migrator {
                             });
                             last = Some(now);
                         }
+                        waiting = rows
+                            .iter()
+                            .filter(|r| {
+                                matches!(r.status, plan::Status::Pending | plan::Status::Failed)
+                            })
+                            .map(|r| format!("{}_{} ({})", r.version, r.name, r.status.label()))
+                            .collect();
                         if start.elapsed() >= timeout {
-                            let waiting: Vec<String> = rows
-                                .iter()
-                                .filter(|r| {
-                                    matches!(r.status, plan::Status::Pending | plan::Status::Failed)
-                                })
-                                .map(|r| format!("{}_{} ({})", r.version, r.name, r.status.label()))
-                                .collect();
                             if let Some(open) = store.take() {
                                 open.close().await;
                             }
-                            return Err(Error::WaitTimeout {
-                                waited: timeout,
-                                waiting,
-                            });
+                            return Err(timed_out(&waiting));
                         }
                     }
                     Err(err) if passes(&err) && start.elapsed() < timeout => store = None,

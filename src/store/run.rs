@@ -723,6 +723,12 @@ impl Store {
     ) -> Result<Duration, DbFailure> {
         let client = self.client();
         let start = Instant::now();
+        // Which failed: migrate's own statements around the script (the
+        // transaction, the session, the variables), or the script.
+        enum Failed {
+            Setup(tokio_postgres::Error),
+            Script(tokio_postgres::Error),
+        }
         let result = async {
             if names.is_empty() {
                 let begin = format!(
@@ -731,7 +737,8 @@ impl Store {
                 );
                 let (begun, ran) =
                     tokio::join!(client.batch_execute(&begin), client.batch_execute(&script.sql));
-                return begun.and(ran);
+                begun.map_err(Failed::Setup)?;
+                return ran.map_err(Failed::Script);
             }
             // The values travel as COPY data, which no statement log
             // (log_statement, log_min_duration_statement, pgaudit) records,
@@ -747,8 +754,8 @@ impl Store {
                 client.batch_execute(&begin),
                 client.copy_in::<_, std::io::Cursor<Vec<u8>>>(&copy)
             );
-            begun?;
-            let mut sink = std::pin::pin!(sink?);
+            begun.map_err(Failed::Setup)?;
+            let mut sink = std::pin::pin!(sink.map_err(Failed::Setup)?);
             let mut data = String::new();
             for (name, value) in names.iter().zip(values) {
                 data.push_str(&copy_text(name));
@@ -756,14 +763,17 @@ impl Store {
                 data.push_str(&copy_text(value));
                 data.push('\n');
             }
-            futures_util::SinkExt::send(&mut sink, std::io::Cursor::new(data.into_bytes())).await?;
-            sink.finish().await?;
+            futures_util::SinkExt::send(&mut sink, std::io::Cursor::new(data.into_bytes()))
+                .await
+                .map_err(Failed::Setup)?;
+            sink.finish().await.map_err(Failed::Setup)?;
             let set = format!(
                 "SELECT set_config(name, value, true) FROM {VALUES_TABLE}; DROP TABLE {VALUES_TABLE};"
             );
             let (set, ran) =
                 tokio::join!(client.batch_execute(&set), client.batch_execute(&script.sql));
-            set.and(ran)
+            set.map_err(Failed::Setup)?;
+            ran.map_err(Failed::Script)
         }
         .await;
         let duration = start.elapsed();
@@ -773,7 +783,23 @@ impl Store {
                 .await
                 .map(|()| duration)
                 .map_err(DbFailure::from),
-            Err(err) => {
+            Err(Failed::Setup(err)) => {
+                client.batch_execute("ROLLBACK").await.ok();
+                let mut failure = DbFailure::from(err);
+                // Its position is in migrate's statements, not the script.
+                failure.position = None;
+                let mut context =
+                    "before the script ran, while preparing its transaction".to_owned();
+                if !names.is_empty() {
+                    context.push_str(
+                        " and passing the bootstrap variables, which go through a temporary \
+                         table: the role needs the TEMPORARY privilege on the database",
+                    );
+                }
+                failure.context = Some(context);
+                Err(failure)
+            }
+            Err(Failed::Script(err)) => {
                 client.batch_execute("ROLLBACK").await.ok();
                 let mut failure = DbFailure::from(err);
                 if let Some(position) = failure.position {

@@ -343,3 +343,27 @@ fn the_example_migrations_live_with_a_pgcrypto_installed_before_them() {
         Some("public".into())
     );
 }
+
+/// In a schema whose name needs quoting, 005 installs pgcrypto there and
+/// its down file removes it again.
+#[test]
+fn the_example_migrations_in_a_mixed_case_schema() {
+    let t = crate::common::TestEnv::new();
+    std::fs::remove_dir(t.migrations()).unwrap();
+    copy_tree(&repository().join("migrations"), &t.migrations());
+    copy_tree(&repository().join("config"), &t.dir().join("config"));
+    let migrate = |args: &[&str]| {
+        t.migrate()
+            .args(args)
+            .env("DB_SCHEMA", "MyApp")
+            .env("SUPER_ADMIN_EMAIL", "admin@example.com")
+            .env("SUPER_ADMIN_PASSWORD", "mixed-case")
+            .run()
+    };
+    migrate(&["up", "--yes"]).code(0);
+    let installed_in = "SELECT coalesce(max(extnamespace::regnamespace::text), 'none') \
+                        FROM pg_extension WHERE extname = 'pgcrypto'";
+    assert_eq!(t.value(installed_in), Some("\"MyApp\"".into()));
+    migrate(&["down", "--yes"]).code(0);
+    assert_eq!(t.value(installed_in), Some("none".into()));
+}

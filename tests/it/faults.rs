@@ -132,3 +132,43 @@ fn wait_keeps_trying_while_the_server_is_down() {
     out.code(0)
         .stdout_has("files and database agree: 1 applied, 0 pending");
 }
+
+/// A server that stops answering on an open connection (a network
+/// partition, a frozen host): `wait` still ends at its timeout.
+#[test]
+fn wait_ends_at_its_timeout_when_the_server_stops_answering() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let t = TestEnv::on_own_server();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    let waiter = t.migrate().args(["wait", "--timeout", "3s"]).spawn();
+    let started = Instant::now();
+    // Once it has read the state (and is idle between looks), freeze its
+    // server process.
+    let mut backend = None;
+    crate::common::wait_until(Duration::from_secs(10), "wait's first look", || {
+        backend = t
+            .rows(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'migrate' \
+                   AND state = 'idle' AND position('schema_migrations' IN query) > 0",
+            )
+            .first()
+            .and_then(|row| row[0].as_deref().map(|pid| pid.parse::<i32>().unwrap()));
+        backend.is_some()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let backend = Pid::from_raw(backend.unwrap());
+    kill(backend, Signal::SIGSTOP).unwrap();
+    // Thawed after 15 s whatever happens, so that a regression fails the
+    // test instead of hanging it.
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(15));
+        let _ = kill(backend, Signal::SIGCONT);
+    });
+    let out = Outcome::from_output(waiter.wait_with_output().unwrap());
+    let elapsed = started.elapsed();
+    kill(backend, Signal::SIGCONT).unwrap();
+    out.code(1)
+        .stderr_has("still not applied after 3.00s: 001_a (PENDING)");
+    assert!(elapsed < Duration::from_secs(6), "took {elapsed:?}");
+}

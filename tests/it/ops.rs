@@ -180,6 +180,41 @@ fn bootstrap_values_stay_out_of_the_servers_statement_log() {
     assert!(!log.contains(secret), "the value is in the server log");
 }
 
+/// A role without the TEMPORARY privilege cannot receive the variables:
+/// the error says so, and does not point into the script.
+#[test]
+fn bootstrap_without_the_temporary_privilege_says_what_is_missing() {
+    if let crate::common::Server::External { .. } = crate::common::server() {
+        eprintln!(
+            "skipped: a second role needs the harness's own server (MIGRATE_TEST_DSN is set)"
+        );
+        return;
+    }
+    let t = TestEnv::new();
+    with_bootstrap(&t);
+    let role = format!("boot_{}", t.db_name);
+    t.client()
+        .batch_execute(&format!(
+            "CREATE ROLE \"{role}\" LOGIN;\n\
+             GRANT USAGE, CREATE ON SCHEMA public TO \"{role}\";\n\
+             REVOKE TEMPORARY ON DATABASE \"{0}\" FROM PUBLIC;",
+            t.db_name
+        ))
+        .unwrap();
+    let out = t
+        .migrate()
+        .args(["up", "--yes", "--dsn"])
+        .arg(format!("{} user={role}", t.dsn))
+        .env("ADMIN_EMAIL", "root@example.com")
+        .env("ADMIN_SECRET", SECRET_VALUE)
+        .run();
+    out.code(1)
+        .stderr_has("permission denied to create temporary tables")
+        .stderr_has("the role needs the TEMPORARY privilege on the database");
+    assert!(!out.stderr.contains("at line"), "{}", out.stderr);
+    assert_eq!(t.state(), ["001:applied"]);
+}
+
 #[test]
 fn a_target_short_of_the_newest_migration_leaves_bootstrap_for_later() {
     let t = TestEnv::new();
@@ -419,6 +454,38 @@ fn metrics_file_has_the_documented_metrics() {
         .parse()
         .unwrap();
     assert!((1.5..10.0).contains(&waited), "{text}");
+
+    // Nor does one whose settings do not even resolve.
+    std::fs::remove_file(&path).unwrap();
+    t.migrate()
+        .args(["up", "--yes"])
+        .env("MIGRATE_METRICS_FILE", &path)
+        .env("MIGRATE_LOCK_WAIT", "10")
+        .run()
+        .code(2);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\nmigrate_last_run_success 0\n"), "{text}");
+
+    // Readable by the collector's user whatever the umask.
+    std::fs::remove_file(&path).unwrap();
+    let out = std::process::Command::new("sh")
+        .args(["-c", "umask 077 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_migrate"))
+        .args(["up", "--yes", "--lock-wait", "10", "--metrics-file"])
+        .arg(&path)
+        .current_dir(t.dir())
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644);
 
     // A metrics file that cannot be written does not undo a good run.
     let out = t
