@@ -51,6 +51,33 @@ pub enum Command {
     /// Apply every migration to a throwaway PostgreSQL server, check each down file, show the
     /// result, remove the server
     Sandbox,
+    /// Serve the admin HTTP API: status, history and running the pending migrations
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args, Clone, PartialEq, Eq, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [env: MIGRATE_LISTEN] [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+
+    /// File of named tokens, one `name:sha256-hex` per line [env: MIGRATE_TOKEN_FILE]; also
+    /// MIGRATE_ADMIN_TOKEN, a token itself
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Serve /metrics without a token [env: MIGRATE_PUBLIC_METRICS]
+    #[arg(long)]
+    pub public_metrics: bool,
+
+    /// Only clients from these networks, e.g. 10.0.0.0/8 (repeat, or comma-separate)
+    /// [env: MIGRATE_ALLOW_FROM] [default: any]
+    #[arg(long, value_name = "CIDR")]
+    pub allow_from: Vec<String>,
+
+    /// At most N runs per minute, for all clients together [env: MIGRATE_RUN_LIMIT] [default: 6]
+    #[arg(long, value_name = "N")]
+    pub run_limit: Option<u32>,
 }
 
 #[derive(Debug, Args, Clone, PartialEq, Eq, Default)]
@@ -224,6 +251,7 @@ impl Command {
             Command::Wait(_) => "wait",
             Command::Completions(_) => "completions",
             Command::Sandbox => "sandbox",
+            Command::Serve(_) => "serve",
         }
     }
 }

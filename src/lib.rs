@@ -54,6 +54,8 @@ pub mod plan;
 pub mod render;
 pub mod report;
 #[cfg(feature = "cli")]
+pub mod serve;
+#[cfg(feature = "cli")]
 pub mod settings;
 pub mod store;
 

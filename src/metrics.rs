@@ -69,7 +69,7 @@ impl<'a> MetricsRecorder<'a> {
         if let Some(Error::LockTimeout { waited, .. }) = failure {
             recorded.lock_wait = *waited;
         }
-        let text = render(&recorded, failure.is_none());
+        let text = render(&recorded, Some((failure.is_none(), unix_now())));
         write_atomically(path, &text).map_err(|err| Error::Config {
             origin: path.display().to_string(),
             message: format!("cannot write the metrics file: {err}"),
@@ -138,7 +138,58 @@ impl Reporter for MetricsRecorder<'_> {
 
 type Labels = Vec<(String, String)>;
 
-fn render(recorded: &Recorded, success: bool) -> String {
+/// The metrics of a long-running process (`migrate serve`): every run's
+/// migrations add up, the gauges tell of the last run.
+#[derive(Default)]
+pub struct Live {
+    state: Mutex<LiveState>,
+}
+
+#[derive(Default)]
+struct LiveState {
+    recorded: Recorded,
+    /// Whether the last run succeeded, and when it ended (Unix time).
+    last_run: Option<(bool, i64)>,
+}
+
+impl Live {
+    /// Adds a finished run, as its recorder saw it.
+    pub fn add_run(&self, run: &MetricsRecorder, success: bool) {
+        let run = run.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .recorded
+            .migrations
+            .extend(run.migrations.iter().cloned());
+        state.recorded.lock_wait = run.lock_wait;
+        if run.pending.is_some() {
+            state.recorded.pending = run.pending;
+        }
+        state.last_run = Some((success, unix_now()));
+    }
+
+    /// The number of pending migrations, as a status read found it.
+    pub fn set_pending(&self, pending: usize) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.recorded.pending = Some(pending);
+    }
+
+    /// The Prometheus text format (0.0.4).
+    pub fn render(&self) -> String {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        render(&state.recorded, state.last_run)
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `last_run`: whether the run succeeded and when it ended; the two
+/// gauges are left out before any run.
+fn render(recorded: &Recorded, last_run: Option<(bool, i64)>) -> String {
     let mut registry = Registry::default();
     let durations = Family::<Labels, Histogram>::new_with_constructor(|| {
         Histogram::new(DURATION_BUCKETS.iter().copied())
@@ -160,18 +211,22 @@ fn render(recorded: &Recorded, success: bool) -> String {
         "How long the run waited for the migration lock",
         lock_wait.clone(),
     );
-    let finished = Gauge::<i64>::default();
-    registry.register(
-        "migrate_last_run_timestamp_seconds",
-        "When the run ended (Unix time)",
-        finished.clone(),
-    );
-    let succeeded = Gauge::<i64>::default();
-    registry.register(
-        "migrate_last_run_success",
-        "1 if the run succeeded, 0 if it failed",
-        succeeded.clone(),
-    );
+    if let Some((success, finished)) = last_run {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(finished);
+        registry.register(
+            "migrate_last_run_timestamp_seconds",
+            "When the run ended (Unix time)",
+            gauge,
+        );
+        let gauge = Gauge::<i64>::default();
+        gauge.set(i64::from(success));
+        registry.register(
+            "migrate_last_run_success",
+            "1 if the run succeeded, 0 if it failed",
+            gauge,
+        );
+    }
     for (version, status, duration) in &recorded.migrations {
         durations
             .get_or_create(&vec![
@@ -193,12 +248,6 @@ fn render(recorded: &Recorded, success: bool) -> String {
         );
     }
     lock_wait.set(recorded.lock_wait.as_secs_f64());
-    finished.set(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64),
-    );
-    succeeded.set(i64::from(success));
     let mut text = String::new();
     encode(&mut text, &registry).expect("writing to a String does not fail");
     text_format(&text)
@@ -274,7 +323,7 @@ mod tests {
             pending: Some(2),
             done: Done::default(),
         };
-        let text = render(&recorded, false);
+        let text = render(&recorded, Some((false, 1_800_000_000)));
         for expected in [
             "# TYPE migrate_migration_duration_seconds histogram",
             "migrate_migration_duration_seconds_count{version=\"001\",status=\"applied\"} 1",

@@ -74,10 +74,15 @@ pub fn run(cli: Cli) -> i32 {
         verbosity: settings.verbosity,
     };
     let printer = Printer::with_output(terminal, settings.yes, output);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The server spreads requests over the cores; everything else is one
+    // connection at a time.
+    let runtime = match command {
+        Command::Serve(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(err) => {
             printer.error(format!("cannot start the async runtime: {err}"));
@@ -269,6 +274,7 @@ async fn run_command(
             let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &script);
         }
         Command::Sandbox => sandbox::run(settings, printer).await?,
+        Command::Serve(args) => crate::serve::run(settings, args, printer).await?,
     }
     Ok(())
 }

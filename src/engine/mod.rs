@@ -56,6 +56,7 @@ pub struct Database {
 }
 
 /// Where the migrations come from.
+#[derive(Clone)]
 enum Source {
     /// Already read (embedded in a binary, or loaded by the caller).
     Loaded(Arc<MigrationSet>),
@@ -90,6 +91,21 @@ impl Migrator {
 
     pub fn database(&self) -> &Database {
         &self.database
+    }
+
+    /// A migrator over the same migrations with other database settings
+    /// (a server's runs, each recorded with the caller as its actor).
+    pub fn with_database(&self, database: Database) -> Migrator {
+        Migrator {
+            source: self.source.clone(),
+            database,
+        }
+    }
+
+    /// The migrations, read once (a folder's contents are read on the
+    /// first call).
+    pub async fn migrations(&self) -> Result<Arc<MigrationSet>, Error> {
+        self.load().await
     }
 
     async fn load(&self) -> Result<Arc<MigrationSet>, Error> {
@@ -166,6 +182,31 @@ impl Migrator {
             totals,
             out_of_order,
         })
+    }
+
+    /// `status` over a connection the caller holds (a pooled one).
+    pub async fn status_on(&self, client: &tokio_postgres::Client) -> Result<StatusReport, Error> {
+        let migrations = self.load().await?;
+        let state =
+            crate::store::read_state(client, &self.database.tracking, StateDetail::Full).await?;
+        let rows = plan::status_rows(&migrations, &state.rows);
+        let totals = plan::totals(&rows);
+        let steps = plan::pending(&migrations, &state.rows, None);
+        let out_of_order = out_of_order(&steps, &state);
+        Ok(StatusReport {
+            rows,
+            totals,
+            out_of_order,
+        })
+    }
+
+    /// `history` over a connection the caller holds.
+    pub async fn history_on(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<HistoryReport, Error> {
+        let entries = crate::store::read_journal(client, &self.database.tracking).await?;
+        Ok(HistoryReport { entries })
     }
 
     /// The journal, oldest first; reads only, creates nothing.

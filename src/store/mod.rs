@@ -4,11 +4,13 @@
 mod lock;
 mod run;
 mod state;
-mod tls;
+pub(crate) mod tls;
 
 pub use lock::{Blocker, LockHolder, default_lock_key};
 pub use run::{Action, Done, LOCK_NOT_AVAILABLE, Run, RunError, RunFailure, SessionSettings};
-pub use state::{DbState, JournalEntry, RowDetails, RowStatus, StateDetail, StateRow};
+pub use state::{
+    DbState, JournalEntry, RowDetails, RowStatus, StateDetail, StateRow, read_journal, read_state,
+};
 
 use crate::dsn::{Dsn, TlsMode};
 use crate::error::Error;

@@ -5,6 +5,7 @@ use crate::error::Error;
 use crate::migration::Version;
 use crate::plan::{Drift, Drifted};
 use std::time::Duration;
+use tokio_postgres::Client;
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
@@ -166,126 +167,146 @@ impl Store {
         tracking: &Tracking,
         detail: StateDetail,
     ) -> Result<DbState, Error> {
-        let select = select_state(tracking, detail);
-        let (database, rows) = tokio::join!(
-            self.client().simple_query("SELECT current_database()"),
-            self.client().simple_query(&select)
-        );
-        let database = database
-            .map_err(|err| Error::database("cannot read the database name", err))?
-            .into_iter()
-            .find_map(|m| match m {
-                SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-                _ => None,
-            })
-            .unwrap_or_default();
-        let mut state = DbState {
-            database,
-            rows: Vec::new(),
-        };
-        let messages = match rows {
-            Ok(messages) => messages,
-            Err(err) => {
-                let code = err.code().cloned();
-                if code == Some(SqlState::UNDEFINED_TABLE)
-                    || code == Some(SqlState::INVALID_SCHEMA_NAME)
-                {
-                    return Ok(state);
-                }
-                if code == Some(SqlState::UNDEFINED_COLUMN) {
-                    let failure = DbFailure::from(err);
-                    return Err(Error::ForeignStateTable {
-                        table: tracking.display_state(),
-                        missing: failure.message,
-                    });
-                }
-                return Err(Error::database(
-                    format!("cannot read {}", tracking.display_state()),
-                    err,
-                ));
-            }
-        };
-        for message in messages {
-            let SimpleQueryMessage::Row(row) = message else {
-                continue;
-            };
-            let text = |i: usize| row.get(i).unwrap_or("").to_owned();
-            let version_text = text(0);
-            let Some(version) = Version::parse(&version_text) else {
-                return Err(Error::ForeignStateTable {
-                    table: tracking.display_state(),
-                    missing: format!("a numeric version (it holds `{version_text}`)"),
-                });
-            };
-            let details = (detail == StateDetail::Full).then(|| RowDetails {
-                applied_at: text(4),
-                duration: micros(row.get(5)).unwrap_or_default(),
-                applied_by: text(6),
-                error: row.get(7).map(str::to_owned),
-                in_transaction: row.get(8) != Some("f"),
-            });
-            state.rows.push(StateRow {
-                version,
-                name: text(1),
-                checksum: text(2),
-                status: if row.get(3) == Some("failed") {
-                    RowStatus::Failed
-                } else {
-                    RowStatus::Applied
-                },
-                details,
-            });
-        }
-        state.rows.sort_by(|a, b| a.version.cmp(&b.version));
-        Ok(state)
+        read_state(self.client(), tracking, detail).await
     }
 
     /// The journal, oldest first; empty when it does not exist yet.
     pub async fn read_journal(&self, tracking: &Tracking) -> Result<Vec<JournalEntry>, Error> {
-        let messages = match self.client().simple_query(&select_journal(tracking)).await {
-            Ok(messages) => messages,
-            Err(err)
-                if matches!(
-                    err.code(),
-                    Some(&SqlState::UNDEFINED_TABLE) | Some(&SqlState::INVALID_SCHEMA_NAME)
-                ) =>
-            {
-                return Ok(Vec::new());
-            }
-            Err(err) => {
-                return Err(Error::database(
-                    format!(
-                        "cannot read {}.{}",
-                        tracking.schema,
-                        tracking.journal_name()
-                    ),
-                    err,
-                ));
-            }
-        };
-        let mut entries = Vec::new();
-        for message in messages {
-            let SimpleQueryMessage::Row(row) = message else {
-                continue;
-            };
-            let opt = |i: usize| row.get(i).map(str::to_owned);
-            entries.push(JournalEntry {
-                id: row.get(0).and_then(|v| v.parse().ok()).unwrap_or_default(),
-                at: opt(1).unwrap_or_default(),
-                event: opt(2).unwrap_or_default(),
-                version: opt(3),
-                name: opt(4),
-                checksum: opt(5),
-                duration: micros(row.get(6)),
-                actor: opt(7).unwrap_or_default(),
-                db_user: opt(8).unwrap_or_default(),
-                error: opt(9),
-                note: opt(10),
-            });
-        }
-        Ok(entries)
+        read_journal(self.client(), tracking).await
     }
+}
 
+/// [`Store::read_state`] on any connection (a pooled one, say): the
+/// queries name the schema, so the session's search_path does not matter.
+pub async fn read_state(
+    client: &Client,
+    tracking: &Tracking,
+    detail: StateDetail,
+) -> Result<DbState, Error> {
+    let select = select_state(tracking, detail);
+    let (database, rows) = tokio::join!(
+        client.simple_query("SELECT current_database()"),
+        client.simple_query(&select)
+    );
+    let database = database
+        .map_err(|err| Error::database("cannot read the database name", err))?
+        .into_iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let mut state = DbState {
+        database,
+        rows: Vec::new(),
+    };
+    let messages = match rows {
+        Ok(messages) => messages,
+        Err(err) => {
+            let code = err.code().cloned();
+            if code == Some(SqlState::UNDEFINED_TABLE)
+                || code == Some(SqlState::INVALID_SCHEMA_NAME)
+            {
+                return Ok(state);
+            }
+            if code == Some(SqlState::UNDEFINED_COLUMN) {
+                let failure = DbFailure::from(err);
+                return Err(Error::ForeignStateTable {
+                    table: tracking.display_state(),
+                    missing: failure.message,
+                });
+            }
+            return Err(Error::database(
+                format!("cannot read {}", tracking.display_state()),
+                err,
+            ));
+        }
+    };
+    for message in messages {
+        let SimpleQueryMessage::Row(row) = message else {
+            continue;
+        };
+        let text = |i: usize| row.get(i).unwrap_or("").to_owned();
+        let version_text = text(0);
+        let Some(version) = Version::parse(&version_text) else {
+            return Err(Error::ForeignStateTable {
+                table: tracking.display_state(),
+                missing: format!("a numeric version (it holds `{version_text}`)"),
+            });
+        };
+        let details = (detail == StateDetail::Full).then(|| RowDetails {
+            applied_at: text(4),
+            duration: micros(row.get(5)).unwrap_or_default(),
+            applied_by: text(6),
+            error: row.get(7).map(str::to_owned),
+            in_transaction: row.get(8) != Some("f"),
+        });
+        state.rows.push(StateRow {
+            version,
+            name: text(1),
+            checksum: text(2),
+            status: if row.get(3) == Some("failed") {
+                RowStatus::Failed
+            } else {
+                RowStatus::Applied
+            },
+            details,
+        });
+    }
+    state.rows.sort_by(|a, b| a.version.cmp(&b.version));
+    Ok(state)
+}
+
+/// [`Store::read_journal`] on any connection.
+pub async fn read_journal(
+    client: &Client,
+    tracking: &Tracking,
+) -> Result<Vec<JournalEntry>, Error> {
+    let messages = match client.simple_query(&select_journal(tracking)).await {
+        Ok(messages) => messages,
+        Err(err)
+            if matches!(
+                err.code(),
+                Some(&SqlState::UNDEFINED_TABLE) | Some(&SqlState::INVALID_SCHEMA_NAME)
+            ) =>
+        {
+            return Ok(Vec::new());
+        }
+        Err(err) => {
+            return Err(Error::database(
+                format!(
+                    "cannot read {}.{}",
+                    tracking.schema,
+                    tracking.journal_name()
+                ),
+                err,
+            ));
+        }
+    };
+    let mut entries = Vec::new();
+    for message in messages {
+        let SimpleQueryMessage::Row(row) = message else {
+            continue;
+        };
+        let opt = |i: usize| row.get(i).map(str::to_owned);
+        entries.push(JournalEntry {
+            id: row.get(0).and_then(|v| v.parse().ok()).unwrap_or_default(),
+            at: opt(1).unwrap_or_default(),
+            event: opt(2).unwrap_or_default(),
+            version: opt(3),
+            name: opt(4),
+            checksum: opt(5),
+            duration: micros(row.get(6)),
+            actor: opt(7).unwrap_or_default(),
+            db_user: opt(8).unwrap_or_default(),
+            error: opt(9),
+            note: opt(10),
+        });
+    }
+    Ok(entries)
+}
+
+impl Store {
     /// Creates the schema and the tracking tables that are missing. Called
     /// under the migration lock, so concurrent instances never race on the
     /// catalog; the schema is only created when absent, so a role without

@@ -18,6 +18,7 @@ mod lock;
 mod notx;
 mod ops;
 mod sandbox;
+mod serve;
 mod status;
 mod terminal;
 mod timeouts;

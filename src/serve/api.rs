@@ -1,0 +1,544 @@
+//! The routes, the guard in front of them (allow-list, token, audit line)
+//! and the JSON the seed's clients expect (SPEC "Admin HTTP API").
+
+use super::auth::Refused;
+use super::{App, BODY_LIMIT, READ_TIMEOUT};
+use crate::engine::UpOptions;
+use crate::error::Error;
+use crate::metrics::MetricsRecorder;
+use crate::plan::{Status, StatusRow};
+use crate::report::{Event, Reporter, UpOutcome};
+use crate::store::{JournalEntry, LockHolder};
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Who is asking: set by the guard for the handlers.
+#[derive(Clone)]
+struct Caller {
+    token: String,
+    client: SocketAddr,
+}
+
+/// What a request came to, for the audit line (set by the handlers; the
+/// status code speaks where they set none).
+#[derive(Clone, Copy)]
+struct Outcome(&'static str);
+
+pub(super) fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/admin/migrations/status", get(status))
+        .route("/admin/migrations/history", get(history))
+        .route("/admin/migrations/run", post(run))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), guard))
+        .with_state(app)
+}
+
+fn json_response(status: StatusCode, body: Value, outcome: &'static str) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    response.extensions_mut().insert(Outcome(outcome));
+    response
+}
+
+fn error(
+    status: StatusCode,
+    error: &str,
+    details: impl Into<String>,
+    outcome: &'static str,
+) -> Response {
+    json_response(
+        status,
+        json!({ "error": error, "details": details.into() }),
+        outcome,
+    )
+}
+
+/// In front of every route: the allow-list, then the token (not for
+/// `/healthz`, nor `/metrics` with `--public-metrics`); after it, the
+/// audit line.
+async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let open = path == "/healthz" || (path == "/metrics" && app.public_metrics);
+    let mut token = None;
+    let response = if !app.allow.allows(client.ip()) {
+        error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this client's address is not in the allowed networks",
+            "not_allowed",
+        )
+    } else {
+        let checked = app.tokens.check(
+            request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+        );
+        match checked {
+            Ok(name) => {
+                token = Some(name.to_owned());
+                request.extensions_mut().insert(Caller {
+                    token: name.to_owned(),
+                    client,
+                });
+                next.run(request).await
+            }
+            Err(_) if open => next.run(request).await,
+            Err(Refused::Missing) => {
+                let mut response = error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "send `Authorization: Bearer <token>`",
+                    "unauthorized",
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"migrate\""),
+                );
+                response
+            }
+            Err(Refused::Unknown) => error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the token is not valid",
+                "forbidden",
+            ),
+        }
+    };
+    audit(
+        &client,
+        token.as_deref(),
+        &method,
+        &path,
+        &response,
+        started,
+    );
+    response
+}
+
+/// One JSON line on stderr for every request.
+fn audit(
+    client: &SocketAddr,
+    token: Option<&str>,
+    method: &Method,
+    path: &str,
+    response: &Response,
+    started: Instant,
+) {
+    let status = response.status();
+    let outcome = response
+        .extensions()
+        .get::<Outcome>()
+        .map(|o| o.0)
+        .unwrap_or(if status.is_success() { "ok" } else { "error" });
+    let line = json!({
+        "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "audit": "request",
+        "client": client.to_string(),
+        "token": token,
+        "method": method.as_str(),
+        "route": path,
+        "status": status.as_u16(),
+        "outcome": outcome,
+        "duration_ms": (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+    });
+    eprintln!("{line}");
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not found",
+        "no such route",
+        "not_found",
+    )
+}
+
+/// A read, bounded by [`READ_TIMEOUT`], on a pooled connection.
+async fn read<T>(
+    app: &App,
+    f: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, Error>,
+) -> Result<T, Response> {
+    let work = async {
+        let client = app.pool.get().await.map_err(|err| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unavailable",
+                format!("{}: {err}", app.migrator.database().dsn.describe()),
+                "unavailable",
+            )
+        })?;
+        f(&client).await.map_err(|err| failure_response(&err))
+    };
+    match tokio::time::timeout(READ_TIMEOUT, work).await {
+        Ok(result) => result,
+        Err(_) => Err(error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timed out",
+            format!(
+                "no answer from the database within {}s",
+                READ_TIMEOUT.as_secs()
+            ),
+            "timeout",
+        )),
+    }
+}
+
+/// The status, title and audit outcome of an error.
+fn failure_parts(err: &Error) -> (StatusCode, &'static str, &'static str) {
+    match err {
+        Error::MigrationFailed { .. } | Error::BootstrapFailed { .. } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "migration failed",
+            "failed",
+        ),
+        Error::Drift { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the files and the database disagree",
+            "drift",
+        ),
+        Error::Connect { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database unavailable",
+            "unavailable",
+        ),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "failed", "failed"),
+    }
+}
+
+fn failure_response(err: &Error) -> Response {
+    let (status, title, outcome) = failure_parts(err);
+    error(status, title, err.to_string(), outcome)
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let check = async {
+        let client = app.pool.get().await.ok()?;
+        client.simple_query("SELECT 1").await.ok()
+    };
+    match tokio::time::timeout(Duration::from_secs(2), check).await {
+        Ok(Some(_)) => json_response(
+            StatusCode::OK,
+            json!({ "status": "ok", "database": "reachable" }),
+            "ok",
+        ),
+        _ => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "unavailable", "database": "unreachable" }),
+            "unavailable",
+        ),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let mut response = app.live.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+fn nanos(duration: Option<Duration>) -> Value {
+    duration.map_or(Value::Null, |d| json!(d.as_nanos() as u64))
+}
+
+fn migration_value(row: &StatusRow) -> Value {
+    let (status, drift) = match row.status {
+        Status::Applied => ("completed", None),
+        Status::Pending => ("pending", None),
+        Status::Failed => ("failed", None),
+        Status::Changed => ("completed", Some("changed")),
+        Status::Missing => ("completed", Some("missing")),
+    };
+    let mut value = json!({
+        "version": row.version.as_str(),
+        "name": row.name,
+        "status": status,
+        "applied_at": row.applied_at,
+        "duration": nanos(row.duration),
+    });
+    if let Some(drift) = drift {
+        value["drift"] = json!(drift);
+    }
+    if let Some(error) = &row.error {
+        value["error"] = json!(error);
+    }
+    value
+}
+
+async fn status(State(app): State<Arc<App>>) -> Response {
+    let report = match read(&app, async |client| app.migrator.status_on(client).await).await {
+        Ok(report) => report,
+        Err(response) => return response,
+    };
+    let all: Vec<Value> = report.rows.iter().map(migration_value).collect();
+    let pending: Vec<Value> = report
+        .rows
+        .iter()
+        .filter(|r| matches!(r.status, Status::Pending | Status::Failed))
+        .map(migration_value)
+        .collect();
+    let applied: Vec<Value> = report
+        .rows
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.status,
+                Status::Applied | Status::Changed | Status::Missing
+            )
+        })
+        .map(migration_value)
+        .collect();
+    app.live.set_pending(pending.len());
+    json_response(
+        StatusCode::OK,
+        json!({
+            "total": all.len(),
+            "pending_count": pending.len(),
+            "applied_count": applied.len(),
+            "all_migrations": all,
+            "pending_migrations": pending,
+            "applied_migrations": applied,
+        }),
+        "ok",
+    )
+}
+
+fn journal_value(entry: &JournalEntry) -> Value {
+    json!({
+        "id": entry.id,
+        "version": entry.version,
+        "name": entry.name,
+        "event": entry.event,
+        "applied_at": entry.at,
+        "duration": nanos(entry.duration),
+        "applied_by": entry.actor,
+        "db_user": entry.db_user,
+        "error": entry.error,
+        "note": entry.note,
+    })
+}
+
+async fn history(State(app): State<Arc<App>>) -> Response {
+    let report = match read(&app, async |client| app.migrator.history_on(client).await).await {
+        Ok(report) => report,
+        Err(response) => return response,
+    };
+    json_response(
+        StatusCode::OK,
+        json!({
+            "total": report.entries.len(),
+            "migrations": report.entries.iter().map(journal_value).collect::<Vec<_>>(),
+        }),
+        "ok",
+    )
+}
+
+/// The engine's events of an API run: the lock's holder when it is taken
+/// elsewhere, and a log line for each migration.
+struct RunLog {
+    holder: Mutex<Option<LockHolder>>,
+}
+
+impl Reporter for RunLog {
+    fn event(&self, event: Event<'_>) {
+        let line = match event {
+            Event::LockSkipped { holder } => {
+                *self.holder.lock().unwrap_or_else(|e| e.into_inner()) = holder.cloned();
+                return;
+            }
+            Event::Applied {
+                migration, applied, ..
+            } => json!({
+                "event": "migration applied",
+                "version": migration.version.as_str(),
+                "name": migration.name,
+                "duration_ms": applied.duration.as_millis() as u64,
+            }),
+            Event::Failed {
+                migration, failure, ..
+            } => json!({
+                "event": "migration failed",
+                "version": migration.version.as_str(),
+                "name": migration.name,
+                "error": failure.to_string(),
+            }),
+            Event::Bootstrapped { script, duration } => json!({
+                "event": "bootstrap script ran",
+                "script": script,
+                "duration_ms": duration.as_millis() as u64,
+            }),
+            _ => return,
+        };
+        eprintln!("{line}");
+    }
+
+    /// The client confirmed in its request.
+    fn confirm(&self) -> bool {
+        true
+    }
+}
+
+/// `POST /admin/migrations/run` with `{"confirm": true}`.
+async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
+    let Some(caller) = request.extensions().get::<Caller>().cloned() else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "no token",
+            "unauthorized",
+        );
+    };
+    let body = match axum::body::to_bytes(request.into_body(), BODY_LIMIT).await {
+        Ok(body) => body,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request too large",
+                format!("the body may be at most {BODY_LIMIT} bytes: {{\"confirm\": true}}"),
+                "too_large",
+            );
+        }
+    };
+    let confirmed = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("confirm").and_then(Value::as_bool));
+    if confirmed != Some(true) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "confirmation required",
+            "send the JSON body {\"confirm\": true} to apply the pending migrations",
+            "unconfirmed",
+        );
+    }
+    if let Err(wait) = app.run_limit.take() {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many runs",
+            format!("try again in {seconds} s"),
+            "rate_limited",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        return response;
+    }
+    let Ok(running) = Arc::clone(&app.running).try_lock_owned() else {
+        return error(
+            StatusCode::CONFLICT,
+            "a run is in progress",
+            "another request to this server is applying migrations",
+            "busy",
+        );
+    };
+    // The run is a task of its own: a client that goes away does not stop
+    // it, and shutdown waits for it (it holds `running`).
+    let task_app = Arc::clone(&app);
+    let task = tokio::spawn(async move {
+        let _running = running;
+        let actor = format!("{} (API, from {})", caller.token, caller.client.ip());
+        let migrator = task_app
+            .migrator
+            .with_database(task_app.database_for(actor));
+        let log = RunLog {
+            holder: Mutex::new(None),
+        };
+        let recorder = MetricsRecorder::new(&log);
+        let options = UpOptions {
+            skip_bootstrap: task_app.skip_bootstrap,
+            ..UpOptions::default()
+        };
+        let result = migrator.up(&options, &recorder).await;
+        task_app.live.add_run(&recorder, result.is_ok());
+        let holder = log.holder.lock().unwrap_or_else(|e| e.into_inner()).take();
+        (result, recorder.done(), holder)
+    });
+    let (result, done, holder) = match task.await {
+        Ok(finished) => finished,
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failed",
+                "the run stopped unexpectedly",
+                "failed",
+            );
+        }
+    };
+    let applied = |list: &[crate::report::AppliedMigration]| -> Vec<Value> {
+        list.iter()
+            .map(|a| {
+                json!({
+                    "version": a.migration.version.as_str(),
+                    "name": a.migration.name,
+                    "duration": a.duration.as_nanos() as u64,
+                })
+            })
+            .collect()
+    };
+    match result {
+        Ok(report) => match report.outcome {
+            UpOutcome::Applied => {
+                let count = report.applied.len();
+                json_response(
+                    StatusCode::OK,
+                    json!({
+                        "status": "success",
+                        "message": format!(
+                            "applied {count} migration{}",
+                            if count == 1 { "" } else { "s" }
+                        ),
+                        "applied_count": count,
+                        "applied_migrations": applied(&report.applied),
+                    }),
+                    "applied",
+                )
+            }
+            UpOutcome::SkippedLocked => error(
+                StatusCode::CONFLICT,
+                "another run holds the migration lock",
+                match holder {
+                    Some(holder) => format!("held by {holder}"),
+                    None => "the lock was held; try again".to_owned(),
+                },
+                "locked",
+            ),
+            _ => json_response(
+                StatusCode::OK,
+                json!({ "status": "up_to_date", "message": "no pending migrations" }),
+                "up_to_date",
+            ),
+        },
+        Err(err) => {
+            // What committed before the failure stays applied: say which.
+            let (status, title, outcome) = failure_parts(&err);
+            json_response(
+                status,
+                json!({
+                    "error": title,
+                    "details": err.to_string(),
+                    "applied_migrations": applied(&done.applied),
+                }),
+                outcome,
+            )
+        }
+    }
+}

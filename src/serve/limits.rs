@@ -1,0 +1,136 @@
+//! Abuse limits: how often `run` may be asked for, and from where.
+//! (A token bucket and a list of networks: small enough to keep here
+//! rather than take a rate-limiting framework for one route.)
+
+use crate::error::Error;
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// At most `per_minute` runs a minute, in a bucket that holds as many: a
+/// burst may use the minute's allowance at once, then one comes back every
+/// `60 / per_minute` seconds.
+pub struct RateLimit {
+    per_minute: u32,
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl RateLimit {
+    pub fn per_minute(per_minute: u32) -> RateLimit {
+        RateLimit {
+            per_minute,
+            bucket: Mutex::new((f64::from(per_minute), Instant::now())),
+        }
+    }
+
+    /// Takes one run from the bucket, or says how long until one is there.
+    pub fn take(&self) -> Result<(), Duration> {
+        self.take_at(Instant::now())
+    }
+
+    fn take_at(&self, now: Instant) -> Result<(), Duration> {
+        let capacity = f64::from(self.per_minute);
+        let per_second = capacity / 60.0;
+        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = *bucket;
+        let tokens =
+            (tokens + now.saturating_duration_since(last).as_secs_f64() * per_second).min(capacity);
+        if tokens >= 1.0 {
+            *bucket = (tokens - 1.0, now);
+            Ok(())
+        } else {
+            *bucket = (tokens, now);
+            Err(Duration::from_secs_f64((1.0 - tokens) / per_second))
+        }
+    }
+}
+
+/// The networks clients may come from; empty lets every client in.
+pub struct AllowList {
+    networks: Vec<IpNet>,
+}
+
+impl AllowList {
+    /// From `10.0.0.0/8`, `192.168.1.7` (one address) or `fd00::/8`
+    /// entries; `origin` names where they came from, for the error.
+    pub fn parse(entries: &[String], origin: &str) -> Result<AllowList, Error> {
+        let mut networks = Vec::new();
+        for entry in entries.iter().flat_map(|e| e.split(',')) {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let network = entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| Error::Config {
+                    origin: origin.to_owned(),
+                    message: format!("`{entry}` is not a network (10.0.0.0/8) or an address"),
+                })?;
+            networks.push(network);
+        }
+        Ok(AllowList { networks })
+    }
+
+    pub fn allows(&self, address: IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+            v4 => v4,
+        };
+        self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&address))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.networks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_allows_a_minutes_runs_then_one_every_interval() {
+        let limit = RateLimit::per_minute(2);
+        let start = Instant::now();
+        assert!(limit.take_at(start).is_ok());
+        assert!(limit.take_at(start).is_ok());
+        let wait = limit.take_at(start).unwrap_err();
+        assert!(
+            (29.9..=30.0).contains(&wait.as_secs_f64()),
+            "{wait:?}: one every 30 s"
+        );
+        assert!(limit.take_at(start + Duration::from_secs(29)).is_err());
+        assert!(limit.take_at(start + Duration::from_secs(31)).is_ok());
+        assert!(limit.take_at(start + Duration::from_secs(31)).is_err());
+    }
+
+    #[test]
+    fn networks_and_addresses() {
+        let list = AllowList::parse(
+            &["10.0.0.0/8, 192.168.1.7".into(), "fd00::/8".into()],
+            "--allow-from",
+        )
+        .unwrap();
+        for allowed in ["10.1.2.3", "192.168.1.7", "fd00::1", "::ffff:10.9.9.9"] {
+            assert!(list.allows(allowed.parse().unwrap()), "{allowed}");
+        }
+        for refused in ["11.0.0.1", "192.168.1.8", "127.0.0.1", "::1"] {
+            assert!(!list.allows(refused.parse().unwrap()), "{refused}");
+        }
+        assert!(
+            AllowList::parse(&[], "x")
+                .unwrap()
+                .allows("1.2.3.4".parse().unwrap())
+        );
+        let err = AllowList::parse(&["10.0.0.0/33".into()], "MIGRATE_ALLOW_FROM")
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("MIGRATE_ALLOW_FROM: `10.0.0.0/33` is not a network")
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! `migrate serve`: the admin HTTP API (axum). Reads go through a small
+//! deadpool-postgres pool; a run goes through the same engine as
+//! `migrate up`, on a connection of its own, under the same advisory lock.
+//! Every request is checked (allow-list, token), rate-limited where it
+//! changes something, and written to the audit log (stderr, one JSON line
+//! each); neither the DSN's password nor a token is ever written.
+
+mod api;
+mod auth;
+mod limits;
+
+pub use auth::{MIN_TOKEN_LENGTH, Refused, Tokens};
+pub use limits::{AllowList, RateLimit};
+
+use crate::cli::ServeArgs;
+use crate::dsn::{Dsn, TlsMode};
+use crate::engine::{Database, LockMode, Migrator};
+use crate::error::Error;
+use crate::metrics::Live;
+use crate::migration::scan;
+use crate::render::Printer;
+use crate::settings::{Settings, parse_bool};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a read (status, history, health) may take before the client
+/// gets a 504.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request body read (`run`'s `{"confirm": true}` needs a few
+/// bytes).
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// The serve-only settings, resolved: flag, then environment, then default.
+pub struct ServeSettings {
+    pub listen: SocketAddr,
+    pub tokens: Tokens,
+    pub public_metrics: bool,
+    pub allow: AllowList,
+    pub run_limit: u32,
+}
+
+impl ServeSettings {
+    pub fn resolve(
+        args: &ServeArgs,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ServeSettings, Error> {
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+        let (listen, origin) = match (&args.listen, env("MIGRATE_LISTEN")) {
+            (Some(flag), _) => (flag.clone(), "--listen"),
+            (None, Some(var)) => (var, "MIGRATE_LISTEN"),
+            (None, None) => ("127.0.0.1:8080".to_owned(), "--listen"),
+        };
+        let listen = listen.parse::<SocketAddr>().map_err(|_| Error::Config {
+            origin: origin.into(),
+            message: format!("`{listen}` is not an address and port, e.g. 127.0.0.1:8080"),
+        })?;
+        let token_file = args
+            .token_file
+            .clone()
+            .or_else(|| env("MIGRATE_TOKEN_FILE").map(Into::into));
+        let tokens = Tokens::load(env(auth::ENV_TOKEN_NAME).as_deref(), token_file.as_deref())?;
+        let public_metrics = args.public_metrics
+            || match env("MIGRATE_PUBLIC_METRICS") {
+                None => false,
+                Some(value) => parse_bool(&value).ok_or_else(|| Error::Config {
+                    origin: "MIGRATE_PUBLIC_METRICS".into(),
+                    message: format!("`{value}` is not one of true, false, 1, 0, yes, no"),
+                })?,
+            };
+        let allow = if args.allow_from.is_empty() {
+            let listed: Vec<String> = env("MIGRATE_ALLOW_FROM").into_iter().collect();
+            AllowList::parse(&listed, "MIGRATE_ALLOW_FROM")?
+        } else {
+            AllowList::parse(&args.allow_from, "--allow-from")?
+        };
+        let run_limit = match (args.run_limit, env("MIGRATE_RUN_LIMIT")) {
+            (Some(n), _) => Some((n, "--run-limit".to_owned())),
+            (None, Some(text)) => Some((
+                text.parse::<u32>().map_err(|_| Error::Config {
+                    origin: "MIGRATE_RUN_LIMIT".into(),
+                    message: format!("`{text}` is not a whole number of runs per minute"),
+                })?,
+                "MIGRATE_RUN_LIMIT".to_owned(),
+            )),
+            (None, None) => None,
+        };
+        let run_limit = match run_limit {
+            Some((0, origin)) => {
+                return Err(Error::Config {
+                    origin,
+                    message: "at least 1 run per minute".into(),
+                });
+            }
+            Some((n, _)) => n,
+            None => 6,
+        };
+        Ok(ServeSettings {
+            listen,
+            tokens,
+            public_metrics,
+            allow,
+            run_limit,
+        })
+    }
+}
+
+/// What every request handler shares.
+pub(crate) struct App {
+    /// The folder's migrations (read when the server starts) and the
+    /// database settings every run starts from.
+    migrator: Migrator,
+    pool: deadpool_postgres::Pool,
+    tokens: Tokens,
+    allow: AllowList,
+    public_metrics: bool,
+    run_limit: RateLimit,
+    /// Held by the run in progress; shutdown waits for it.
+    running: Arc<tokio::sync::Mutex<()>>,
+    live: Live,
+    skip_bootstrap: bool,
+}
+
+/// Runs the server until SIGTERM or SIGINT; a migration that is running
+/// then finishes and is recorded before the process ends.
+pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Result<(), Error> {
+    let serve = ServeSettings::resolve(args, &|name| std::env::var(name).ok())?;
+    let mut database = crate::commands::database(settings)?;
+    // The API never runs without the lock, and never waits for it: a run
+    // that finds it held answers 409 at once.
+    database.lock = LockMode::SkipIfLocked;
+    database.bootstrap = crate::commands::bootstrap(settings)?;
+    let scanned = scan(&settings.migrations_dir).map_err(Error::Files)?;
+    let migrator = Migrator::from_folder(scanned, database);
+    // Read once, now: a file problem stops the server from starting.
+    migrator.migrations().await?;
+    let pool = pool(&migrator.database().dsn)?;
+
+    let listener = tokio::net::TcpListener::bind(serve.listen)
+        .await
+        .map_err(|err| Error::Config {
+            origin: "--listen".into(),
+            message: format!("cannot listen on {}: {err}", serve.listen),
+        })?;
+    let address = listener.local_addr().map_err(|err| Error::Config {
+        origin: "--listen".into(),
+        message: err.to_string(),
+    })?;
+    let app = Arc::new(App {
+        migrator,
+        pool,
+        tokens: serve.tokens,
+        allow: serve.allow,
+        public_metrics: serve.public_metrics,
+        run_limit: RateLimit::per_minute(serve.run_limit),
+        running: Arc::new(tokio::sync::Mutex::new(())),
+        live: Live::default(),
+        skip_bootstrap: settings.skip_bootstrap,
+    });
+    if !address.ip().is_loopback() && app.allow.is_empty() {
+        printer.warn(format!(
+            "listening on {address} for every client: put it behind an internal ingress, or \
+             name the networks allowed with --allow-from"
+        ));
+    }
+    printer.line(format!(
+        "listening on http://{address} ({} to {})",
+        migrator_target(&app),
+        app.migrator.database().tracking.display_state()
+    ));
+    let running = Arc::clone(&app.running);
+    axum::serve(
+        listener,
+        api::router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|err| Error::Config {
+        origin: "migrate serve".into(),
+        message: err.to_string(),
+    })?;
+    if running.try_lock().is_err() {
+        printer.line("shutting down: waiting for the running migration to finish");
+    }
+    let _finished = running.lock().await;
+    printer.line("stopped");
+    Ok(())
+}
+
+fn migrator_target(app: &App) -> String {
+    app.migrator.database().dsn.describe()
+}
+
+/// SIGTERM (Kubernetes) or SIGINT (a terminal).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// A small pool for the reads, named `migrate (serve)` in
+/// pg_stat_activity unless the connection string names it.
+fn pool(dsn: &Dsn) -> Result<deadpool_postgres::Pool, Error> {
+    let dsn = if dsn.config.get_application_name() == Some("migrate") {
+        dsn.with_application_name("migrate (serve)")
+    } else {
+        dsn.clone()
+    };
+    let mut config = dsn.config.clone();
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    let manager_config = deadpool_postgres::ManagerConfig {
+        recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+    };
+    let manager = if dsn.tls_mode() == TlsMode::Disable {
+        deadpool_postgres::Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+    } else {
+        let tls = crate::store::tls::connector(&dsn)?;
+        deadpool_postgres::Manager::from_config(config, tls, manager_config)
+    };
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(4)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(READ_TIMEOUT))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|err| Error::Config {
+            origin: "migrate serve".into(),
+            message: format!("cannot set up the connection pool: {err}"),
+        })
+}
+
+impl App {
+    /// The settings of one run: the caller is its actor in the journal.
+    fn database_for(&self, actor: String) -> Database {
+        let mut database = self.migrator.database().clone();
+        database.actor = Some(actor);
+        database
+    }
+}

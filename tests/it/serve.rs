@@ -1,0 +1,598 @@
+//! `migrate serve`: the admin HTTP API, driven over real HTTP against a
+//! real server and a real PostgreSQL.
+
+use crate::common::{SECRET, TestEnv, wait_until};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+const TOKEN: &str = "admin-token-for-tests-4b1d9e";
+const CI_TOKEN: &str = "ci-token-for-tests-90ac3f";
+
+/// A running `migrate serve`, its output going to files.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    /// Every response body this test saw.
+    seen: std::cell::RefCell<Vec<String>>,
+}
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|err| panic!("not JSON ({err}): {}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Server {
+    /// Starts `migrate serve` on a free loopback port with `TOKEN` (as
+    /// MIGRATE_ADMIN_TOKEN) and `CI_TOKEN` (named `ci` in a token file).
+    fn start(t: &TestEnv, extra: &[&str]) -> Server {
+        t.file(
+            "tokens",
+            &format!("# test tokens\nci:{}\n", sha256_hex(CI_TOKEN)),
+        );
+        let stdout = t.dir().join("serve.out");
+        let stderr = t.dir().join("serve.err");
+        let mut run = t.migrate();
+        run.args(["serve", "--listen", "127.0.0.1:0", "--token-file", "tokens"])
+            .args(extra)
+            .env("MIGRATE_ADMIN_TOKEN", TOKEN);
+        let child = run
+            .into_command()
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut addr = None;
+        wait_until(Duration::from_secs(20), "the server to listen", || {
+            let text = std::fs::read_to_string(&stdout).unwrap_or_default();
+            addr = text
+                .lines()
+                .find_map(|l| l.strip_prefix("listening on http://"))
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(|a| a.parse().unwrap());
+            addr.is_some()
+        });
+        Server {
+            child,
+            addr: addr.unwrap(),
+            stdout,
+            stderr,
+            seen: Default::default(),
+        }
+    }
+
+    /// One request on a connection of its own. `body` is sent as is; a
+    /// server that stops reading it early still gets its answer read.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> Response {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        if let Some(token) = token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        let body = body.unwrap_or_default();
+        if method == "POST" {
+            head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        head.push_str("\r\n");
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(body);
+        let mut raw = Vec::new();
+        let mut buffer = [0u8; 8192];
+        loop {
+            match stream.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buffer[..n]),
+                // A reset after the answer (the server closed with our
+                // body unread): what came before it is the answer.
+                Err(_) if !raw.is_empty() => break,
+                Err(err) => panic!("{method} {path}: {err}"),
+            }
+        }
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("a whole response");
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(": "))
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        let chunked = headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
+        let body = if chunked {
+            unchunk(body)
+        } else {
+            body.to_owned()
+        };
+        self.seen.borrow_mut().push(body.clone());
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> Response {
+        self.request("GET", path, token, None)
+    }
+
+    fn run(&self, token: Option<&str>, body: &str) -> Response {
+        self.request(
+            "POST",
+            "/admin/migrations/run",
+            token,
+            Some(body.as_bytes()),
+        )
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap()
+    }
+
+    fn audit_lines(&self) -> Vec<Value> {
+        self.stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["audit"] == "request")
+            .collect()
+    }
+
+    /// SIGTERM, then the exit status and stdout.
+    fn terminate(mut self) -> (Option<i32>, String, Server) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        let stdout = std::fs::read_to_string(&self.stdout).unwrap();
+        (status.code(), stdout, self)
+    }
+
+    /// Neither the DSN's password nor a token in any response or log line.
+    fn assert_no_secrets(&self) {
+        let logs = format!(
+            "{}{}",
+            std::fs::read_to_string(&self.stdout).unwrap(),
+            self.stderr()
+        );
+        for secret in [SECRET, TOKEN, CI_TOKEN] {
+            assert!(
+                !logs.contains(secret),
+                "{secret} in the server's output:\n{logs}"
+            );
+            for body in self.seen.borrow().iter() {
+                assert!(!body.contains(secret), "{secret} in a response: {body}");
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unchunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    out
+}
+
+fn rfc3339(value: &Value) -> bool {
+    value
+        .as_str()
+        .is_some_and(|s| s.len() >= 20 && s.ends_with('Z') && s.as_bytes()[10] == b'T')
+}
+
+fn two_migrations(t: &TestEnv) {
+    t.migration("001_users.sql", "CREATE TABLE users (id int);")
+        .migration("002_orders.sql", "CREATE TABLE orders (id int);");
+}
+
+#[test]
+fn status_run_history_health_and_metrics_over_http() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+
+    let health = server.get("/healthz", None);
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["database"], "reachable");
+
+    let status = server.get("/admin/migrations/status", Some(TOKEN));
+    assert_eq!(status.status, 200, "{}", status.body);
+    let doc = status.json();
+    assert_eq!(doc["total"], 2);
+    assert_eq!(doc["pending_count"], 2);
+    assert_eq!(doc["applied_count"], 0);
+    assert_eq!(doc["all_migrations"][0]["version"], "001");
+    assert_eq!(doc["all_migrations"][0]["name"], "users");
+    assert_eq!(doc["all_migrations"][0]["status"], "pending");
+    assert_eq!(doc["all_migrations"][0]["applied_at"], Value::Null);
+    assert_eq!(doc["pending_migrations"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["applied_migrations"], serde_json::json!([]));
+
+    let run = server.run(Some(TOKEN), r#"{"confirm": true}"#);
+    assert_eq!(run.status, 200, "{}", run.body);
+    let doc = run.json();
+    assert_eq!(doc["status"], "success");
+    assert_eq!(doc["applied_count"], 2);
+    assert_eq!(doc["message"], "applied 2 migrations");
+    assert_eq!(doc["applied_migrations"][1]["version"], "002");
+    assert!(doc["applied_migrations"][1]["duration"].as_u64().unwrap() > 0);
+    assert_eq!(t.state(), ["001:applied", "002:applied"]);
+
+    let status = server
+        .get("/admin/migrations/status", Some(CI_TOKEN))
+        .json();
+    assert_eq!(status["applied_count"], 2);
+    assert_eq!(status["pending_count"], 0);
+    let first = &status["applied_migrations"][0];
+    assert_eq!(first["status"], "completed");
+    assert!(rfc3339(&first["applied_at"]), "{first}");
+    assert!(first["duration"].as_u64().unwrap() > 0, "nanoseconds");
+
+    let again = server.run(Some(CI_TOKEN), r#"{"confirm":true}"#);
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        again.json(),
+        serde_json::json!({"status": "up_to_date", "message": "no pending migrations"})
+    );
+
+    let history = server.get("/admin/migrations/history", Some(TOKEN)).json();
+    assert_eq!(history["total"], 2);
+    let entry = &history["migrations"][0];
+    assert_eq!(entry["version"], "001");
+    assert_eq!(entry["event"], "applied");
+    assert!(rfc3339(&entry["applied_at"]));
+    assert_eq!(
+        entry["applied_by"], "MIGRATE_ADMIN_TOKEN (API, from 127.0.0.1)",
+        "the journal names the token and the address"
+    );
+
+    let metrics = server.get("/metrics", Some(TOKEN));
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    for expected in [
+        "migrate_migrations_total{status=\"applied\"} 2",
+        "migrate_migration_duration_seconds_count{version=\"001\",status=\"applied\"} 1",
+        "migrate_last_run_success 1",
+        "migrate_pending_migrations 0",
+    ] {
+        assert!(
+            metrics.body.contains(expected),
+            "{expected}:\n{}",
+            metrics.body
+        );
+    }
+
+    // One audit line per request, naming the token, never showing it.
+    let audit = server.audit_lines();
+    assert_eq!(audit.len(), server.seen.borrow().len(), "{audit:?}");
+    let run_line = audit
+        .iter()
+        .find(|l| l["route"] == "/admin/migrations/run" && l["outcome"] == "applied")
+        .expect("the run's audit line");
+    assert_eq!(run_line["token"], "MIGRATE_ADMIN_TOKEN");
+    assert_eq!(run_line["method"], "POST");
+    assert_eq!(run_line["status"], 200);
+    assert!(
+        run_line["client"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(rfc3339(&run_line["time"]));
+    assert!(run_line["duration_ms"].is_number());
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["token"] == "ci" && l["outcome"] == "up_to_date")
+    );
+    server.assert_no_secrets();
+}
+
+#[test]
+fn every_way_of_not_being_let_in() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+    for path in [
+        "/admin/migrations/status",
+        "/admin/migrations/history",
+        "/metrics",
+    ] {
+        let none = server.get(path, None);
+        assert_eq!(none.status, 401, "{path}");
+        assert_eq!(
+            none.header("www-authenticate"),
+            Some("Bearer realm=\"migrate\"")
+        );
+        let wrong = server.get(path, Some("not-a-known-token-at-all"));
+        assert_eq!(wrong.status, 403, "{path}");
+        assert_eq!(wrong.json()["error"], "forbidden");
+    }
+    let malformed = server.get("/admin/migrations/status", Some(""));
+    assert_eq!(malformed.status, 401);
+    let run = server.run(None, r#"{"confirm": true}"#);
+    assert_eq!(run.status, 401);
+    let run = server.run(Some("not-a-known-token-at-all"), r#"{"confirm": true}"#);
+    assert_eq!(run.status, 403);
+    assert!(!t.table_exists("public.schema_migrations"), "nothing ran");
+    // Basic authentication is not a bearer token.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(
+            b"GET /admin/migrations/status HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Basic YTpi\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+
+    let refused: Vec<Value> = server
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l["status"] == 401 || l["status"] == 403)
+        .collect();
+    assert!(refused.len() >= 8, "{refused:?}");
+    assert!(refused.iter().all(|l| l["token"].is_null()));
+    server.assert_no_secrets();
+}
+
+#[test]
+fn run_wants_confirmation_and_a_small_body() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+    for body in [
+        "",
+        "{}",
+        r#"{"confirm": false}"#,
+        r#"{"confirm": "true"}"#,
+        "confirm=true",
+        "[true]",
+    ] {
+        let out = server.run(Some(TOKEN), body);
+        assert_eq!(out.status, 400, "{body:?}: {}", out.body);
+        assert_eq!(out.json()["error"], "confirmation required");
+        assert!(
+            out.json()["details"]
+                .as_str()
+                .unwrap()
+                .contains(r#"{"confirm": true}"#)
+        );
+    }
+    let big = vec![b' '; 10 * 1024 * 1024];
+    let out = server.request("POST", "/admin/migrations/run", Some(TOKEN), Some(&big));
+    assert_eq!(out.status, 413, "{}", out.body);
+    assert!(!t.table_exists("public.schema_migrations"), "nothing ran");
+    // The server is still there.
+    assert_eq!(server.get("/healthz", None).status, 200);
+    server.assert_no_secrets();
+}
+
+#[test]
+fn a_run_while_the_cli_holds_the_lock_is_409() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_slow.sql",
+        "SELECT pg_sleep(3);\nCREATE TABLE slow (id int);",
+    );
+    let server = Server::start(&t, &[]);
+    let cli = t.migrate().args(["up", "--yes"]).spawn();
+    t.wait_for_migrate_running("pg_sleep(3)");
+    let out = server.run(Some(TOKEN), r#"{"confirm": true}"#);
+    assert_eq!(out.status, 409, "{}", out.body);
+    let doc = out.json();
+    assert_eq!(doc["error"], "another run holds the migration lock");
+    assert!(
+        doc["details"].as_str().unwrap().contains("held by pid "),
+        "{doc}"
+    );
+    assert!(cli.wait_with_output().unwrap().status.success());
+    let out = server.run(Some(TOKEN), r#"{"confirm": true}"#);
+    assert_eq!(out.json()["status"], "up_to_date");
+    assert!(
+        server
+            .audit_lines()
+            .iter()
+            .any(|l| l["outcome"] == "locked" && l["status"] == 409)
+    );
+}
+
+#[test]
+fn runs_are_rate_limited() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &["--run-limit", "2"]);
+    assert_eq!(server.run(Some(TOKEN), r#"{"confirm": true}"#).status, 200);
+    assert_eq!(server.run(Some(TOKEN), r#"{"confirm": true}"#).status, 200);
+    let limited = server.run(Some(CI_TOKEN), r#"{"confirm": true}"#);
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    // Reads are not limited.
+    assert_eq!(
+        server.get("/admin/migrations/status", Some(TOKEN)).status,
+        200
+    );
+}
+
+#[test]
+fn clients_outside_the_allowed_networks_are_refused() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &["--allow-from", "10.0.0.0/8,192.168.0.0/16"]);
+    for path in ["/healthz", "/admin/migrations/status", "/metrics"] {
+        let out = server.get(path, Some(TOKEN));
+        assert_eq!(out.status, 403, "{path}");
+        assert!(
+            out.json()["details"]
+                .as_str()
+                .unwrap()
+                .contains("not in the allowed networks")
+        );
+    }
+    let out = server.run(Some(TOKEN), r#"{"confirm": true}"#);
+    assert_eq!(out.status, 403);
+    assert!(!t.table_exists("public.schema_migrations"));
+    drop(server);
+    let server = Server::start(&t, &["--allow-from", "127.0.0.0/8"]);
+    assert_eq!(
+        server.get("/admin/migrations/status", Some(TOKEN)).status,
+        200
+    );
+}
+
+#[test]
+fn public_metrics_and_a_server_that_will_not_start() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &["--public-metrics"]);
+    assert_eq!(server.get("/metrics", None).status, 200);
+    assert_eq!(server.get("/admin/migrations/status", None).status, 401);
+    drop(server);
+
+    // No token, a short one, a bad token file, a bad address: exit 2.
+    let refused = |args: &[&str], token: Option<&str>, message: &str| {
+        let mut run = t.migrate();
+        run.arg("serve").args(args);
+        if let Some(token) = token {
+            run.env("MIGRATE_ADMIN_TOKEN", token);
+        }
+        run.run().code(2).stderr_has(message);
+    };
+    refused(
+        &[],
+        None,
+        "no token: set MIGRATE_ADMIN_TOKEN, or give --token-file",
+    );
+    refused(
+        &[],
+        Some("short"),
+        "MIGRATE_ADMIN_TOKEN: the token must be at least 16 characters",
+    );
+    t.file("bad-tokens", "ci:not-a-hash\n");
+    refused(
+        &["--token-file", "bad-tokens"],
+        None,
+        "bad-tokens:1: expected the token's SHA-256",
+    );
+    refused(
+        &["--listen", "localhost"],
+        Some(TOKEN),
+        "--listen: `localhost` is not an address and port",
+    );
+    refused(
+        &["--allow-from", "10.0.0.0/40"],
+        Some(TOKEN),
+        "--allow-from: `10.0.0.0/40` is not a network",
+    );
+}
+
+#[test]
+fn a_client_that_goes_away_does_not_stop_its_run_nor_does_shutdown() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_slow.sql",
+        "SELECT pg_sleep(2);\nCREATE TABLE slow (id int);",
+    )
+    .migration("002_after.sql", "CREATE TABLE after (id int);");
+    let server = Server::start(&t, &[]);
+    {
+        // Send the request, and hang up once the migration runs.
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        let body = r#"{"confirm": true}"#;
+        write!(
+            stream,
+            "POST /admin/migrations/run HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        t.wait_for_migrate_running("pg_sleep(2)");
+    }
+    // And the server is told to stop while the migration runs.
+    let (code, stdout, server) = server.terminate();
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("shutting down: waiting for the running migration to finish"),
+        "{stdout}"
+    );
+    assert_eq!(
+        t.state(),
+        ["001:applied", "002:applied"],
+        "the run finished"
+    );
+    let actors = t.rows("SELECT DISTINCT actor FROM schema_migrations_log");
+    assert_eq!(
+        actors,
+        vec![vec![Some(
+            "MIGRATE_ADMIN_TOKEN (API, from 127.0.0.1)".to_owned()
+        )]]
+    );
+    server.assert_no_secrets();
+}
