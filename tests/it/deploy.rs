@@ -176,16 +176,19 @@ fn every_deployment_file_parses_and_uses_only_real_commands_and_flags() {
         };
         match path.extension().and_then(|e| e.to_str()) {
             Some("yaml" | "yml") => {
-                let value: Value = serde_yaml_ng::from_str(&text)
-                    .unwrap_or_else(|err| panic!("{origin} is not valid YAML: {err}"));
-                let mut commands = Vec::new();
-                container_commands(&value, &mut commands);
-                let mut lines = Vec::new();
-                run_steps(&value, &mut lines);
-                commands.extend(lines.iter().filter_map(|l| migrate_args(l)));
-                for args in commands {
-                    assert_parses(&args, &origin);
-                    checked += 1;
+                // Every document of the file (`---` separates them).
+                for document in serde_yaml_ng::Deserializer::from_str(&text) {
+                    let value = <Value as serde::Deserialize>::deserialize(document)
+                        .unwrap_or_else(|err| panic!("{origin} is not valid YAML: {err}"));
+                    let mut commands = Vec::new();
+                    container_commands(&value, &mut commands);
+                    let mut lines = Vec::new();
+                    run_steps(&value, &mut lines);
+                    commands.extend(lines.iter().filter_map(|l| migrate_args(l)));
+                    for args in commands {
+                        assert_parses(&args, &origin);
+                        checked += 1;
+                    }
                 }
             }
             _ if path.file_name().is_some_and(|n| n == "Dockerfile") => {
@@ -366,4 +369,30 @@ fn the_example_migrations_in_a_mixed_case_schema() {
     assert_eq!(t.value(installed_in), Some("\"MyApp\"".into()));
     migrate(&["down", "--yes"]).code(0);
     assert_eq!(t.value(installed_in), Some("none".into()));
+}
+
+/// The README's example token file is one `migrate serve` accepts.
+#[test]
+fn the_readmes_token_file_parses() {
+    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    let section = readme
+        .split("## Admin HTTP API")
+        .nth(1)
+        .expect("the section");
+    let example = section
+        .split("```\n")
+        .find(|block| block.starts_with("# name:sha256"))
+        .expect("the token file example");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, example).unwrap();
+    let tokens = migrate::serve::Tokens::load(None, Some(&file)).unwrap();
+    assert_eq!(
+        tokens.check(Some(b"Bearer example-ci-token-do-not-use-1")),
+        Ok("ci")
+    );
+    assert_eq!(
+        tokens.check(Some(b"Bearer example-ops-token-do-not-use-2")),
+        Ok("ops-alice")
+    );
 }
