@@ -596,3 +596,23 @@ fn a_client_that_goes_away_does_not_stop_its_run_nor_does_shutdown() {
     );
     server.assert_no_secrets();
 }
+
+#[test]
+fn healthz_says_when_the_database_is_gone() {
+    let t = TestEnv::on_own_server();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+    assert_eq!(server.get("/healthz", None).status, 200);
+    t.stop_server();
+    let down = server.get("/healthz", None);
+    assert_eq!(down.status, 503);
+    assert_eq!(down.json()["database"], "unreachable");
+    let status = server.get("/admin/migrations/status", Some(TOKEN));
+    assert_eq!(status.status, 503, "{}", status.body);
+    assert_eq!(status.json()["error"], "database unavailable");
+    t.start_server();
+    wait_until(Duration::from_secs(20), "healthz to recover", || {
+        server.get("/healthz", None).status == 200
+    });
+    server.assert_no_secrets();
+}
