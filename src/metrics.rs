@@ -205,6 +205,10 @@ fn render(recorded: &Recorded, last_run: Option<(bool, i64)>) -> String {
         "Migrations run, by outcome",
         totals.clone(),
     );
+    // Present from the start, so that rate() and alerts see a zero.
+    for status in ["applied", "failed"] {
+        let _ = totals.get_or_create(&vec![("status".to_owned(), status.to_owned())]);
+    }
     let lock_wait = Gauge::<f64, AtomicU64>::default();
     registry.register(
         "migrate_lock_wait_seconds",

@@ -31,7 +31,15 @@ pub fn run(cli: Cli) -> i32 {
             );
         }
     };
-    let env = |name: &str| std::env::var(name).ok();
+    // The API never honours SKIP_MIGRATIONS, so a value of it, good or
+    // bad, is none of the server's business.
+    let serving = matches!(command, Command::Serve(_));
+    let env = |name: &str| {
+        if serving && name == "SKIP_MIGRATIONS" {
+            return None;
+        }
+        std::env::var(name).ok()
+    };
     if let Command::Up = command {
         // Decided first: a replica that skips needs nothing else right.
         match Settings::skip_migrations(&cli.global, &env) {

@@ -40,6 +40,7 @@ pub(super) fn router(app: Arc<App>) -> Router {
         .route("/admin/migrations/history", get(history))
         .route("/admin/migrations/run", post(run))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(Arc::clone(&app), guard))
         .with_state(app)
 }
@@ -63,21 +64,75 @@ fn error(
     )
 }
 
-/// In front of every route: the allow-list, then the token (not for
-/// `/healthz`, nor `/metrics` with `--public-metrics`); after it, the
+/// The audit line of a request, written when the answer is ready, or when
+/// the client went away first (then without a status).
+struct AuditLine {
+    started: Instant,
+    client: SocketAddr,
+    token: Option<String>,
+    method: Method,
+    path: String,
+    written: bool,
+}
+
+impl AuditLine {
+    fn write(&mut self, status: Option<StatusCode>, outcome: &str) {
+        self.written = true;
+        let line = json!({
+            "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            "audit": "request",
+            "client": self.client.to_string(),
+            "token": self.token,
+            "method": self.method.as_str(),
+            "route": self.path,
+            "status": status.map(|s| s.as_u16()),
+            "outcome": outcome,
+            "duration_ms": (self.started.elapsed().as_secs_f64() * 1e6).round() / 1000.0,
+        });
+        eprintln!("{line}");
+    }
+
+    fn answered(&mut self, response: &Response) {
+        let status = response.status();
+        let outcome = response
+            .extensions()
+            .get::<Outcome>()
+            .map(|o| o.0)
+            .unwrap_or(if status.is_success() { "ok" } else { "error" });
+        self.write(Some(status), outcome);
+    }
+}
+
+impl Drop for AuditLine {
+    fn drop(&mut self) {
+        if !self.written {
+            self.write(None, "client_gone");
+        }
+    }
+}
+
+/// In front of every route: the allow-list (not for `/healthz`, which the
+/// kubelet's probes reach from the node), then the token (not for
+/// `/healthz`, nor `/metrics` with `--public-metrics`); around it all, the
 /// audit line.
 async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let open = path == "/healthz" || (path == "/metrics" && app.public_metrics);
-    let mut token = None;
-    let response = if !app.allow.allows(client.ip()) {
+    let mut audit = AuditLine {
+        started: Instant::now(),
+        client,
+        token: None,
+        method: request.method().clone(),
+        path: path.clone(),
+        written: false,
+    };
+    let health = path == "/healthz";
+    let open = health || (path == "/metrics" && app.public_metrics);
+    let response = if !health && !app.allow.allows(client.ip()) {
         error(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -93,7 +148,7 @@ async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) ->
         );
         match checked {
             Ok(name) => {
-                token = Some(name.to_owned());
+                audit.token = Some(name.to_owned());
                 request.extensions_mut().insert(Caller {
                     token: name.to_owned(),
                     client,
@@ -122,44 +177,17 @@ async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) ->
             ),
         }
     };
-    audit(
-        &client,
-        token.as_deref(),
-        &method,
-        &path,
-        &response,
-        started,
-    );
+    audit.answered(&response);
     response
 }
 
-/// One JSON line on stderr for every request.
-fn audit(
-    client: &SocketAddr,
-    token: Option<&str>,
-    method: &Method,
-    path: &str,
-    response: &Response,
-    started: Instant,
-) {
-    let status = response.status();
-    let outcome = response
-        .extensions()
-        .get::<Outcome>()
-        .map(|o| o.0)
-        .unwrap_or(if status.is_success() { "ok" } else { "error" });
-    let line = json!({
-        "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        "audit": "request",
-        "client": client.to_string(),
-        "token": token,
-        "method": method.as_str(),
-        "route": path,
-        "status": status.as_u16(),
-        "outcome": outcome,
-        "duration_ms": (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-    });
-    eprintln!("{line}");
+async fn method_not_allowed(method: Method) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+        format!("{method} is not served here"),
+        "method_not_allowed",
+    )
 }
 
 async fn not_found() -> Response {
@@ -219,6 +247,10 @@ fn failure_parts(err: &Error) -> (StatusCode, &'static str, &'static str) {
             "database unavailable",
             "unavailable",
         ),
+        // A read ended by the pool's statement_timeout.
+        Error::Database { failure, .. } if failure.code.as_deref() == Some("57014") => {
+            (StatusCode::GATEWAY_TIMEOUT, "timed out", "timeout")
+        }
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "failed", "failed"),
     }
 }
@@ -228,22 +260,43 @@ fn failure_response(err: &Error) -> Response {
     error(status, title, err.to_string(), outcome)
 }
 
+/// Whether a new connection can be made and answers, on a connection of
+/// its own (a busy pool is not an unreachable database); one check at a
+/// time, and its answer reused for a second, so that this one route
+/// without a token cannot be used to flood the database with connections.
 async fn healthz(State(app): State<Arc<App>>) -> Response {
-    let check = async {
-        let client = app.pool.get().await.ok()?;
-        client.simple_query("SELECT 1").await.ok()
+    let mut last = app.health.lock().await;
+    let reachable = match *last {
+        Some((at, reachable)) if at.elapsed() < Duration::from_secs(1) => reachable,
+        _ => {
+            let dsn = &app.migrator.database().dsn;
+            let check = async {
+                let store = crate::store::Store::connect(dsn).await.ok()?;
+                let answered = store.ping().await;
+                store.close().await;
+                answered.then_some(())
+            };
+            let reachable = matches!(
+                tokio::time::timeout(Duration::from_secs(2), check).await,
+                Ok(Some(()))
+            );
+            *last = Some((Instant::now(), reachable));
+            reachable
+        }
     };
-    match tokio::time::timeout(Duration::from_secs(2), check).await {
-        Ok(Some(_)) => json_response(
+    drop(last);
+    if reachable {
+        json_response(
             StatusCode::OK,
             json!({ "status": "ok", "database": "reachable" }),
             "ok",
-        ),
-        _ => json_response(
+        )
+    } else {
+        json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({ "status": "unavailable", "database": "unreachable" }),
             "unavailable",
-        ),
+        )
     }
 }
 
@@ -429,6 +482,14 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
             "unconfirmed",
         );
     }
+    let Ok(running) = Arc::clone(&app.running).try_lock_owned() else {
+        return error(
+            StatusCode::CONFLICT,
+            "a run is in progress",
+            "another request to this server is applying migrations",
+            "busy",
+        );
+    };
     if let Err(wait) = app.run_limit.take() {
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let mut response = error(
@@ -442,14 +503,6 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         return response;
     }
-    let Ok(running) = Arc::clone(&app.running).try_lock_owned() else {
-        return error(
-            StatusCode::CONFLICT,
-            "a run is in progress",
-            "another request to this server is applying migrations",
-            "busy",
-        );
-    };
     // The run is a task of its own: a client that goes away does not stop
     // it, and shutdown waits for it (it holds `running`).
     let task_app = Arc::clone(&app);
@@ -465,10 +518,34 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
         let recorder = MetricsRecorder::new(&log);
         let options = UpOptions {
             skip_bootstrap: task_app.skip_bootstrap,
+            out_of_order: task_app.out_of_order,
             ..UpOptions::default()
         };
         let result = migrator.up(&options, &recorder).await;
-        task_app.live.add_run(&recorder, result.is_ok());
+        let ran = !matches!(&result, Ok(report) if report.outcome == UpOutcome::SkippedLocked);
+        if ran {
+            task_app.live.add_run(&recorder, result.is_ok());
+        }
+        let outcome = match &result {
+            Ok(report) => match report.outcome {
+                UpOutcome::Applied => "applied",
+                UpOutcome::SkippedLocked => "locked",
+                _ => "up_to_date",
+            }
+            .to_owned(),
+            Err(err) => failure_parts(err).2.to_owned(),
+        };
+        // The run's end, also when its client is gone.
+        eprintln!(
+            "{}",
+            json!({
+                "event": "run finished",
+                "token": caller.token,
+                "client": caller.client.to_string(),
+                "outcome": outcome,
+                "applied": recorder.done().applied.len(),
+            })
+        );
         let holder = log.holder.lock().unwrap_or_else(|e| e.into_inner()).take();
         (result, recorder.done(), holder)
     });

@@ -68,7 +68,15 @@ impl AllowList {
                     origin: origin.to_owned(),
                     message: format!("`{entry}` is not a network (10.0.0.0/8) or an address"),
                 })?;
-            networks.push(network);
+            networks.push(ipv4_mapped(network));
+        }
+        // Given but empty (`--allow-from ,`, an empty template value) is a
+        // mistake, not "everyone".
+        if networks.is_empty() && !entries.is_empty() {
+            return Err(Error::Config {
+                origin: origin.to_owned(),
+                message: "no network given; leave it out to allow every client".into(),
+            });
         }
         Ok(AllowList { networks })
     }
@@ -84,6 +92,19 @@ impl AllowList {
 
     pub fn is_empty(&self) -> bool {
         self.networks.is_empty()
+    }
+}
+
+/// `::ffff:10.0.0.0/104` as `10.0.0.0/8`: clients are compared as IPv4.
+fn ipv4_mapped(network: IpNet) -> IpNet {
+    match network {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(network),
+            None => network,
+        },
+        other => other,
     }
 }
 
@@ -125,6 +146,13 @@ mod tests {
                 .unwrap()
                 .allows("1.2.3.4".parse().unwrap())
         );
+        let mapped = AllowList::parse(&["::ffff:127.0.0.1/128".into()], "x").unwrap();
+        assert!(mapped.allows("127.0.0.1".parse().unwrap()));
+        assert!(mapped.allows("::ffff:127.0.0.1".parse().unwrap()));
+        let err = AllowList::parse(&[" , ".into()], "--allow-from")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("no network given"));
         let err = AllowList::parse(&["10.0.0.0/33".into()], "MIGRATE_ALLOW_FROM")
             .err()
             .unwrap();

@@ -120,12 +120,22 @@ pub(crate) struct App {
     running: Arc<tokio::sync::Mutex<()>>,
     live: Live,
     skip_bootstrap: bool,
+    out_of_order: bool,
+    /// The last health check: when, and whether the database answered.
+    health: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 /// Runs the server until SIGTERM or SIGINT; a migration that is running
 /// then finishes and is recorded before the process ends.
 pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Result<(), Error> {
     let serve = ServeSettings::resolve(args, &|name| std::env::var(name).ok())?;
+    if settings.target.is_some() || settings.dry_run {
+        return Err(Error::Usage(
+            "--target and --dry-run are for `migrate up`: a run through the API applies every \
+             pending migration"
+                .into(),
+        ));
+    }
     let mut database = crate::commands::database(settings)?;
     // The API never runs without the lock, and never waits for it: a run
     // that finds it held answers 409 at once.
@@ -157,6 +167,8 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
         running: Arc::new(tokio::sync::Mutex::new(())),
         live: Live::default(),
         skip_bootstrap: settings.skip_bootstrap,
+        out_of_order: settings.out_of_order,
+        health: tokio::sync::Mutex::new(None),
     });
     if !address.ip().is_loopback() && app.allow.is_empty() {
         printer.warn(format!(
@@ -170,16 +182,7 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
         app.migrator.database().tracking.display_state()
     ));
     let running = Arc::clone(&app.running);
-    axum::serve(
-        listener,
-        api::router(app).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|err| Error::Config {
-        origin: "migrate serve".into(),
-        message: err.to_string(),
-    })?;
+    serve_connections(listener, api::router(app), shutdown_signal()).await;
     if running.try_lock().is_err() {
         printer.line("shutting down: waiting for the running migration to finish");
     }
@@ -190,6 +193,70 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
 
 fn migrator_target(app: &App) -> String {
     app.migrator.database().dsn.describe()
+}
+
+/// The most connections served at once; more are closed as they come.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// How long a client may take to send a request's head (also the next one
+/// on a kept-alive connection).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After SIGTERM, how long requests in flight may take to finish before
+/// their connections are dropped. A run is a task of its own and always
+/// finishes.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The accept loop: HTTP/1.1 with a deadline on each request's head and a
+/// cap on connections (so slow or idle clients hold neither the server nor
+/// its shutdown), each request told its peer address. (axum's own `serve`
+/// sets no header deadline.)
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(64 * 1024);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                // Out of file descriptors, say: breathe, then go on.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                tower_service::Service::call(&mut router.clone(), request)
+            },
+        );
+        let connection =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
 }
 
 /// SIGTERM (Kubernetes) or SIGINT (a terminal).
@@ -220,6 +287,16 @@ fn pool(dsn: &Dsn) -> Result<deadpool_postgres::Pool, Error> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
+    // A read the client stopped waiting for (READ_TIMEOUT) must not go on
+    // holding its pooled connection: the server ends it just before.
+    let options = format!(
+        "{} -c statement_timeout={}",
+        config.get_options().unwrap_or_default(),
+        READ_TIMEOUT
+            .saturating_sub(Duration::from_secs(1))
+            .as_millis()
+    );
+    config.options(options.trim_start());
     let manager_config = deadpool_postgres::ManagerConfig {
         recycling_method: deadpool_postgres::RecyclingMethod::Fast,
     };

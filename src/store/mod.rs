@@ -300,6 +300,11 @@ impl Store {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.connection).await;
     }
 
+    /// Whether the server answers a trivial query on this connection.
+    pub async fn ping(&self) -> bool {
+        self.client.simple_query("SELECT 1").await.is_ok()
+    }
+
     pub(crate) fn client(&self) -> &Client {
         &self.client
     }

@@ -54,6 +54,10 @@ impl Server {
     /// Starts `migrate serve` on a free loopback port with `TOKEN` (as
     /// MIGRATE_ADMIN_TOKEN) and `CI_TOKEN` (named `ci` in a token file).
     fn start(t: &TestEnv, extra: &[&str]) -> Server {
+        Server::start_with(t, extra, &[])
+    }
+
+    fn start_with(t: &TestEnv, extra: &[&str], env: &[(&str, &str)]) -> Server {
         t.file(
             "tokens",
             &format!("# test tokens\nci:{}\n", sha256_hex(CI_TOKEN)),
@@ -64,6 +68,9 @@ impl Server {
         run.args(["serve", "--listen", "127.0.0.1:0", "--token-file", "tokens"])
             .args(extra)
             .env("MIGRATE_ADMIN_TOKEN", TOKEN);
+        for (name, value) in env {
+            run.env(name, value);
+        }
         let child = run
             .into_command()
             .stdin(Stdio::null())
@@ -486,7 +493,13 @@ fn clients_outside_the_allowed_networks_are_refused() {
     let t = TestEnv::new();
     two_migrations(&t);
     let server = Server::start(&t, &["--allow-from", "10.0.0.0/8,192.168.0.0/16"]);
-    for path in ["/healthz", "/admin/migrations/status", "/metrics"] {
+    // The kubelet's probes come from the node: /healthz is open to all.
+    assert_eq!(server.get("/healthz", None).status, 200);
+    for path in [
+        "/admin/migrations/status",
+        "/admin/migrations/history",
+        "/metrics",
+    ] {
         let out = server.get(path, Some(TOKEN));
         assert_eq!(out.status, 403, "{path}");
         assert!(
@@ -587,6 +600,23 @@ fn a_client_that_goes_away_does_not_stop_its_run_nor_does_shutdown() {
         ["001:applied", "002:applied"],
         "the run finished"
     );
+    // The request's audit line says the client went away; the run's end
+    // is logged all the same.
+    let gone = server
+        .audit_lines()
+        .into_iter()
+        .find(|l| l["route"] == "/admin/migrations/run")
+        .expect("the run request's audit line");
+    assert_eq!(gone["outcome"], "client_gone");
+    assert_eq!(gone["status"], Value::Null);
+    assert_eq!(gone["token"], "MIGRATE_ADMIN_TOKEN");
+    assert!(
+        server
+            .stderr()
+            .contains(r#""event":"run finished","outcome":"applied""#),
+        "{}",
+        server.stderr()
+    );
     let actors = t.rows("SELECT DISTINCT actor FROM schema_migrations_log");
     assert_eq!(
         actors,
@@ -604,8 +634,11 @@ fn healthz_says_when_the_database_is_gone() {
     let server = Server::start(&t, &[]);
     assert_eq!(server.get("/healthz", None).status, 200);
     t.stop_server();
+    // The answer is kept for a second.
+    wait_until(Duration::from_secs(10), "healthz to see it", || {
+        server.get("/healthz", None).status == 503
+    });
     let down = server.get("/healthz", None);
-    assert_eq!(down.status, 503);
     assert_eq!(down.json()["database"], "unreachable");
     let status = server.get("/admin/migrations/status", Some(TOKEN));
     assert_eq!(status.status, 503, "{}", status.body);
@@ -615,4 +648,125 @@ fn healthz_says_when_the_database_is_gone() {
         server.get("/healthz", None).status == 200
     });
     server.assert_no_secrets();
+}
+
+#[test]
+fn a_run_in_progress_is_409_without_spending_the_rate_limit() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_slow.sql",
+        "SELECT pg_sleep(2);\nCREATE TABLE slow (id int);",
+    );
+    // SKIP_MIGRATIONS means nothing to the API, whatever its value.
+    let server = Server::start_with(&t, &["--run-limit", "2"], &[("SKIP_MIGRATIONS", "maybe")]);
+    let mut first = TcpStream::connect(server.addr).unwrap();
+    let body = r#"{"confirm": true}"#;
+    write!(
+        first,
+        "POST /admin/migrations/run HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Authorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    t.wait_for_migrate_running("pg_sleep(2)");
+    for _ in 0..3 {
+        let busy = server.run(Some(CI_TOKEN), body);
+        assert_eq!(busy.status, 409, "{}", busy.body);
+        assert_eq!(busy.json()["error"], "a run is in progress");
+    }
+    let mut answer = String::new();
+    first.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""status":"success""#), "{answer}");
+    assert_eq!(
+        server.run(Some(CI_TOKEN), body).json()["status"],
+        "up_to_date"
+    );
+    assert_eq!(server.run(Some(CI_TOKEN), body).status, 429);
+}
+
+#[test]
+fn wrong_methods_and_routes_answer_json() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+    let out = server.get("/admin/migrations/run", Some(TOKEN));
+    assert_eq!(out.status, 405);
+    assert_eq!(out.json()["error"], "method not allowed");
+    let out = server.request("DELETE", "/admin/migrations/status", Some(TOKEN), None);
+    assert_eq!(out.status, 405);
+    for path in [
+        "/admin/migrations/status/",
+        "//admin/migrations/status",
+        "/admin/%73tatus",
+        "/nope",
+    ] {
+        let out = server.get(path, Some(TOKEN));
+        assert_eq!(out.status, 404, "{path}");
+        assert_eq!(out.json()["error"], "not found");
+        assert_eq!(server.get(path, None).status, 401, "{path} without a token");
+    }
+    // The API applies everything: --target and --dry-run are refused.
+    t.migrate()
+        .args(["serve", "--target", "001"])
+        .env("MIGRATE_ADMIN_TOKEN", TOKEN)
+        .run()
+        .code(2)
+        .stderr_has("--target and --dry-run are for `migrate up`");
+}
+
+/// A client that sends half a request and waits holds neither a
+/// connection for long nor the server's shutdown.
+#[test]
+fn slow_clients_do_not_hold_the_server() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (code, _, _server) = server.terminate();
+    assert_eq!(code, Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+}
+
+/// A read the database cannot answer in time is a 504, its query is ended
+/// by the server, and the health check still tells the truth.
+#[test]
+fn a_read_that_takes_too_long_is_504_and_frees_its_connection() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+    assert_eq!(server.run(Some(TOKEN), r#"{"confirm": true}"#).status, 200);
+    let mut blocker = t.client();
+    let mut transaction = blocker.transaction().unwrap();
+    transaction
+        .batch_execute("LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let out = server.get("/admin/migrations/status", Some(TOKEN));
+    assert_eq!(out.status, 504, "{}", out.body);
+    assert_eq!(out.json()["error"], "timed out");
+    assert_eq!(
+        server.get("/healthz", None).status,
+        200,
+        "the database is reachable"
+    );
+    // The pooled connection's query was ended (statement_timeout).
+    wait_until(Duration::from_secs(10), "the read to end", || {
+        t.value(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
+               AND application_name = 'migrate (serve)' AND state = 'active'",
+            t.db_name
+        )) == Some("0".into())
+    });
+    transaction.rollback().unwrap();
+    assert_eq!(
+        server.get("/admin/migrations/status", Some(TOKEN)).status,
+        200
+    );
 }
