@@ -247,7 +247,7 @@ fn render(recorded: &Recorded, last_run: Option<(bool, i64)>) -> String {
         gauge.set(pending as i64);
         registry.register(
             "migrate_pending_migrations",
-            "Migrations still pending when the run ended",
+            "Migrations pending when last seen: at the end of a run (or, for migrate serve, a status read)",
             gauge,
         );
     }

@@ -31,8 +31,10 @@ pub fn run(cli: Cli) -> i32 {
             );
         }
     };
-    // The API never honours SKIP_MIGRATIONS, so a value of it, good or
-    // bad, is none of the server's business.
+    // The API never honours SKIP_MIGRATIONS, so the variable's value, good
+    // or bad, is none of the server's business (one shared with the app's
+    // replicas is common). A bad `skip-migrations` in the config folder is
+    // a broken config, refused by every command.
     let serving = matches!(command, Command::Serve(_));
     let env = |name: &str| {
         if serving && name == "SKIP_MIGRATIONS" {

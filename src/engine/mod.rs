@@ -102,8 +102,8 @@ impl Migrator {
         }
     }
 
-    /// The migrations, read once (a folder's contents are read on the
-    /// first call).
+    /// The migrations: a folder's contents are read (and checked) anew on
+    /// each call; a set already read is shared.
     pub async fn migrations(&self) -> Result<Arc<MigrationSet>, Error> {
         self.load().await
     }

@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::metrics::MetricsRecorder;
 use crate::plan::{Status, StatusRow};
 use crate::report::{Event, Reporter, UpOutcome};
-use crate::store::{JournalEntry, LockHolder};
+use crate::store::{DbFailure, JournalEntry, LockHolder};
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -73,6 +73,8 @@ struct AuditLine {
     method: Method,
     path: String,
     written: bool,
+    /// Set when shutdown gave up on the requests still open.
+    dropped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AuditLine {
@@ -106,7 +108,12 @@ impl AuditLine {
 impl Drop for AuditLine {
     fn drop(&mut self) {
         if !self.written {
-            self.write(None, "client_gone");
+            let outcome = if self.dropped.load(std::sync::atomic::Ordering::SeqCst) {
+                "shutdown"
+            } else {
+                "client_gone"
+            };
+            self.write(None, outcome);
         }
     }
 }
@@ -129,6 +136,7 @@ async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) ->
         method: request.method().clone(),
         path: path.clone(),
         written: false,
+        dropped: Arc::clone(&app.dropped),
     };
     let health = path == "/healthz";
     let open = health || (path == "/metrics" && app.public_metrics);
@@ -140,12 +148,17 @@ async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) ->
             "not_allowed",
         )
     } else {
-        let checked = app.tokens.check(
-            request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
-        );
+        let given: Vec<&HeaderValue> = request
+            .headers()
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .collect();
+        let checked = match given.as_slice() {
+            [] => app.tokens.check(None),
+            [one] => app.tokens.check(Some(one.as_bytes())),
+            // Two answers to "who are you" are no answer.
+            _ => Err(Refused::Missing),
+        };
         match checked {
             Ok(name) => {
                 audit.token = Some(name.to_owned());
@@ -206,10 +219,16 @@ async fn read<T>(
 ) -> Result<T, Response> {
     let work = async {
         let client = app.pool.get().await.map_err(|err| {
+            let why = match err {
+                // The server's own words (the DSN's password is not among
+                // them), not the pool's "error creating an object".
+                deadpool_postgres::PoolError::Backend(err) => DbFailure::from(err).to_string(),
+                other => other.to_string(),
+            };
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database unavailable",
-                format!("{}: {err}", app.migrator.database().dsn.describe()),
+                format!("{}: {why}", app.migrator.database().dsn.describe()),
                 "unavailable",
             )
         })?;
@@ -460,9 +479,22 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
             "unauthorized",
         );
     };
-    let body = match axum::body::to_bytes(request.into_body(), BODY_LIMIT).await {
-        Ok(body) => body,
+    let body = tokio::time::timeout(
+        READ_TIMEOUT,
+        axum::body::to_bytes(request.into_body(), BODY_LIMIT),
+    );
+    let body = match body.await {
+        Ok(Ok(body)) => body,
+        // A body that trickles in (or never comes) holds a connection.
         Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request timeout",
+                format!("the body did not arrive within {}s", READ_TIMEOUT.as_secs()),
+                "timeout",
+            );
+        }
+        Ok(Err(_)) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request too large",
@@ -525,6 +557,10 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
         let ran = !matches!(&result, Ok(report) if report.outcome == UpOutcome::SkippedLocked);
         if ran {
             task_app.live.add_run(&recorder, result.is_ok());
+        } else {
+            // Refused because another process holds the lock: like a busy
+            // server, that costs the rate limit nothing.
+            task_app.run_limit.give_back();
         }
         let outcome = match &result {
             Ok(report) => match report.outcome {

@@ -120,7 +120,8 @@ fn hash(token: &str) -> [u8; 32] {
 }
 
 fn parse_hex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
+    // from_str_radix would take a sign ("+f").
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -197,6 +198,8 @@ mod tests {
         assert!(message(None, Some("# nothing\n")).contains("no token"));
         assert!(message(None, Some("ci abc\n")).contains("tokens:1: expected `name:sha256-hex`"));
         assert!(message(None, Some("ci:abc\n")).contains("64 hex digits"));
+        let signed = format!("ci:+f{}\n", &hex("x")[2..]);
+        assert!(message(None, Some(&signed)).contains("64 hex digits"));
         let twice = format!("ci:{0}\nci:{0}\n", hex("x"));
         assert!(message(None, Some(&twice)).contains("tokens:2: the name `ci` is given twice"));
         assert!(message(None, Some(&format!("c i:{}\n", hex("x")))).contains("a token's name"));

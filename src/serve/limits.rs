@@ -29,6 +29,12 @@ impl RateLimit {
         self.take_at(Instant::now())
     }
 
+    /// Returns a run taken by [`take`](Self::take) that did not happen.
+    pub fn give_back(&self) {
+        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        bucket.0 = (bucket.0 + 1.0).min(f64::from(self.per_minute));
+    }
+
     fn take_at(&self, now: Instant) -> Result<(), Duration> {
         let capacity = f64::from(self.per_minute);
         let per_second = capacity / 60.0;
@@ -87,7 +93,17 @@ impl AllowList {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
             v4 => v4,
         };
-        self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&address))
+        let mapped = match address {
+            IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
+            IpAddr::V6(_) => None,
+        };
+        // An IPv6 network wide enough to hold ::ffff:0:0/96 (say ::/0)
+        // holds the IPv4 clients too.
+        self.networks.is_empty()
+            || self
+                .networks
+                .iter()
+                .any(|n| n.contains(&address) || mapped.is_some_and(|m| n.contains(&m)))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -126,6 +142,14 @@ mod tests {
         assert!(limit.take_at(start + Duration::from_secs(29)).is_err());
         assert!(limit.take_at(start + Duration::from_secs(31)).is_ok());
         assert!(limit.take_at(start + Duration::from_secs(31)).is_err());
+        // A run given back is there again, and the bucket holds no more
+        // than a minute's worth.
+        limit.give_back();
+        assert!(limit.take_at(start + Duration::from_secs(31)).is_ok());
+        let full = RateLimit::per_minute(1);
+        full.give_back();
+        assert!(full.take_at(start).is_ok());
+        assert!(full.take_at(start).is_err());
     }
 
     #[test]
@@ -146,6 +170,11 @@ mod tests {
                 .unwrap()
                 .allows("1.2.3.4".parse().unwrap())
         );
+        let everyone = AllowList::parse(&["::/0".into()], "x").unwrap();
+        assert!(everyone.allows("10.1.2.3".parse().unwrap()));
+        assert!(everyone.allows("::1".parse().unwrap()));
+        let v6_only = AllowList::parse(&["fd00::/8".into()], "x").unwrap();
+        assert!(!v6_only.allows("10.1.2.3".parse().unwrap()));
         let mapped = AllowList::parse(&["::ffff:127.0.0.1/128".into()], "x").unwrap();
         assert!(mapped.allows("127.0.0.1".parse().unwrap()));
         assert!(mapped.allows("::ffff:127.0.0.1".parse().unwrap()));

@@ -46,6 +46,7 @@ impl ServeSettings {
         args: &ServeArgs,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ServeSettings, Error> {
+        let given = env;
         let env = |name: &str| env(name).filter(|v| !v.is_empty());
         let (listen, origin) = match (&args.listen, env("MIGRATE_LISTEN")) {
             (Some(flag), _) => (flag.clone(), "--listen"),
@@ -70,7 +71,9 @@ impl ServeSettings {
                 })?,
             };
         let allow = if args.allow_from.is_empty() {
-            let listed: Vec<String> = env("MIGRATE_ALLOW_FROM").into_iter().collect();
+            // Set but empty is refused like `--allow-from ''`: a template
+            // that meant to name networks must not open the server to all.
+            let listed: Vec<String> = given("MIGRATE_ALLOW_FROM").into_iter().collect();
             AllowList::parse(&listed, "MIGRATE_ALLOW_FROM")?
         } else {
             AllowList::parse(&args.allow_from, "--allow-from")?
@@ -118,6 +121,8 @@ pub(crate) struct App {
     run_limit: RateLimit,
     /// Held by the run in progress; shutdown waits for it.
     running: Arc<tokio::sync::Mutex<()>>,
+    /// Set when shutdown stops waiting for the requests still open.
+    dropped: Arc<std::sync::atomic::AtomicBool>,
     live: Live,
     skip_bootstrap: bool,
     out_of_order: bool,
@@ -140,11 +145,20 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
     // The API never runs without the lock, and never waits for it: a run
     // that finds it held answers 409 at once.
     database.lock = LockMode::SkipIfLocked;
+    // A run with the database down answers 503 at once rather than
+    // waiting for it.
+    database.wait_for_db = Duration::ZERO;
     database.bootstrap = crate::commands::bootstrap(settings)?;
-    let scanned = scan(&settings.migrations_dir).map_err(Error::Files)?;
-    let migrator = Migrator::from_folder(scanned, database);
-    // Read once, now: a file problem stops the server from starting.
-    migrator.migrations().await?;
+    // Read once, now: a file problem stops the server from starting, and
+    // what it shows and runs is what it checked, whatever happens to the
+    // folder later.
+    let folder = settings.migrations_dir.clone();
+    let migrations =
+        tokio::task::spawn_blocking(move || scan(&folder).and_then(|scanned| scanned.load()))
+            .await
+            .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
+            .map_err(Error::Files)?;
+    let migrator = Migrator::new(migrations, database);
     let pool = pool(&migrator.database().dsn)?;
 
     let listener = tokio::net::TcpListener::bind(serve.listen)
@@ -165,6 +179,7 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
         public_metrics: serve.public_metrics,
         run_limit: RateLimit::per_minute(serve.run_limit),
         running: Arc::new(tokio::sync::Mutex::new(())),
+        dropped: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         live: Live::default(),
         skip_bootstrap: settings.skip_bootstrap,
         out_of_order: settings.out_of_order,
@@ -182,10 +197,24 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
         app.migrator.database().tracking.display_state()
     ));
     let running = Arc::clone(&app.running);
-    serve_connections(listener, api::router(app), shutdown_signal()).await;
-    if running.try_lock().is_err() {
-        printer.line("shutting down: waiting for the running migration to finish");
-    }
+    let dropped = Arc::clone(&app.dropped);
+    let shutdown = async {
+        shutdown_signal().await;
+        if running.try_lock().is_err() {
+            printer.line(
+                "shutting down: waiting for the running migration to finish (signal again to \
+                 stop without waiting; the server rolls back what has not committed)",
+            );
+        }
+        // A second signal: the operator will not wait. The run's
+        // transaction ends with its connection, as after a kill.
+        tokio::spawn(async {
+            shutdown_signal().await;
+            eprintln!("migrate: stopped without waiting for the running migration");
+            std::process::exit(crate::error::exit::FAILED);
+        });
+    };
+    serve_connections(listener, api::router(app), shutdown, &running, &dropped).await;
     let _finished = running.lock().await;
     printer.line("stopped");
     Ok(())
@@ -204,8 +233,12 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// After SIGTERM, how long requests in flight may take to finish before
 /// their connections are dropped. A run is a task of its own and always
-/// finishes.
+/// finishes; its answer then has [`ANSWER_TIMEOUT`] more to be sent.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After a run that outlasted [`DRAIN_TIMEOUT`] has finished, how long its
+/// answer (and any other) may take to be written before the process ends.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The accept loop: HTTP/1.1 with a deadline on each request's head and a
 /// cap on connections (so slow or idle clients hold neither the server nor
@@ -215,6 +248,8 @@ async fn serve_connections(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()>,
+    running: &tokio::sync::Mutex<()>,
+    dropped: &std::sync::atomic::AtomicBool,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -239,6 +274,9 @@ async fn serve_connections(
             drop(stream);
             continue;
         };
+        // An IPv4 client of a dual-stack socket is written as 10.1.2.3,
+        // not ::ffff:10.1.2.3, in the audit log and the journal.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let router = router.clone();
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -256,7 +294,23 @@ async fn serve_connections(
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+    // Requests in flight get DRAIN_TIMEOUT; a run gets as long as it takes,
+    // and then its answer ANSWER_TIMEOUT to reach the client.
+    let deadline = async {
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+        if running.try_lock().is_err() {
+            let _finished = running.lock().await;
+            tokio::time::sleep(ANSWER_TIMEOUT).await;
+        }
+    };
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = deadline => {
+            // The connections left are the server's to drop: their audit
+            // lines say so, not that the client went away.
+            dropped.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 /// SIGTERM (Kubernetes) or SIGINT (a terminal).

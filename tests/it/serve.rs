@@ -65,9 +65,12 @@ impl Server {
         let stdout = t.dir().join("serve.out");
         let stderr = t.dir().join("serve.err");
         let mut run = t.migrate();
-        run.args(["serve", "--listen", "127.0.0.1:0", "--token-file", "tokens"])
+        run.args(["serve", "--token-file", "tokens"])
             .args(extra)
             .env("MIGRATE_ADMIN_TOKEN", TOKEN);
+        if !extra.contains(&"--listen") {
+            run.args(["--listen", "127.0.0.1:0"]);
+        }
         for (name, value) in env {
             run.env(name, value);
         }
@@ -398,13 +401,26 @@ fn every_way_of_not_being_let_in() {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // Two Authorization headers are refused, whichever comes first.
+    for (first, second) in [(TOKEN, "not-a-known-token-at-all"), ("x", TOKEN)] {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        write!(
+            stream,
+            "GET /admin/migrations/status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+             Authorization: Bearer {first}\r\nAuthorization: Bearer {second}\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
 
     let refused: Vec<Value> = server
         .audit_lines()
         .into_iter()
         .filter(|l| l["status"] == 401 || l["status"] == 403)
         .collect();
-    assert!(refused.len() >= 8, "{refused:?}");
+    assert!(refused.len() >= 10, "{refused:?}");
     assert!(refused.iter().all(|l| l["token"].is_null()));
     server.assert_no_secrets();
 }
@@ -448,20 +464,25 @@ fn a_run_while_the_cli_holds_the_lock_is_409() {
         "001_slow.sql",
         "SELECT pg_sleep(3);\nCREATE TABLE slow (id int);",
     );
-    let server = Server::start(&t, &[]);
+    // One run a minute: the refused ones must not use it up.
+    let server = Server::start(&t, &["--run-limit", "1"]);
     let cli = t.migrate().args(["up", "--yes"]).spawn();
     t.wait_for_migrate_running("pg_sleep(3)");
-    let out = server.run(Some(TOKEN), r#"{"confirm": true}"#);
-    assert_eq!(out.status, 409, "{}", out.body);
-    let doc = out.json();
-    assert_eq!(doc["error"], "another run holds the migration lock");
-    assert!(
-        doc["details"].as_str().unwrap().contains("held by pid "),
-        "{doc}"
-    );
+    for _ in 0..2 {
+        let out = server.run(Some(TOKEN), r#"{"confirm": true}"#);
+        assert_eq!(out.status, 409, "{}", out.body);
+        let doc = out.json();
+        assert_eq!(doc["error"], "another run holds the migration lock");
+        assert!(
+            doc["details"].as_str().unwrap().contains("held by pid "),
+            "{doc}"
+        );
+    }
     assert!(cli.wait_with_output().unwrap().status.success());
     let out = server.run(Some(TOKEN), r#"{"confirm": true}"#);
+    assert_eq!(out.status, 200, "{}", out.body);
     assert_eq!(out.json()["status"], "up_to_date");
+    assert_eq!(server.run(Some(TOKEN), r#"{"confirm": true}"#).status, 429);
     assert!(
         server
             .audit_lines()
@@ -513,10 +534,29 @@ fn clients_outside_the_allowed_networks_are_refused() {
     assert_eq!(out.status, 403);
     assert!(!t.table_exists("public.schema_migrations"));
     drop(server);
-    let server = Server::start(&t, &["--allow-from", "127.0.0.0/8"]);
+    // On a dual-stack socket an IPv4 client arrives as ::ffff:127.0.0.1:
+    // it is let in by its IPv4 network and written as 127.0.0.1.
+    let mut server = Server::start(&t, &["--listen", "[::]:0", "--allow-from", "127.0.0.0/8"]);
+    server.addr = SocketAddr::from(([127, 0, 0, 1], server.addr.port()));
     assert_eq!(
         server.get("/admin/migrations/status", Some(TOKEN)).status,
         200
+    );
+    assert_eq!(server.run(Some(TOKEN), r#"{"confirm": true}"#).status, 200);
+    let clients: Vec<String> = server
+        .audit_lines()
+        .iter()
+        .map(|l| l["client"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        clients.iter().all(|c| c.starts_with("127.0.0.1:")),
+        "{clients:?}"
+    );
+    assert_eq!(
+        t.rows("SELECT DISTINCT actor FROM schema_migrations_log"),
+        vec![vec![Some(
+            "MIGRATE_ADMIN_TOKEN (API, from 127.0.0.1)".to_owned()
+        )]]
     );
 }
 
@@ -564,6 +604,14 @@ fn public_metrics_and_a_server_that_will_not_start() {
         Some(TOKEN),
         "--allow-from: `10.0.0.0/40` is not a network",
     );
+    // Set but empty is not "everyone".
+    t.migrate()
+        .arg("serve")
+        .env("MIGRATE_ADMIN_TOKEN", TOKEN)
+        .env("MIGRATE_ALLOW_FROM", "")
+        .run()
+        .code(2)
+        .stderr_has("MIGRATE_ALLOW_FROM: no network given");
 }
 
 #[test]
@@ -643,6 +691,10 @@ fn healthz_says_when_the_database_is_gone() {
     let status = server.get("/admin/migrations/status", Some(TOKEN));
     assert_eq!(status.status, 503, "{}", status.body);
     assert_eq!(status.json()["error"], "database unavailable");
+    // Why, in the driver's words (not the pool's "creating a new object").
+    let details = status.json()["details"].as_str().unwrap().to_owned();
+    assert!(!details.contains("new object"), "{details}");
+    assert!(details.contains("error connecting to server"), "{details}");
     t.start_server();
     wait_until(Duration::from_secs(20), "healthz to recover", || {
         server.get("/healthz", None).status == 200
@@ -769,4 +821,189 @@ fn a_read_that_takes_too_long_is_504_and_frees_its_connection() {
         server.get("/admin/migrations/status", Some(TOKEN)).status,
         200
     );
+}
+
+/// A run longer than the shutdown's grace for requests still finishes,
+/// and its client still gets the answer.
+#[test]
+fn shutdown_answers_a_run_that_outlasts_the_drain() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_slow.sql",
+        "SELECT pg_sleep(7);\nCREATE TABLE slow (id int);",
+    );
+    let mut server = Server::start(&t, &[]);
+    let mut client = TcpStream::connect(server.addr).unwrap();
+    let body = r#"{"confirm": true}"#;
+    write!(
+        client,
+        "POST /admin/migrations/run HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Authorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    t.wait_for_migrate_running("pg_sleep(7)");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""status":"success""#), "{answer}");
+    assert_eq!(server.child.wait().unwrap().code(), Some(0));
+    assert_eq!(t.state(), ["001:applied"]);
+    let line = server
+        .audit_lines()
+        .into_iter()
+        .find(|l| l["route"] == "/admin/migrations/run")
+        .expect("the run's audit line");
+    assert_eq!(line["outcome"], "applied");
+    assert_eq!(line["status"], 200);
+}
+
+/// A second signal stops the server without waiting: the migration's
+/// transaction ends with its connection and nothing is recorded.
+#[test]
+fn a_second_signal_stops_without_waiting() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_slow.sql",
+        "CREATE TABLE slow (id int);\nSELECT pg_sleep(60);",
+    );
+    let mut server = Server::start(&t, &[]);
+    let mut client = TcpStream::connect(server.addr).unwrap();
+    let body = r#"{"confirm": true}"#;
+    write!(
+        client,
+        "POST /admin/migrations/run HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Authorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    t.wait_for_migrate_running("pg_sleep(60)");
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_until(Duration::from_secs(10), "the first signal", || {
+        std::fs::read_to_string(&server.stdout)
+            .unwrap()
+            .contains("shutting down: waiting for the running migration")
+    });
+    let started = std::time::Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let code = server.child.wait().unwrap().code();
+    assert_eq!(code, Some(1));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        server
+            .stderr()
+            .contains("stopped without waiting for the running migration"),
+        "{}",
+        server.stderr()
+    );
+    // The server notices the closed connection and rolls back.
+    wait_until(Duration::from_secs(10), "the migration to end", || {
+        t.value(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
+               AND query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()",
+            t.db_name
+        )) == Some("0".into())
+    });
+    assert!(!t.table_exists("public.slow"));
+    assert!(t.state().is_empty(), "{:?}", t.state());
+}
+
+/// What the server shows and runs is what it read when it started.
+#[test]
+fn the_files_are_read_once_when_the_server_starts() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+    t.migration("002_orders.sql", "CREATE TABLE orders_changed (id int);");
+    std::fs::remove_file(t.migrations().join("001_users.sql")).unwrap();
+    let status = server.get("/admin/migrations/status", Some(TOKEN));
+    assert_eq!(status.status, 200, "{}", status.body);
+    assert_eq!(status.json()["pending_count"], 2);
+    let out = server.run(Some(TOKEN), r#"{"confirm": true}"#);
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert!(t.table_exists("public.users"));
+    assert!(t.table_exists("public.orders"));
+    assert!(!t.table_exists("public.orders_changed"));
+}
+
+/// A body announced and never sent holds its connection for a bounded
+/// time only.
+#[test]
+fn a_body_that_never_comes_is_408() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "POST /admin/migrations/run HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Authorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{"
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(!t.table_exists("public.schema_migrations"), "nothing ran");
+    assert!(
+        server
+            .audit_lines()
+            .iter()
+            .any(|l| l["status"] == 408 && l["outcome"] == "timeout")
+    );
+}
+
+/// A request still open when shutdown stops waiting is logged as the
+/// server's doing, not the client's.
+#[test]
+fn requests_cut_off_by_shutdown_say_so() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+    assert_eq!(server.run(Some(TOKEN), r#"{"confirm": true}"#).status, 200);
+    let mut blocker = t.client();
+    let mut transaction = blocker.transaction().unwrap();
+    transaction
+        .batch_execute("LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut reader = TcpStream::connect(server.addr).unwrap();
+    write!(
+        reader,
+        "GET /admin/migrations/status HTTP/1.1\r\nHost: t\r\n\
+         Authorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(10), "the read to wait", || {
+        t.value(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
+               AND application_name = 'migrate (serve)' AND wait_event_type = 'Lock'",
+            t.db_name
+        )) == Some("1".into())
+    });
+    let started = std::time::Instant::now();
+    let (code, _, server) = server.terminate();
+    assert_eq!(code, Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    transaction.rollback().unwrap();
+    let line = server
+        .audit_lines()
+        .into_iter()
+        .find(|l| l["route"] == "/admin/migrations/status")
+        .expect("the read's audit line");
+    assert_eq!(line["outcome"], "shutdown");
+    assert_eq!(line["status"], Value::Null);
 }

@@ -365,22 +365,47 @@ impl Run {
     }
 
     /// Runs to completion; checks that no output shows the DSN password.
+    /// A run that has not ended after [`RUN_LIMIT`] is killed and the test
+    /// fails (a command that should have refused to start, say).
     pub fn run(&mut self) -> Outcome {
         let started = Instant::now();
-        let child = self
+        let mut child = self
             .command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn migrate");
-        let output = child.wait_with_output().expect("wait for migrate");
+        let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for migrate") {
+                break Some(status);
+            }
+            if started.elapsed() > RUN_LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
         let outcome = Outcome {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            code: status.and_then(|s| s.code()).unwrap_or(-1),
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
             elapsed: started.elapsed(),
         };
+        assert!(
+            status.is_some(),
+            "still running after {RUN_LIMIT:?}, killed: {outcome:?}"
+        );
         outcome.assert_no_secret();
         outcome
     }
@@ -475,6 +500,9 @@ impl Outcome {
         );
     }
 }
+
+/// How long [`Run::run`] lets a command take.
+pub const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// Polls `check` until it holds or `timeout` passes.
 #[track_caller]
