@@ -679,7 +679,8 @@ fn a_client_that_goes_away_does_not_stop_its_run_nor_does_shutdown() {
 fn healthz_says_when_the_database_is_gone() {
     let t = TestEnv::on_own_server();
     two_migrations(&t);
-    let server = Server::start(&t, &[]);
+    // --wait-for-db is the CLI's: a run through the API does not wait.
+    let server = Server::start(&t, &["--wait-for-db", "60s"]);
     assert_eq!(server.get("/healthz", None).status, 200);
     t.stop_server();
     // The answer is kept for a second.
@@ -695,6 +696,10 @@ fn healthz_says_when_the_database_is_gone() {
     let details = status.json()["details"].as_str().unwrap().to_owned();
     assert!(!details.contains("new object"), "{details}");
     assert!(details.contains("error connecting to server"), "{details}");
+    let started = std::time::Instant::now();
+    let run = server.run(Some(TOKEN), r#"{"confirm": true}"#);
+    assert_eq!(run.status, 503, "{}", run.body);
+    assert!(started.elapsed() < Duration::from_secs(10));
     t.start_server();
     wait_until(Duration::from_secs(20), "healthz to recover", || {
         server.get("/healthz", None).status == 200
