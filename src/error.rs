@@ -129,6 +129,10 @@ pub enum Error {
     #[error("aborted; nothing was changed")]
     Aborted,
 
+    /// `migrate serve` was told to stop again while a migration ran.
+    #[error("{0}")]
+    Stopped(String),
+
     /// `migrate sandbox` could not provide a server.
     #[error("{0}")]
     Sandbox(String),
@@ -148,6 +152,7 @@ impl Error {
             Error::MigrationFailed { .. }
             | Error::Database { .. }
             | Error::Aborted
+            | Error::Stopped(_)
             | Error::WaitTimeout { .. }
             | Error::BootstrapFailed { .. }
             | Error::Conflict(_)

@@ -148,6 +148,7 @@ fn kind(err: &Error) -> &'static str {
         Error::BootstrapFailed { .. } => "bootstrap_failed",
         Error::MissingVariable { .. } => "missing_variable",
         Error::Aborted => "aborted",
+        Error::Stopped(_) => "stopped",
         Error::WaitTimeout { .. } => "wait_timeout",
         Error::Sandbox(_) => "sandbox",
     }

@@ -479,6 +479,23 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
             "unauthorized",
         );
     };
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request too large",
+            format!("the body may be at most {BODY_LIMIT} bytes: {{\"confirm\": true}}"),
+            "too_large",
+        )
+    };
+    // Said up front, refused up front (not after waiting for the bytes).
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > BODY_LIMIT as u64) {
+        return too_large();
+    }
     let body = tokio::time::timeout(
         READ_TIMEOUT,
         axum::body::to_bytes(request.into_body(), BODY_LIMIT),
@@ -494,14 +511,7 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
                 "timeout",
             );
         }
-        Ok(Err(_)) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request too large",
-                format!("the body may be at most {BODY_LIMIT} bytes: {{\"confirm\": true}}"),
-                "too_large",
-            );
-        }
+        Ok(Err(_)) => return too_large(),
     };
     let confirmed = serde_json::from_slice::<Value>(&body)
         .ok()
@@ -522,6 +532,16 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
             "busy",
         );
     };
+    // Checked with `running` held: shutdown sets the flag, then looks for
+    // a run (see serve::run).
+    if app.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down",
+            "the server is stopping; send the run to the next one",
+            "shutting_down",
+        );
+    }
     if let Err(wait) = app.run_limit.take() {
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let mut response = error(

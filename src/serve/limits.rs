@@ -93,17 +93,9 @@ impl AllowList {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
             v4 => v4,
         };
-        let mapped = match address {
-            IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
-            IpAddr::V6(_) => None,
-        };
-        // An IPv6 network wide enough to hold ::ffff:0:0/96 (say ::/0)
-        // holds the IPv4 clients too.
-        self.networks.is_empty()
-            || self
-                .networks
-                .iter()
-                .any(|n| n.contains(&address) || mapped.is_some_and(|m| n.contains(&m)))
+        // As in pg_hba.conf, an IPv6 network holds IPv6 clients only:
+        // `::/0` is every IPv6 client, not everyone.
+        self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&address))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -170,9 +162,10 @@ mod tests {
                 .unwrap()
                 .allows("1.2.3.4".parse().unwrap())
         );
-        let everyone = AllowList::parse(&["::/0".into()], "x").unwrap();
-        assert!(everyone.allows("10.1.2.3".parse().unwrap()));
-        assert!(everyone.allows("::1".parse().unwrap()));
+        let every_v6 = AllowList::parse(&["::/0".into()], "x").unwrap();
+        assert!(!every_v6.allows("10.1.2.3".parse().unwrap()));
+        assert!(!every_v6.allows("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(every_v6.allows("::1".parse().unwrap()));
         let v6_only = AllowList::parse(&["fd00::/8".into()], "x").unwrap();
         assert!(!v6_only.allows("10.1.2.3".parse().unwrap()));
         let mapped = AllowList::parse(&["::ffff:127.0.0.1/128".into()], "x").unwrap();

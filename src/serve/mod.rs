@@ -22,6 +22,7 @@ use crate::render::Printer;
 use crate::settings::{Settings, parse_bool};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How long a read (status, history, health) may take before the client
@@ -121,8 +122,10 @@ pub(crate) struct App {
     run_limit: RateLimit,
     /// Held by the run in progress; shutdown waits for it.
     running: Arc<tokio::sync::Mutex<()>>,
+    /// Set at the first signal: no run starts after it.
+    stopping: Arc<AtomicBool>,
     /// Set when shutdown stops waiting for the requests still open.
-    dropped: Arc<std::sync::atomic::AtomicBool>,
+    dropped: Arc<AtomicBool>,
     live: Live,
     skip_bootstrap: bool,
     out_of_order: bool,
@@ -179,7 +182,8 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
         public_metrics: serve.public_metrics,
         run_limit: RateLimit::per_minute(serve.run_limit),
         running: Arc::new(tokio::sync::Mutex::new(())),
-        dropped: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        stopping: Arc::new(AtomicBool::new(false)),
+        dropped: Arc::new(AtomicBool::new(false)),
         live: Live::default(),
         skip_bootstrap: settings.skip_bootstrap,
         out_of_order: settings.out_of_order,
@@ -197,25 +201,48 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
         app.migrator.database().tracking.display_state()
     ));
     let running = Arc::clone(&app.running);
+    let stopping = Arc::clone(&app.stopping);
     let dropped = Arc::clone(&app.dropped);
-    let shutdown = async {
-        shutdown_signal().await;
-        if running.try_lock().is_err() {
+    // Listening from now on, so that a second signal is never missed.
+    let mut signals = Signals::new()?;
+    let on_first_signal = || {
+        // A run that has taken `running` checks `stopping` after: either
+        // it sees the flag and does not start, or this sees the run.
+        stopping.store(true, Ordering::SeqCst);
+        let run_in_progress = running.try_lock().is_err();
+        if run_in_progress {
             printer.line(
                 "shutting down: waiting for the running migration to finish (signal again to \
-                 stop without waiting; the server rolls back what has not committed)",
+                 stop without waiting; the database rolls back what has not committed)",
             );
         }
-        // A second signal: the operator will not wait. The run's
-        // transaction ends with its connection, as after a kill.
-        tokio::spawn(async {
-            shutdown_signal().await;
-            eprintln!("migrate: stopped without waiting for the running migration");
-            std::process::exit(crate::error::exit::FAILED);
-        });
+        run_in_progress
     };
-    serve_connections(listener, api::router(app), shutdown, &running, &dropped).await;
-    let _finished = running.lock().await;
+    let mut forced = serve_connections(
+        listener,
+        api::router(app),
+        &mut signals,
+        on_first_signal,
+        &running,
+        &dropped,
+    )
+    .await;
+    if !forced {
+        // A run whose client is gone still finishes, unless told again.
+        tokio::select! {
+            _finished = running.lock() => {}
+            () = signals.next() => forced = true,
+        }
+    }
+    if forced && running.try_lock().is_err() {
+        // Returning ends the runtime: the run's connection closes and the
+        // database rolls its transaction back.
+        return Err(Error::Stopped(
+            "stopped without waiting for the running migration: the database rolls back \
+             what it had not committed; the journal has no entry for it"
+                .into(),
+        ));
+    }
     printer.line("stopped");
     Ok(())
 }
@@ -244,20 +271,22 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// cap on connections (so slow or idle clients hold neither the server nor
 /// its shutdown), each request told its peer address. (axum's own `serve`
 /// sets no header deadline.)
+///
+/// Returns whether a second signal cut the shutdown short.
 async fn serve_connections(
     listener: tokio::net::TcpListener,
     router: axum::Router,
-    shutdown: impl std::future::Future<Output = ()>,
+    signals: &mut Signals,
+    on_first_signal: impl FnOnce() -> bool,
     running: &tokio::sync::Mutex<()>,
-    dropped: &std::sync::atomic::AtomicBool,
-) {
+    dropped: &AtomicBool,
+) -> bool {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(64 * 1024);
-    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -268,7 +297,7 @@ async fn serve_connections(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = signals.next() => break,
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             drop(stream);
@@ -294,38 +323,55 @@ async fn serve_connections(
         });
     }
     drop(listener);
-    // Requests in flight get DRAIN_TIMEOUT; a run gets as long as it takes,
-    // and then its answer ANSWER_TIMEOUT to reach the client.
+    let run_at_signal = on_first_signal();
+    // Requests in flight get DRAIN_TIMEOUT; a run in progress gets as long
+    // as it takes, and then its answer ANSWER_TIMEOUT to reach the client.
+    // (No run starts after the signal.)
     let deadline = async {
         tokio::time::sleep(DRAIN_TIMEOUT).await;
-        if running.try_lock().is_err() {
+        if run_at_signal {
             let _finished = running.lock().await;
             tokio::time::sleep(ANSWER_TIMEOUT).await;
         }
     };
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = deadline => {
-            // The connections left are the server's to drop: their audit
-            // lines say so, not that the client went away.
-            dropped.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
+    let forced = tokio::select! {
+        () = graceful.shutdown() => return false,
+        () = deadline => false,
+        () = signals.next() => true,
+    };
+    // The connections left are the server's to drop: their audit lines
+    // say so, not that the client went away.
+    dropped.store(true, Ordering::SeqCst);
+    forced
 }
 
-/// SIGTERM (Kubernetes) or SIGINT (a terminal).
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// SIGTERM (Kubernetes) and SIGINT (a terminal), listened for from the
+/// start to the end, so that a second one is never lost.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, Error> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind| {
+            signal(kind).map_err(|err| Error::Config {
+                origin: "migrate serve".into(),
+                message: format!("cannot listen for signals: {err}"),
+            })
+        };
+        Ok(Signals {
+            terminate: listen(SignalKind::terminate())?,
+            interrupt: listen(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = terminate => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
 
