@@ -195,6 +195,30 @@ impl Server {
             .collect()
     }
 
+    /// Sends a run request's head, announcing `length` bytes of body, and
+    /// `body` (all of it, part of it or none); the answer is the caller's
+    /// to read.
+    fn send_run_head(&self, length: usize, body: &str) -> TcpStream {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        write!(
+            stream,
+            "POST /admin/migrations/run HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+             Authorization: Bearer {TOKEN}\r\nContent-Length: {length}\r\n\r\n{body}"
+        )
+        .unwrap();
+        stream
+    }
+
+    /// Sends a confirmed run request; the answer is the caller's to read.
+    fn send_run(&self) -> TcpStream {
+        let body = r#"{"confirm": true}"#;
+        self.send_run_head(body.len(), body)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
     /// SIGTERM, then the exit status and stdout.
     fn terminate(mut self) -> (Option<i32>, String, Server) {
         use nix::sys::signal::{Signal, kill};
@@ -452,13 +476,7 @@ fn run_wants_confirmation_and_a_small_body() {
     let out = server.request("POST", "/admin/migrations/run", Some(TOKEN), Some(&big));
     assert_eq!(out.status, 413, "{}", out.body);
     // Announced too large: refused without waiting for the bytes.
-    let mut stream = TcpStream::connect(server.addr).unwrap();
-    write!(
-        stream,
-        "POST /admin/migrations/run HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
-         Authorization: Bearer {TOKEN}\r\nContent-Length: 20000\r\n\r\n"
-    )
-    .unwrap();
+    let mut stream = server.send_run_head(20000, "");
     let started = std::time::Instant::now();
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
@@ -737,15 +755,8 @@ fn a_run_in_progress_is_409_without_spending_the_rate_limit() {
     );
     // SKIP_MIGRATIONS means nothing to the API, whatever its value.
     let server = Server::start_with(&t, &["--run-limit", "2"], &[("SKIP_MIGRATIONS", "maybe")]);
-    let mut first = TcpStream::connect(server.addr).unwrap();
+    let mut first = server.send_run();
     let body = r#"{"confirm": true}"#;
-    write!(
-        first,
-        "POST /admin/migrations/run HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
-         Authorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
     t.wait_for_migrate_running("pg_sleep(2)");
     for _ in 0..3 {
         let busy = server.run(Some(CI_TOKEN), body);
@@ -859,21 +870,9 @@ fn shutdown_answers_a_run_that_outlasts_the_drain() {
         "SELECT pg_sleep(7);\nCREATE TABLE slow (id int);",
     );
     let mut server = Server::start(&t, &[]);
-    let mut client = TcpStream::connect(server.addr).unwrap();
-    let body = r#"{"confirm": true}"#;
-    write!(
-        client,
-        "POST /admin/migrations/run HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
-         Authorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let mut client = server.send_run();
     t.wait_for_migrate_running("pg_sleep(7)");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    server.signal(nix::sys::signal::Signal::SIGTERM);
     let mut answer = String::new();
     client.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -899,22 +898,13 @@ fn a_second_signal_stops_without_waiting() {
         "CREATE TABLE slow (id int);\nSELECT pg_sleep(60);",
     );
     let mut server = Server::start(&t, &[]);
-    let mut client = TcpStream::connect(server.addr).unwrap();
-    let body = r#"{"confirm": true}"#;
-    write!(
-        client,
-        "POST /admin/migrations/run HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
-         Authorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let _client = server.send_run();
     t.wait_for_migrate_running("pg_sleep(60)");
     // Back to back: the second must not be lost while the first is
     // being handled.
-    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
     let started = std::time::Instant::now();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    server.signal(nix::sys::signal::Signal::SIGINT);
     let code = server.child.wait().unwrap().code();
     assert_eq!(code, Some(1));
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -967,13 +957,7 @@ fn a_body_that_never_comes_is_408() {
     let t = TestEnv::new();
     two_migrations(&t);
     let server = Server::start(&t, &[]);
-    let mut stream = TcpStream::connect(server.addr).unwrap();
-    write!(
-        stream,
-        "POST /admin/migrations/run HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
-         Authorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{"
-    )
-    .unwrap();
+    let mut stream = server.send_run_head(100, "{");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -999,25 +983,7 @@ fn requests_cut_off_by_shutdown_say_so() {
     two_migrations(&t);
     let server = Server::start(&t, &[]);
     assert_eq!(server.run(Some(TOKEN), r#"{"confirm": true}"#).status, 200);
-    let mut blocker = t.client();
-    let mut transaction = blocker.transaction().unwrap();
-    transaction
-        .batch_execute("LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
-    let mut reader = TcpStream::connect(server.addr).unwrap();
-    write!(
-        reader,
-        "GET /admin/migrations/status HTTP/1.1\r\nHost: t\r\n\
-         Authorization: Bearer {TOKEN}\r\n\r\n"
-    )
-    .unwrap();
-    wait_until(Duration::from_secs(10), "the read to wait", || {
-        t.value(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
-               AND application_name = 'migrate (serve)' AND wait_event_type = 'Lock'",
-            t.db_name
-        )) == Some("1".into())
-    });
+    let (mut blocker, _reader) = a_status_read_waiting_on_a_lock(&t, &server);
     let started = std::time::Instant::now();
     let (code, _, server) = server.terminate();
     assert_eq!(code, Some(0));
@@ -1026,7 +992,7 @@ fn requests_cut_off_by_shutdown_say_so() {
         "{:?}",
         started.elapsed()
     );
-    transaction.rollback().unwrap();
+    blocker.batch_execute("ROLLBACK").unwrap();
     let line = server
         .audit_lines()
         .into_iter()
@@ -1044,37 +1010,18 @@ fn a_second_signal_without_a_run_ends_the_drain() {
     two_migrations(&t);
     let mut server = Server::start(&t, &[]);
     assert_eq!(server.run(Some(TOKEN), r#"{"confirm": true}"#).status, 200);
-    let mut blocker = t.client();
-    let mut transaction = blocker.transaction().unwrap();
-    transaction
-        .batch_execute("LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
-    let mut reader = TcpStream::connect(server.addr).unwrap();
-    write!(
-        reader,
-        "GET /admin/migrations/status HTTP/1.1\r\nHost: t\r\n\
-         Authorization: Bearer {TOKEN}\r\n\r\n"
-    )
-    .unwrap();
-    wait_until(Duration::from_secs(10), "the read to wait", || {
-        t.value(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
-               AND application_name = 'migrate (serve)' AND wait_event_type = 'Lock'",
-            t.db_name
-        )) == Some("1".into())
-    });
-    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (mut blocker, _reader) = a_status_read_waiting_on_a_lock(&t, &server);
+    server.signal(nix::sys::signal::Signal::SIGTERM);
     std::thread::sleep(Duration::from_millis(500));
     let started = std::time::Instant::now();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    server.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(server.child.wait().unwrap().code(), Some(0));
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
-    transaction.rollback().unwrap();
+    blocker.batch_execute("ROLLBACK").unwrap();
     assert!(!server.stderr().contains("stopped without waiting"));
     let line = server
         .audit_lines()
@@ -1091,21 +1038,10 @@ fn no_run_starts_after_the_signal() {
     two_migrations(&t);
     let mut server = Server::start(&t, &[]);
     let body = r#"{"confirm": true}"#;
-    let mut late = TcpStream::connect(server.addr).unwrap();
-    write!(
-        late,
-        "POST /admin/migrations/run HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
-         Authorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
+    let mut late = server.send_run_head(body.len(), "");
     // The head is read (the request reaches its handler) before the signal.
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    server.signal(nix::sys::signal::Signal::SIGTERM);
     wait_until(Duration::from_secs(10), "the listener to close", || {
         TcpStream::connect(server.addr).is_err()
     });
@@ -1116,4 +1052,29 @@ fn no_run_starts_after_the_signal() {
     assert!(answer.contains("shutting down"), "{answer}");
     assert_eq!(server.child.wait().unwrap().code(), Some(0));
     assert!(!t.table_exists("public.users"), "nothing ran");
+}
+
+/// Takes an exclusive lock on the state table in a session of its own and
+/// sends a status read that waits on it; returns the session (ROLLBACK
+/// lets the read go on) and the read's connection.
+fn a_status_read_waiting_on_a_lock(t: &TestEnv, server: &Server) -> (postgres::Client, TcpStream) {
+    let mut blocker = t.client();
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut reader = TcpStream::connect(server.addr).unwrap();
+    write!(
+        reader,
+        "GET /admin/migrations/status HTTP/1.1\r\nHost: t\r\n\
+         Authorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(10), "the read to wait", || {
+        t.value(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
+               AND application_name = 'migrate (serve)' AND wait_event_type = 'Lock'",
+            t.db_name
+        )) == Some("1".into())
+    });
+    (blocker, reader)
 }
