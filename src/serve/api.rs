@@ -73,8 +73,9 @@ struct AuditLine {
     method: Method,
     path: String,
     written: bool,
-    /// Set when shutdown gave up on the requests still open.
-    dropped: Arc<std::sync::atomic::AtomicBool>,
+    /// Whose `dropped` says that shutdown gave up on the requests still
+    /// open.
+    app: Arc<App>,
 }
 
 impl AuditLine {
@@ -108,7 +109,7 @@ impl AuditLine {
 impl Drop for AuditLine {
     fn drop(&mut self) {
         if !self.written {
-            let outcome = if self.dropped.load(std::sync::atomic::Ordering::SeqCst) {
+            let outcome = if self.app.dropped.load(std::sync::atomic::Ordering::SeqCst) {
                 "shutdown"
             } else {
                 "client_gone"
@@ -136,7 +137,7 @@ async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) ->
         method: request.method().clone(),
         path: path.clone(),
         written: false,
-        dropped: Arc::clone(&app.dropped),
+        app: Arc::clone(&app),
     };
     let health = path == "/healthz";
     let open = health || (path == "/metrics" && app.public_metrics);

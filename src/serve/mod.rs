@@ -123,9 +123,9 @@ pub(crate) struct App {
     /// Held by the run in progress; shutdown waits for it.
     running: Arc<tokio::sync::Mutex<()>>,
     /// Set at the first signal: no run starts after it.
-    stopping: Arc<AtomicBool>,
+    stopping: AtomicBool,
     /// Set when shutdown stops waiting for the requests still open.
-    dropped: Arc<AtomicBool>,
+    dropped: AtomicBool,
     live: Live,
     skip_bootstrap: bool,
     out_of_order: bool,
@@ -182,8 +182,8 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
         public_metrics: serve.public_metrics,
         run_limit: RateLimit::per_minute(serve.run_limit),
         running: Arc::new(tokio::sync::Mutex::new(())),
-        stopping: Arc::new(AtomicBool::new(false)),
-        dropped: Arc::new(AtomicBool::new(false)),
+        stopping: AtomicBool::new(false),
+        dropped: AtomicBool::new(false),
         live: Live::default(),
         skip_bootstrap: settings.skip_bootstrap,
         out_of_order: settings.out_of_order,
@@ -200,16 +200,13 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
         migrator_target(&app),
         app.migrator.database().tracking.display_state()
     ));
-    let running = Arc::clone(&app.running);
-    let stopping = Arc::clone(&app.stopping);
-    let dropped = Arc::clone(&app.dropped);
     // Listening from now on, so that a second signal is never missed.
     let mut signals = Signals::new()?;
     let on_first_signal = || {
         // A run that has taken `running` checks `stopping` after: either
         // it sees the flag and does not start, or this sees the run.
-        stopping.store(true, Ordering::SeqCst);
-        let run_in_progress = running.try_lock().is_err();
+        app.stopping.store(true, Ordering::SeqCst);
+        let run_in_progress = app.running.try_lock().is_err();
         if run_in_progress {
             printer.line(
                 "shutting down: waiting for the running migration to finish (signal again to \
@@ -220,21 +217,20 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
     };
     let mut forced = serve_connections(
         listener,
-        api::router(app),
+        api::router(Arc::clone(&app)),
         &mut signals,
         on_first_signal,
-        &running,
-        &dropped,
+        &app,
     )
     .await;
     if !forced {
         // A run whose client is gone still finishes, unless told again.
         tokio::select! {
-            _finished = running.lock() => {}
+            _finished = app.running.lock() => {}
             () = signals.next() => forced = true,
         }
     }
-    if forced && running.try_lock().is_err() {
+    if forced && app.running.try_lock().is_err() {
         // Returning ends the runtime: the run's connection closes and the
         // database rolls its transaction back.
         return Err(Error::Stopped(
@@ -278,8 +274,7 @@ async fn serve_connections(
     router: axum::Router,
     signals: &mut Signals,
     on_first_signal: impl FnOnce() -> bool,
-    running: &tokio::sync::Mutex<()>,
-    dropped: &AtomicBool,
+    app: &App,
 ) -> bool {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -330,7 +325,7 @@ async fn serve_connections(
     let deadline = async {
         tokio::time::sleep(DRAIN_TIMEOUT).await;
         if run_at_signal {
-            let _finished = running.lock().await;
+            let _finished = app.running.lock().await;
             tokio::time::sleep(ANSWER_TIMEOUT).await;
         }
     };
@@ -341,7 +336,7 @@ async fn serve_connections(
     };
     // The connections left are the server's to drop: their audit lines
     // say so, not that the client went away.
-    dropped.store(true, Ordering::SeqCst);
+    app.dropped.store(true, Ordering::SeqCst);
     forced
 }
 

@@ -195,6 +195,20 @@ impl Server {
             .collect()
     }
 
+    /// `GET /admin/migrations/status` with these header lines (each ending
+    /// in CRLF) and no others: the raw answer.
+    fn status_with_headers(&self, headers: &str) -> String {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        write!(
+            stream,
+            "GET /admin/migrations/status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{headers}\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
     /// Sends a run request's head, announcing `length` bytes of body, and
     /// `body` (all of it, part of it or none); the answer is the caller's
     /// to read.
@@ -416,26 +430,13 @@ fn every_way_of_not_being_let_in() {
     assert_eq!(run.status, 403);
     assert!(!t.table_exists("public.schema_migrations"), "nothing ran");
     // Basic authentication is not a bearer token.
-    let mut stream = TcpStream::connect(server.addr).unwrap();
-    stream
-        .write_all(
-            b"GET /admin/migrations/status HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Basic YTpi\r\n\r\n",
-        )
-        .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    let answer = server.status_with_headers("Authorization: Basic YTpi\r\n");
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     // Two Authorization headers are refused, whichever comes first.
     for (first, second) in [(TOKEN, "not-a-known-token-at-all"), ("x", TOKEN)] {
-        let mut stream = TcpStream::connect(server.addr).unwrap();
-        write!(
-            stream,
-            "GET /admin/migrations/status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
-             Authorization: Bearer {first}\r\nAuthorization: Bearer {second}\r\n\r\n"
-        )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
+        let answer = server.status_with_headers(&format!(
+            "Authorization: Bearer {first}\r\nAuthorization: Bearer {second}\r\n"
+        ));
         assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     }
 
