@@ -92,8 +92,8 @@ async fn migrate_at_start_up() -> Result<(), String> {
     println!(
         "level=info msg=\"migrations done\" outcome={:?} applied={} bootstrap_scripts={}",
         report.outcome,
-        report.applied.len(),
-        report.bootstrap.len()
+        report.done.applied.len(),
+        report.done.bootstrap.len()
     );
     Ok(())
 }

@@ -2,8 +2,10 @@
 //! code each one maps to.
 
 use crate::migration::FileProblem;
+use crate::migration::sql::Location;
 use crate::plan::Drifted;
-use crate::store::{DbFailure, LockHolder, RunFailure};
+use crate::store::LockHolder;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -69,6 +71,19 @@ pub enum Error {
         down: bool,
         failure: Box<RunFailure>,
         /// What else the operator should know (lost connection, blockers).
+        notes: Vec<String>,
+    },
+
+    /// A script released the migration lock while it ran
+    /// (`pg_advisory_unlock_all()`, or `pg_advisory_unlock` of the key). A
+    /// transactional one was rolled back; nothing further runs without the
+    /// lock.
+    #[error("{}", lock_released_message(.label, .path, .statements, .notes))]
+    LockReleased {
+        label: String,
+        path: PathBuf,
+        /// Of a statement-by-statement script: how many ran, of how many.
+        statements: Option<(usize, usize)>,
         notes: Vec<String>,
     },
 
@@ -150,6 +165,7 @@ impl Error {
             Error::Drift { .. } => exit::DRIFT,
             Error::LockTimeout { .. } => exit::LOCK_TIMEOUT,
             Error::MigrationFailed { .. }
+            | Error::LockReleased { .. }
             | Error::Database { .. }
             | Error::Aborted
             | Error::Stopped(_)
@@ -173,6 +189,161 @@ impl Error {
 pub struct OutOfOrder {
     pub label: String,
     pub newest_applied: String,
+}
+
+/// What the server said about a failure, kept whole: the message alone
+/// rarely tells an operator what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbFailure {
+    pub severity: Option<String>,
+    pub code: Option<String>,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+    /// 1-based character position in the statement sent, when the server gives one.
+    pub position: Option<u32>,
+    pub context: Option<String>,
+    /// The server said nothing: the connection failed, so whether the last
+    /// request took effect is unknown.
+    pub connection_lost: bool,
+}
+
+impl DbFailure {
+    /// A failure the tool detected itself, not one the server reported.
+    pub fn tool(message: &str) -> DbFailure {
+        DbFailure {
+            severity: None,
+            code: None,
+            message: message.to_owned(),
+            detail: None,
+            hint: None,
+            position: None,
+            context: None,
+            connection_lost: false,
+        }
+    }
+
+    /// The text stored in the state table and the journal.
+    pub fn record_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl From<tokio_postgres::Error> for DbFailure {
+    fn from(err: tokio_postgres::Error) -> DbFailure {
+        match err.as_db_error() {
+            Some(db) => DbFailure {
+                severity: Some(db.severity().to_owned()),
+                code: Some(db.code().code().to_owned()),
+                message: db.message().to_owned(),
+                detail: db.detail().map(str::to_owned),
+                hint: db.hint().map(str::to_owned),
+                position: match db.position() {
+                    Some(tokio_postgres::error::ErrorPosition::Original(at)) => Some(*at),
+                    _ => None,
+                },
+                context: db.where_().map(str::to_owned),
+                connection_lost: false,
+            },
+            None => DbFailure {
+                severity: None,
+                code: None,
+                message: if err.is_closed() {
+                    "the connection to the server was lost".to_owned()
+                } else {
+                    // tokio-postgres' Display names the kind only
+                    // ("error connecting to server"); the cause is the source.
+                    let mut message = err.to_string();
+                    let mut source = std::error::Error::source(&err);
+                    while let Some(cause) = source {
+                        message.push_str(": ");
+                        message.push_str(&cause.to_string());
+                        source = cause.source();
+                    }
+                    message
+                },
+                detail: None,
+                hint: None,
+                position: None,
+                context: None,
+                connection_lost: true,
+            },
+        }
+    }
+}
+
+impl fmt::Display for DbFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.severity, &self.code) {
+            (Some(severity), Some(code)) => {
+                write!(f, "{severity}: {} (SQLSTATE {code})", self.message)?
+            }
+            _ => f.write_str(&self.message)?,
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, "\n  DETAIL: {detail}")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  HINT: {hint}")?;
+        }
+        if let Some(context) = &self.context {
+            write!(f, "\n  CONTEXT: {}", context.replace('\n', "\n    "))?;
+        }
+        Ok(())
+    }
+}
+
+/// A script that failed: what the server said, where, and how far it got.
+#[derive(Debug)]
+pub struct RunFailure {
+    pub failure: DbFailure,
+    pub duration: Duration,
+    /// Where in the file the server's error points.
+    pub location: Option<Location>,
+    /// For a statement-by-statement script: how many statements completed,
+    /// of how many.
+    pub statements: Option<(usize, usize)>,
+    /// Indexes left INVALID (a failed `CREATE INDEX CONCURRENTLY`), as
+    /// `schema.name`.
+    pub invalid_indexes: Vec<String>,
+    pub recorded: Result<(), DbFailure>,
+}
+
+impl RunFailure {
+    /// A failure with nothing known yet of where or how far.
+    pub(crate) fn new(failure: DbFailure, duration: Duration) -> RunFailure {
+        RunFailure {
+            failure,
+            duration,
+            location: None,
+            statements: None,
+            invalid_indexes: Vec::new(),
+            recorded: Ok(()),
+        }
+    }
+
+    /// Of a statement-by-statement script: `ran` of `total` completed.
+    pub(crate) fn after_statements(mut self, ran: usize, total: usize) -> RunFailure {
+        self.statements = Some((ran, total));
+        self
+    }
+
+    /// The text stored with the failure: the server's words, where, how far.
+    pub(crate) fn record_text(&self) -> String {
+        let mut text = self.failure.to_string();
+        if let Some(at) = &self.location {
+            text.push_str(&format!("\n  at line {}, column {}", at.line, at.column));
+        }
+        if let Some((ran, total)) = self.statements {
+            text.push_str(&format!("\n  {ran} of {total} statements ran"));
+        }
+        for index in &self.invalid_indexes {
+            text.push_str(&format!(
+                "\n  index {index} is INVALID: DROP INDEX CONCURRENTLY IF EXISTS {index};"
+            ));
+        }
+        text
+    }
 }
 
 fn drift_message(drifted: &[Drifted], out_of_order: &[OutOfOrder]) -> String {
@@ -233,6 +404,35 @@ fn failed_message(
              with: DROP INDEX CONCURRENTLY IF EXISTS {index};"
         ));
     }
+    for note in notes {
+        text.push_str(&format!("\n  ({note})"));
+    }
+    text
+}
+
+fn lock_released_message(
+    label: &str,
+    path: &std::path::Path,
+    statements: &Option<(usize, usize)>,
+    notes: &[String],
+) -> String {
+    let mut text = format!(
+        "{label} ({}) released the migration lock while it ran (pg_advisory_unlock_all(), or \
+         pg_advisory_unlock of the lock's key): ",
+        path.display()
+    );
+    match statements {
+        None => text
+            .push_str("its transaction was rolled back, so nothing of it was applied or recorded"),
+        Some((ran, total)) => text.push_str(&format!(
+            "{ran} of {total} statements ran and stay done (it runs outside a transaction), and \
+             its row still says it did not finish",
+        )),
+    }
+    text.push_str(
+        "; the run stops here, since no migration runs without the lock: remove the unlock \
+         from the file",
+    );
     for note in notes {
         text.push_str(&format!("\n  ({note})"));
     }

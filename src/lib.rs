@@ -30,7 +30,7 @@
 //!     bootstrap: None,
 //! };
 //! let report = Migrator::new(migrations, database).start_up(&Silent).await?;
-//! println!("{:?}: {} applied", report.outcome, report.applied.len());
+//! println!("{:?}: {} applied", report.outcome, report.done.applied.len());
 //! # Ok(()) }
 //! ```
 
@@ -57,6 +57,7 @@ pub mod report;
 pub mod serve;
 #[cfg(feature = "cli")]
 pub mod settings;
+pub mod state;
 pub mod store;
 
 #[cfg(feature = "embed")]

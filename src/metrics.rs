@@ -4,7 +4,7 @@
 //! half a file.
 
 use crate::error::Error;
-use crate::report::{AppliedMigration, BootstrapRun, Event, MigrationRef, Reporter};
+use crate::report::Progress;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,119 +21,46 @@ const DURATION_BUCKETS: [f64; 12] = [
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 1200.0,
 ];
 
-/// What a run did, as far as the metrics tell it.
+/// What runs did, as far as the metrics tell it.
 #[derive(Default, Debug)]
 struct Recorded {
     /// (version, `applied` | `failed` | `rolled_back`, duration)
     migrations: Vec<(String, &'static str, Duration)>,
     lock_wait: Duration,
     pending: Option<usize>,
-    /// What committed, for the report of a run that then failed.
-    done: Done,
 }
 
-/// What a run committed before it ended: what a failed run's JSON
-/// document still reports.
-#[derive(Clone, Debug, Default)]
-pub struct Done {
-    pub applied: Vec<AppliedMigration>,
-    pub rolled_back: Vec<AppliedMigration>,
-    pub bootstrap: Vec<BootstrapRun>,
-}
-
-/// A reporter that passes every event on and remembers what the metrics
-/// need.
-pub struct MetricsRecorder<'a> {
-    inner: &'a dyn Reporter,
-    recorded: Mutex<Recorded>,
-}
-
-impl<'a> MetricsRecorder<'a> {
-    pub fn new(inner: &'a dyn Reporter) -> MetricsRecorder<'a> {
-        MetricsRecorder {
-            inner,
-            recorded: Mutex::new(Recorded::default()),
+impl Recorded {
+    /// Adds what a run did.
+    fn add(&mut self, done: &Progress) {
+        let outcomes = [
+            (&done.applied[..], "applied"),
+            (&done.rolled_back[..], "rolled_back"),
+            (done.failed.as_slice(), "failed"),
+        ];
+        for (list, status) in outcomes {
+            self.migrations.extend(
+                list.iter()
+                    .map(|m| (m.migration.version.to_string(), status, m.duration)),
+            );
+        }
+        self.lock_wait = done.lock_waited;
+        if done.pending.is_some() {
+            self.pending = done.pending;
         }
     }
-
-    /// What the run committed so far.
-    pub fn done(&self) -> Done {
-        let recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
-        recorded.done.clone()
-    }
-
-    /// Writes the metrics to `path` atomically. `failure`: why the run
-    /// failed, if it did.
-    pub fn write(&self, path: &Path, failure: Option<&Error>) -> Result<(), Error> {
-        let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(Error::LockTimeout { waited, .. }) = failure {
-            recorded.lock_wait = *waited;
-        }
-        let text = render(&recorded, Some((failure.is_none(), unix_now())));
-        write_atomically(path, &text).map_err(|err| Error::Config {
-            origin: path.display().to_string(),
-            message: format!("cannot write the metrics file: {err}"),
-        })
-    }
 }
 
-impl Reporter for MetricsRecorder<'_> {
-    fn event(&self, event: Event<'_>) {
-        {
-            let mut r = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
-            match &event {
-                Event::Plan {
-                    steps,
-                    after_target,
-                    ..
-                } => r.pending = Some(steps.len() + after_target),
-                Event::UpToDate { after_target, .. } => r.pending = Some(*after_target),
-                Event::DoneElsewhere { .. } => r.pending = Some(0),
-                Event::Applied {
-                    migration, applied, ..
-                } => {
-                    r.migrations
-                        .push((migration.version.to_string(), "applied", applied.duration));
-                    r.pending = r.pending.map(|p| p.saturating_sub(1));
-                    r.done.applied.push(AppliedMigration {
-                        migration: MigrationRef::of(migration),
-                        duration: applied.duration,
-                    });
-                }
-                Event::RolledBack {
-                    migration, done, ..
-                } => {
-                    r.migrations.push((
-                        migration.version.to_string(),
-                        "rolled_back",
-                        done.duration,
-                    ));
-                    r.done.rolled_back.push(AppliedMigration {
-                        migration: MigrationRef::of(migration),
-                        duration: done.duration,
-                    });
-                }
-                Event::Bootstrapped { script, duration } => r.done.bootstrap.push(BootstrapRun {
-                    script: (*script).to_owned(),
-                    duration: *duration,
-                }),
-                Event::Failed {
-                    migration,
-                    duration,
-                    ..
-                } => r
-                    .migrations
-                    .push((migration.version.to_string(), "failed", *duration)),
-                Event::LockAcquired { waited } => r.lock_wait = *waited,
-                _ => {}
-            }
-        }
-        self.inner.event(event);
-    }
-
-    fn confirm(&self) -> bool {
-        self.inner.confirm()
-    }
+/// Writes the metrics of a run to `path` atomically: what it did
+/// (`done`), and whether it succeeded.
+pub fn write_run(path: &Path, done: &Progress, success: bool) -> Result<(), Error> {
+    let mut recorded = Recorded::default();
+    recorded.add(done);
+    let text = render(&recorded, Some((success, unix_now())));
+    write_atomically(path, &text).map_err(|err| Error::Config {
+        origin: path.display().to_string(),
+        message: format!("cannot write the metrics file: {err}"),
+    })
 }
 
 type Labels = Vec<(String, String)>;
@@ -153,18 +80,10 @@ struct LiveState {
 }
 
 impl Live {
-    /// Adds a finished run, as its recorder saw it.
-    pub fn add_run(&self, run: &MetricsRecorder, success: bool) {
-        let run = run.recorded.lock().unwrap_or_else(|e| e.into_inner());
+    /// Adds a finished run: what it did, and whether it succeeded.
+    pub fn add_run(&self, done: &Progress, success: bool) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state
-            .recorded
-            .migrations
-            .extend(run.migrations.iter().cloned());
-        state.recorded.lock_wait = run.lock_wait;
-        if run.pending.is_some() {
-            state.recorded.pending = run.pending;
-        }
+        state.recorded.add(done);
         state.last_run = Some((success, unix_now()));
     }
 
@@ -325,7 +244,6 @@ mod tests {
             ],
             lock_wait: Duration::from_millis(1500),
             pending: Some(2),
-            done: Done::default(),
         };
         let text = render(&recorded, Some((false, 1_800_000_000)));
         for expected in [

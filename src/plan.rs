@@ -2,7 +2,7 @@
 //! out. Pure: no database, no output.
 
 use crate::migration::{Migration, MigrationSet, Version};
-use crate::store::{RowStatus, StateRow};
+use crate::state::{DbState, RowStatus, StateRow};
 use std::time::Duration;
 
 /// The status of one version, comparing its file with its state row.
@@ -142,6 +142,17 @@ pub enum Drift {
     Changed { recorded: String, current: String },
     /// The file is gone.
     Missing,
+    /// No state row, but the journal's last word on the version is that it
+    /// was applied (the row was deleted by hand): applying the file again
+    /// would run it twice.
+    Unrecorded {
+        /// When it was applied, by whom, with which checksum and how long
+        /// it took, per the journal: what `repair` restores the row from.
+        applied_at: String,
+        actor: String,
+        checksum: String,
+        duration: Duration,
+    },
 }
 
 /// One recorded version whose file does not match the record.
@@ -175,6 +186,18 @@ impl std::fmt::Display for Drifted {
                 short(current),
                 short(recorded)
             ),
+            (
+                Drift::Unrecorded {
+                    applied_at, actor, ..
+                },
+                _,
+            ) => write!(
+                f,
+                "{} has no row in the state table, but the journal says it was applied at \
+                 {applied_at} by {actor} and never rolled back (was its row deleted by hand?); \
+                 applying it again would run it twice",
+                self.label()
+            ),
             (Drift::Changed { .. }, None) | (Drift::Missing, _) => write!(
                 f,
                 "{} MISSING: it {}, but no file has version {}",
@@ -195,11 +218,14 @@ fn short(checksum: &str) -> &str {
     checksum.get(..12).unwrap_or(checksum)
 }
 
-/// Applied versions whose files changed or disappeared, and failed ones
-/// whose files disappeared. A failed row with a file is not drift: `up`
-/// retries it with whatever the file now says.
-pub fn drift(files: &MigrationSet, rows: &[StateRow]) -> Vec<Drifted> {
-    rows.iter()
+/// Applied versions whose files changed or disappeared, failed ones whose
+/// files disappeared, and files whose rows are gone while the journal says
+/// they were applied. A failed row with a file is not drift: `up` retries
+/// it with whatever the file now says.
+pub fn drift(files: &MigrationSet, state: &DbState) -> Vec<Drifted> {
+    let mut drifted: Vec<Drifted> = state
+        .rows
+        .iter()
         .filter_map(|row| {
             let file = files.find(&row.version);
             let drift = match file {
@@ -219,7 +245,29 @@ pub fn drift(files: &MigrationSet, rows: &[StateRow]) -> Vec<Drifted> {
                 path: file.map(|f| f.up.path.clone()),
             })
         })
-        .collect()
+        .collect();
+    for lost in &state.unrecorded {
+        let Some(file) = files.find(&lost.version) else {
+            continue;
+        };
+        if state.row(&lost.version).is_some() {
+            continue;
+        }
+        drifted.push(Drifted {
+            version: file.version.clone(),
+            name: lost.name.clone(),
+            status: RowStatus::Applied,
+            drift: Drift::Unrecorded {
+                applied_at: lost.applied_at.clone(),
+                actor: lost.actor.clone(),
+                checksum: lost.checksum.clone(),
+                duration: lost.duration,
+            },
+            path: Some(file.up.path.clone()),
+        });
+    }
+    drifted.sort_by(|a, b| a.version.cmp(&b.version));
+    drifted
 }
 
 /// The newest applied version.
@@ -270,7 +318,7 @@ pub fn totals(rows: &[StatusRow]) -> Totals {
 mod tests {
     use super::*;
     use crate::migration::{Script, checksum};
-    use crate::store::RowDetails;
+    use crate::state::RowDetails;
     use std::path::PathBuf;
 
     fn file(version: &str, name: &str, sql: &str) -> Migration {
@@ -394,7 +442,12 @@ mod tests {
             row("005", "gone", "SELECT 5;", RowStatus::Applied),
             row("006", "gone_failed", "SELECT 6;", RowStatus::Failed),
         ];
-        let drift = drift(&files, &rows);
+        let state = DbState {
+            database: "app".into(),
+            rows,
+            unrecorded: Vec::new(),
+        };
+        let drift = drift(&files, &state);
         let labels: Vec<String> = drift.iter().map(|d| d.to_string()).collect();
         assert_eq!(
             labels,
@@ -408,6 +461,40 @@ mod tests {
                 "006_gone_failed MISSING: it failed (perhaps part-way, if it ran outside a \
                  transaction), but no file has version 006"
                     .to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_row_deleted_after_an_apply_is_drift_when_its_file_is_there() {
+        let files = set(vec![
+            file("001", "kept", "SELECT 1;"),
+            file("002", "lost", "SELECT 2;"),
+        ]);
+        let lost = |version: &str, name: &str| crate::state::Unrecorded {
+            version: Version::parse(version).unwrap(),
+            name: name.into(),
+            checksum: checksum(b"SELECT 2;").to_string(),
+            applied_at: "2026-01-01T00:00:00.000000Z".into(),
+            actor: "ops@host".into(),
+            duration: Duration::from_millis(3),
+        };
+        let state = DbState {
+            database: "app".into(),
+            rows: vec![row("001", "kept", "SELECT 1;", RowStatus::Applied)],
+            // 003 has no file: nothing would apply it again.
+            unrecorded: vec![lost("002", "lost"), lost("003", "gone")],
+        };
+        let labels: Vec<String> = drift(&files, &state)
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "002_lost has no row in the state table, but the journal says it was applied at \
+              2026-01-01T00:00:00.000000Z by ops@host and never rolled back (was its row deleted \
+              by hand?); applying it again would run it twice"
             ]
         );
     }

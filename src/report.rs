@@ -1,9 +1,11 @@
 //! What the engine tells its caller: progress events while it runs (the
 //! engine never prints) and the typed reports it returns.
 
+use crate::error::{DbFailure, Error};
 use crate::migration::{Migration, Version};
 use crate::plan::{Drifted, StatusRow, Step, Totals};
-use crate::store::{Blocker, DbFailure, Done, JournalEntry, LockHolder};
+use crate::state::JournalEntry;
+use crate::store::{Blocker, Done, LockHolder};
 use std::time::Duration;
 
 /// A progress event. The CLI prints them; a service embedding the engine
@@ -204,19 +206,81 @@ pub struct BootstrapRun {
     pub duration: Duration,
 }
 
+/// What a run committed, and what it found, on success and on failure
+/// alike: the CLI's output, the JSON document, the metrics and the API all
+/// read it here.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    /// Migrations applied, in order.
+    pub applied: Vec<AppliedMigration>,
+    /// Migrations rolled back (`down`), in order.
+    pub rolled_back: Vec<AppliedMigration>,
+    /// The bootstrap scripts that ran.
+    pub bootstrap: Vec<BootstrapRun>,
+    /// The migration that failed (or released the lock), and how long it
+    /// ran.
+    pub failed: Option<AppliedMigration>,
+    /// How long the run waited for the migration lock.
+    pub lock_waited: Duration,
+    /// Migrations still pending when the run ended, once it had looked.
+    pub pending: Option<usize>,
+}
+
+/// An `up` or `down` that failed, with what it committed before it did.
+#[derive(Debug)]
+pub struct RunFailed {
+    pub done: Progress,
+    pub cause: Box<Error>,
+}
+
+impl RunFailed {
+    pub fn exit_code(&self) -> i32 {
+        self.cause.exit_code()
+    }
+}
+
+impl std::fmt::Display for RunFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.cause.fmt(f)
+    }
+}
+
+impl std::error::Error for RunFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.cause)
+    }
+}
+
+/// A caller that wants the cause alone (`?` into `migrate::Error`).
+impl From<RunFailed> for Error {
+    fn from(failed: RunFailed) -> Error {
+        *failed.cause
+    }
+}
+
 /// The result of `up`.
 #[derive(Clone, Debug)]
 pub struct UpReport {
     pub outcome: UpOutcome,
     /// What was pending when the run looked.
     pub planned: Vec<MigrationRef>,
-    pub applied: Vec<AppliedMigration>,
     /// The bootstrap scripts this run was to run (none when skipped, or
     /// held back by `--target`).
     pub planned_bootstrap: Vec<String>,
-    /// The bootstrap scripts that ran.
-    pub bootstrap: Vec<BootstrapRun>,
-    pub lock_waited: Duration,
+    /// What it did.
+    pub done: Progress,
+}
+
+impl UpReport {
+    /// `SKIP_MIGRATIONS`: nothing looked at, nothing done.
+    pub fn skipped() -> UpReport {
+        UpReport {
+            outcome: UpOutcome::Skipped,
+            planned: Vec::new(),
+            planned_bootstrap: Vec::new(),
+            done: Progress::default(),
+        }
+    }
 }
 
 /// The result of `status`.
@@ -227,6 +291,9 @@ pub struct StatusReport {
     /// Pending versions older than the newest applied one (`up` refuses
     /// them without `--out-of-order`).
     pub out_of_order: Vec<crate::error::OutOfOrder>,
+    /// Pending versions whose rows are gone while the journal says they
+    /// were applied (`up` refuses them; `repair` restores their rows).
+    pub unrecorded: Vec<Drifted>,
 }
 
 /// How `down` ended, when it did not fail.
@@ -245,7 +312,8 @@ pub struct DownReport {
     pub outcome: DownOutcome,
     /// What the plan chose to roll back.
     pub planned: Vec<MigrationRef>,
-    pub rolled_back: Vec<AppliedMigration>,
+    /// What it did.
+    pub done: Progress,
 }
 
 /// The result of `validate`: the files agree with the database.

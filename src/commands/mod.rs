@@ -7,10 +7,10 @@ use crate::cli::{Cli, Command, DownArgs, RepairArgs};
 use crate::duration::parse_duration;
 use crate::engine::{Bootstrap, Database, DownOptions, Migrator, RepairOptions, UpOptions};
 use crate::error::{Error, exit};
-use crate::metrics::{Done, MetricsRecorder};
+use crate::metrics;
 use crate::migration::{MigrationSet, Version, new_migration, scan};
 use crate::render::{Output, Printer, Terminal, history_table, json, lock_table, status_table};
-use crate::report::{UpOutcome, UpReport};
+use crate::report::{Progress, RunFailed, UpReport};
 use crate::settings::{Settings, Verbosity};
 use std::time::Duration;
 
@@ -70,8 +70,7 @@ pub fn run(cli: Cli) -> i32 {
                         .map(Into::into)
                 });
                 if let Some(path) = path
-                    && let Err(write) =
-                        MetricsRecorder::new(&crate::report::Silent).write(&path, Some(&err))
+                    && let Err(write) = metrics::write_run(&path, &Progress::default(), false)
                 {
                     printer.warn(write.to_string());
                 }
@@ -104,7 +103,7 @@ pub fn run(cli: Cli) -> i32 {
         Err(Failure { error, done }) => {
             printer.error(error.to_string());
             if printer.output().json {
-                printer.document(&json::failed_run(command.name(), &error, done.as_ref()));
+                printer.document(&json::failed_run(command.name(), &error, done.as_deref()));
             }
             error.exit_code()
         }
@@ -151,13 +150,16 @@ fn fail(printer: &Printer, command: &str, err: &Error) -> i32 {
 /// A command that failed, and for `up` and `down` what it committed
 /// before it did.
 struct Failure {
-    error: Error,
-    done: Option<Done>,
+    error: Box<Error>,
+    done: Option<Box<Progress>>,
 }
 
 impl From<Error> for Failure {
     fn from(error: Error) -> Failure {
-        Failure { error, done: None }
+        Failure {
+            error: Box::new(error),
+            done: None,
+        }
     }
 }
 
@@ -171,17 +173,16 @@ async fn run_command(
     match command {
         Command::Up => up(settings, printer).await?,
         Command::Down(args) => {
-            let recorder = MetricsRecorder::new(printer);
-            let result = async {
-                let options = down_options(args, settings)?;
-                folder_migrator(settings)?.down(&options, &recorder).await
-            }
-            .await;
-            write_metrics(settings, printer, &recorder, result.as_ref().err());
-            let report = result.map_err(|error| Failure {
-                error,
-                done: Some(recorder.done()),
-            })?;
+            let result = match down_options(args, settings)
+                .and_then(|options| Ok((options, folder_migrator(settings)?)))
+            {
+                Ok((options, migrator)) => migrator.down(&options, printer).await,
+                Err(cause) => Err(RunFailed {
+                    done: Progress::default(),
+                    cause: Box::new(cause),
+                }),
+            };
+            let report = finished_run(settings, printer, result.map(|r| (r.done.clone(), r)))?;
             if json {
                 printer.document(&json::down(&report));
             }
@@ -295,23 +296,20 @@ async fn up(settings: &Settings, printer: &Printer) -> Result<(), Failure> {
         skipped(printer, origin);
         return Ok(());
     }
-    let recorder = MetricsRecorder::new(printer);
-    let result = async {
-        let migrator = folder_migrator_with_bootstrap(settings)?;
-        let options = UpOptions {
-            target: settings.target.clone(),
-            dry_run: settings.dry_run,
-            out_of_order: settings.out_of_order,
-            skip_bootstrap: settings.skip_bootstrap,
-        };
-        migrator.up(&options, &recorder).await
-    }
-    .await;
-    write_metrics(settings, printer, &recorder, result.as_ref().err());
-    let report = result.map_err(|error| Failure {
-        error,
-        done: Some(recorder.done()),
-    })?;
+    let options = UpOptions {
+        target: settings.target.clone(),
+        dry_run: settings.dry_run,
+        out_of_order: settings.out_of_order,
+        skip_bootstrap: settings.skip_bootstrap,
+    };
+    let result = match folder_migrator_with_bootstrap(settings) {
+        Ok(migrator) => migrator.up(&options, printer).await,
+        Err(cause) => Err(RunFailed {
+            done: Progress::default(),
+            cause: Box::new(cause),
+        }),
+    };
+    let report = finished_run(settings, printer, result.map(|r| (r.done.clone(), r)))?;
     if settings.json {
         printer.document(&json::up(&report));
     }
@@ -322,30 +320,34 @@ async fn up(settings: &Settings, printer: &Printer) -> Result<(), Failure> {
 fn skipped(printer: &Printer, origin: &str) {
     printer.line(format!("{origin} is set: not migrating"));
     if printer.output().json {
-        printer.document(&json::up(&UpReport {
-            outcome: UpOutcome::Skipped,
-            planned: Vec::new(),
-            applied: Vec::new(),
-            planned_bootstrap: Vec::new(),
-            bootstrap: Vec::new(),
-            lock_waited: Duration::ZERO,
-        }));
+        printer.document(&json::up(&UpReport::skipped()));
     }
 }
 
-/// Writes the metrics file, if one is asked for, however the run ended
-/// (`failure`). A file that cannot be written is a warning: the run's own
-/// outcome, exit code and JSON document stand.
-fn write_metrics(
+/// The end of an `up` or `down`: the metrics file written, if one is asked
+/// for, from what the run did however it ended (a file that cannot be
+/// written is a warning: the run's own outcome, exit code and JSON
+/// document stand), and a failure turned into the command's.
+fn finished_run<R>(
     settings: &Settings,
     printer: &Printer,
-    recorder: &MetricsRecorder,
-    failure: Option<&Error>,
-) {
+    result: Result<(Progress, R), RunFailed>,
+) -> Result<R, Failure> {
+    let (done, success) = match &result {
+        Ok((done, _)) => (done, true),
+        Err(failed) => (&failed.done, false),
+    };
     if let (Some(path), false) = (&settings.metrics_file, settings.dry_run)
-        && let Err(err) = recorder.write(path, failure)
+        && let Err(err) = metrics::write_run(path, done, success)
     {
         printer.warn(err.to_string());
+    }
+    match result {
+        Ok((_, report)) => Ok(report),
+        Err(failed) => Err(Failure {
+            error: failed.cause,
+            done: Some(Box::new(failed.done)),
+        }),
     }
 }
 

@@ -4,10 +4,11 @@
 //! parameters.
 
 use super::Database;
+use crate::error::DbFailure;
 use crate::error::Error;
 use crate::migration::{FileProblem, Script};
 use crate::report::{BootstrapRun, Event, Reporter};
-use crate::store::{DbFailure, Store};
+use crate::store::{BootstrapFailure, Store};
 use std::path::Path;
 
 /// The scripts and the values they read.
@@ -210,9 +211,10 @@ pub(super) async fn run(
     store: &Store,
     database: &Database,
     bootstrap: &Bootstrap,
+    lock_key: Option<i64>,
+    runs: &mut Vec<BootstrapRun>,
     reporter: &dyn Reporter,
-) -> Result<Vec<BootstrapRun>, Error> {
-    let mut runs = Vec::new();
+) -> Result<(), Error> {
     let names: Vec<String> = bootstrap
         .variables
         .iter()
@@ -232,8 +234,8 @@ pub(super) async fn run(
                 &database.tracking,
                 &database.session,
                 script,
-                &names,
-                &values,
+                (&names, &values),
+                lock_key,
             )
             .await
         {
@@ -247,16 +249,24 @@ pub(super) async fn run(
                     duration,
                 });
             }
-            Err(failure) => {
+            Err(BootstrapFailure::Failed(failure)) => {
                 let failure = redact_failure(bootstrap, failure);
                 return Err(Error::BootstrapFailed {
                     path: script.path.clone(),
                     failure: Box::new(failure),
                 });
             }
+            Err(BootstrapFailure::LockReleased) => {
+                return Err(Error::LockReleased {
+                    label: format!("bootstrap script {name}"),
+                    path: script.path.clone(),
+                    statements: None,
+                    notes: Vec::new(),
+                });
+            }
         }
     }
-    Ok(runs)
+    Ok(())
 }
 
 fn redact_failure(bootstrap: &Bootstrap, mut failure: DbFailure) -> DbFailure {

@@ -1,15 +1,15 @@
 //! `down`: roll back the newest applied migrations with their down files.
 
 use super::lock::{Locked, acquire};
-use super::run::{into_error, run_with_retries};
+use super::run::{Direction, StepRun, run_steps};
 use super::{Migrator, check_scripts};
 use crate::error::Error;
 use crate::migration::{FileProblem, MigrationSet, Script, Version};
 use crate::report::{
-    AppliedMigration, DownOutcome, DownReport, DownStep, Event, MigrationRef, Reporter,
+    DownOutcome, DownReport, DownStep, Event, MigrationRef, Progress, Reporter, RunFailed,
 };
-use crate::store::{Action, DbState, RowStatus, Run, RunError, StateDetail, StateRow, Store};
-use std::time::Instant;
+use crate::state::{DbState, RowStatus, StateRow};
+use crate::store::{Action, StateDetail, Store};
 
 #[derive(Clone, Debug, Default)]
 pub struct DownOptions {
@@ -31,21 +31,48 @@ impl Migrator {
         &self,
         options: &DownOptions,
         reporter: &dyn Reporter,
-    ) -> Result<DownReport, Error> {
-        if options.steps.is_some() && options.to.is_some() {
-            return Err(Error::Usage(
-                "--steps and --to both say how far to roll back; give one".into(),
-            ));
+    ) -> Result<DownReport, RunFailed> {
+        let mut report = DownReport {
+            outcome: DownOutcome::NothingToDo,
+            planned: Vec::new(),
+            done: Progress::default(),
+        };
+        let result = async {
+            if options.steps.is_some() && options.to.is_some() {
+                return Err(Error::Usage(
+                    "--steps and --to both say how far to roll back; give one".into(),
+                ));
+            }
+            if options.steps == Some(0) {
+                return Err(Error::Usage("--steps must be at least 1".into()));
+            }
+            let (migrations, mut store, state) = self.open(StateDetail::Full, reporter).await?;
+            let result = self
+                .down_on(
+                    &migrations,
+                    &mut store,
+                    state,
+                    options,
+                    &mut report,
+                    reporter,
+                )
+                .await;
+            store.close().await;
+            result
         }
-        if options.steps == Some(0) {
-            return Err(Error::Usage("--steps must be at least 1".into()));
+        .await;
+        match result {
+            Ok(()) => Ok(report),
+            Err(cause) => {
+                if let Error::LockTimeout { waited, .. } = &cause {
+                    report.done.lock_waited = *waited;
+                }
+                Err(RunFailed {
+                    done: report.done,
+                    cause: Box::new(cause),
+                })
+            }
         }
-        let (migrations, mut store, state) = self.open(StateDetail::Full, reporter).await?;
-        let result = self
-            .down_on(&migrations, &mut store, state, options, reporter)
-            .await;
-        store.close().await;
-        result
     }
 
     async fn down_on(
@@ -54,17 +81,13 @@ impl Migrator {
         store: &mut Store,
         state: DbState,
         options: &DownOptions,
+        report: &mut DownReport,
         reporter: &dyn Reporter,
-    ) -> Result<DownReport, Error> {
-        let mut report = DownReport {
-            outcome: DownOutcome::NothingToDo,
-            planned: Vec::new(),
-            rolled_back: Vec::new(),
-        };
+    ) -> Result<(), Error> {
         let chosen = choose(&state, options)?;
         if chosen.is_empty() {
             reporter.event(Event::NothingToRollBack);
-            return Ok(report);
+            return Ok(());
         }
         let steps = read_down_files(migrations, &state, &chosen)?;
         report.planned = steps
@@ -78,7 +101,7 @@ impl Migrator {
         });
         if options.dry_run {
             report.outcome = DownOutcome::DryRun;
-            return Ok(report);
+            return Ok(());
         }
         if !reporter.confirm() {
             return Err(Error::Aborted);
@@ -86,9 +109,13 @@ impl Migrator {
 
         let database = &self.database;
         let locked = acquire(store, database, &state.database, reporter).await?;
+        match locked {
+            Locked::Held { waited, .. } => report.done.lock_waited = waited,
+            Locked::Unlocked | Locked::Skipped => {}
+        }
         if let Locked::Skipped = locked {
             report.outcome = DownOutcome::SkippedLocked;
-            return Ok(report);
+            return Ok(());
         }
         // What was confirmed must still be what the options choose: another
         // instance may have applied or rolled back meanwhile.
@@ -102,57 +129,27 @@ impl Migrator {
                     .into(),
             ));
         }
-        let still: Vec<&DownStep> = steps.iter().collect();
-
-        let started = Instant::now();
-        let total = still.len();
-        let actor = database.actor.clone().unwrap_or_else(super::default_actor);
-        for (index, step) in still.into_iter().enumerate() {
-            let migration = step.migration;
-            reporter.event(Event::RollingBack {
-                migration,
-                index,
-                total,
-            });
-            let run = Run {
-                migration,
+        let runs: Vec<StepRun> = steps
+            .iter()
+            .map(|step| StepRun {
+                migration: step.migration,
                 script: &step.down,
                 action: Action::RollBack,
-                actor: &actor,
-                retries_lock_timeout: false,
-            };
-            match run_with_retries(store, database, run, reporter).await {
-                Ok(done) => {
-                    reporter.event(Event::RolledBack {
-                        migration,
-                        done: &done,
-                        index,
-                        total,
-                    });
-                    report.rolled_back.push(AppliedMigration {
-                        migration: MigrationRef::of(migration),
-                        duration: done.duration,
-                    });
-                }
-                Err((err, waited)) => {
-                    if let RunError::Failed(failure) = &err {
-                        reporter.event(Event::Failed {
-                            migration,
-                            failure: &failure.failure,
-                            duration: failure.duration,
-                        });
-                    }
-                    return Err(into_error(&run, true, err, &waited));
-                }
-            }
-        }
+            })
+            .collect();
+        run_steps(
+            store,
+            database,
+            &runs,
+            Direction::Down,
+            locked.key(),
+            &mut report.done,
+            reporter,
+        )
+        .await?;
         locked.release(store).await?;
         report.outcome = DownOutcome::RolledBack;
-        reporter.event(Event::DownFinished {
-            count: report.rolled_back.len(),
-            elapsed: started.elapsed(),
-        });
-        Ok(report)
+        Ok(())
     }
 }
 

@@ -18,6 +18,14 @@ pub(super) enum Locked {
 }
 
 impl Locked {
+    /// The key of the lock held, if one is.
+    pub(super) fn key(&self) -> Option<i64> {
+        match self {
+            Locked::Held { key, .. } => Some(*key),
+            Locked::Unlocked | Locked::Skipped => None,
+        }
+    }
+
     /// Releases the lock explicitly on the success path (closing the
     /// connection releases it on every other path).
     pub(super) async fn release(self, store: &Store) -> Result<(), Error> {

@@ -14,7 +14,8 @@ use crate::error::{Error, OutOfOrder};
 use crate::migration::{FileProblem, MigrationSet, ScannedFolder, Script, Version, sql};
 use crate::plan::{self, Step};
 use crate::report::{Event, HistoryReport, LockReport, Reporter, StatusReport, ValidateReport};
-use crate::store::{DbState, SessionSettings, StateDetail, Store, Tracking};
+use crate::state::DbState;
+use crate::store::{SessionSettings, StateDetail, Store, Tracking};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,33 +172,26 @@ impl Migrator {
 
     /// Every version with its status; reads only, creates nothing.
     pub async fn status(&self, reporter: &dyn Reporter) -> Result<StatusReport, Error> {
-        let (migrations, store, state) = self.open(StateDetail::Full, reporter).await?;
+        let (migrations, store, mut state) = self.open(StateDetail::Full, reporter).await?;
+        let lost = look_for_lost_rows(
+            store.client(),
+            &self.database.tracking,
+            &migrations,
+            &mut state,
+        )
+        .await;
         store.close().await;
-        let rows = plan::status_rows(&migrations, &state.rows);
-        let totals = plan::totals(&rows);
-        let steps = plan::pending(&migrations, &state.rows, None);
-        let out_of_order = out_of_order(&steps, &state);
-        Ok(StatusReport {
-            rows,
-            totals,
-            out_of_order,
-        })
+        lost?;
+        Ok(status_report(&migrations, &state))
     }
 
     /// `status` over a connection the caller holds (a pooled one).
     pub async fn status_on(&self, client: &tokio_postgres::Client) -> Result<StatusReport, Error> {
         let migrations = self.load().await?;
-        let state =
-            crate::store::read_state(client, &self.database.tracking, StateDetail::Full).await?;
-        let rows = plan::status_rows(&migrations, &state.rows);
-        let totals = plan::totals(&rows);
-        let steps = plan::pending(&migrations, &state.rows, None);
-        let out_of_order = out_of_order(&steps, &state);
-        Ok(StatusReport {
-            rows,
-            totals,
-            out_of_order,
-        })
+        let tracking = &self.database.tracking;
+        let mut state = crate::store::read_state(client, tracking, StateDetail::Full).await?;
+        look_for_lost_rows(client, tracking, &migrations, &mut state).await?;
+        Ok(status_report(&migrations, &state))
     }
 
     /// `history` over a connection the caller holds.
@@ -296,6 +290,14 @@ impl Migrator {
                     }
                     return Err(timed_out(&waiting));
                 };
+                let read = match read {
+                    Ok(mut state) => {
+                        look_for_lost_rows(open.client(), tracking, &migrations, &mut state)
+                            .await
+                            .map(|()| state)
+                    }
+                    Err(err) => Err(err),
+                };
                 match read {
                     Ok(state) => {
                         let steps = plan::pending(&migrations, &state.rows, None);
@@ -375,8 +377,16 @@ impl Migrator {
     /// applied files, pending files older than the newest applied one) is
     /// an error, exit 3.
     pub async fn validate(&self, reporter: &dyn Reporter) -> Result<ValidateReport, Error> {
-        let (migrations, store, state) = self.open(StateDetail::Plan, reporter).await?;
+        let (migrations, store, mut state) = self.open(StateDetail::Plan, reporter).await?;
+        let lost = look_for_lost_rows(
+            store.client(),
+            &self.database.tracking,
+            &migrations,
+            &mut state,
+        )
+        .await;
         store.close().await;
+        lost?;
         let steps = plan::pending(&migrations, &state.rows, None);
         check_drift(&migrations, &state, &out_of_order(&steps, &state))?;
         let rows = plan::status_rows(&migrations, &state.rows);
@@ -384,6 +394,36 @@ impl Migrator {
             totals: plan::totals(&rows),
         })
     }
+}
+
+/// The status of every version, with what `up` would refuse.
+fn status_report(migrations: &MigrationSet, state: &DbState) -> StatusReport {
+    let rows = plan::status_rows(migrations, &state.rows);
+    let totals = plan::totals(&rows);
+    let steps = plan::pending(migrations, &state.rows, None);
+    StatusReport {
+        out_of_order: out_of_order(&steps, state),
+        unrecorded: plan::drift(migrations, state)
+            .into_iter()
+            .filter(|d| matches!(d.drift, plan::Drift::Unrecorded { .. }))
+            .collect(),
+        rows,
+        totals,
+    }
+}
+
+/// Reads which versions the journal says were applied while their rows are
+/// gone, when anything is pending: only then can it matter.
+async fn look_for_lost_rows(
+    client: &tokio_postgres::Client,
+    tracking: &Tracking,
+    migrations: &MigrationSet,
+    state: &mut DbState,
+) -> Result<(), Error> {
+    if !plan::pending(migrations, &state.rows, None).is_empty() {
+        state.unrecorded = crate::store::read_unrecorded(client, tracking).await?;
+    }
+    Ok(())
 }
 
 /// Pending steps older than the newest applied version, for messages.
@@ -405,7 +445,7 @@ fn check_drift(
     state: &DbState,
     out_of_order: &[OutOfOrder],
 ) -> Result<(), Error> {
-    let drifted = plan::drift(migrations, &state.rows);
+    let drifted = plan::drift(migrations, state);
     if drifted.is_empty() && out_of_order.is_empty() {
         Ok(())
     } else {
@@ -462,9 +502,9 @@ fn check_scripts<'a>(scripts: impl Iterator<Item = &'a Script>) -> Result<(), Er
     }
 }
 
-fn applied_count(rows: &[crate::store::StateRow]) -> usize {
+fn applied_count(rows: &[crate::state::StateRow]) -> usize {
     rows.iter()
-        .filter(|r| r.status == crate::store::RowStatus::Applied)
+        .filter(|r| r.status == crate::state::RowStatus::Applied)
         .count()
 }
 

@@ -19,16 +19,18 @@ pub struct RepairOptions {
 impl Migrator {
     /// For each CHANGED applied migration, records the file's current
     /// checksum; for each MISSING one, removes its row (the journal keeps
-    /// its history). Each is journalled as `repaired`. Runs no SQL of any
+    /// its history); for each one whose row was deleted while the journal
+    /// says it is applied, restores the row from the journal. Each is journalled as `repaired`. Runs no SQL of any
     /// migration.
     pub async fn repair(
         &self,
         options: &RepairOptions,
         reporter: &dyn Reporter,
     ) -> Result<RepairReport, Error> {
-        let (migrations, mut store, state) = self.open(StateDetail::Plan, reporter).await?;
+        let (migrations, mut store, mut state) = self.open(StateDetail::Plan, reporter).await?;
         let result = async {
-            let drifted = plan::drift(&migrations, &state.rows);
+            state.unrecorded = store.read_unrecorded(&self.database.tracking).await?;
+            let drifted = plan::drift(&migrations, &state);
             let chosen = choose(drifted, &options.versions)?;
             let mut report = RepairReport {
                 repaired: Vec::new(),
@@ -55,10 +57,11 @@ impl Migrator {
                 return Ok(report);
             }
             // Only what still drifts the same way as confirmed.
-            let state = store
+            let mut state = store
                 .read_state(&database.tracking, StateDetail::Plan)
                 .await?;
-            let now = plan::drift(&migrations, &state.rows);
+            state.unrecorded = store.read_unrecorded(&database.tracking).await?;
+            let now = plan::drift(&migrations, &state);
             let chosen: Vec<Drifted> = chosen.into_iter().filter(|c| now.contains(c)).collect();
             if chosen.is_empty() {
                 reporter.event(Event::NothingToRepair);

@@ -1,11 +1,130 @@
-//! Running one script with the engine's care around it: retries after a
-//! lock timeout, and a watch on the sessions it waits for.
+//! Running migrations: the one loop `up` and `down` share, and each script
+//! run with the engine's care around it: retries after a lock timeout, and
+//! a watch on the sessions it waits for.
 
 use super::Database;
-use crate::error::Error;
-use crate::report::{Event, Reporter};
-use crate::store::{Blocker, Done, LOCK_NOT_AVAILABLE, Run, RunError, Store};
-use std::time::Duration;
+use crate::error::{DbFailure, Error};
+use crate::migration::{Migration, Script};
+use crate::report::{AppliedMigration, Event, MigrationRef, Progress, Reporter};
+use crate::store::{
+    ACTIVE_SQL_TRANSACTION, Action, Blocker, Done, LOCK_NOT_AVAILABLE, Run, RunError, Store,
+};
+use std::time::{Duration, Instant};
+
+/// Which way the steps go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Direction {
+    Up,
+    Down,
+}
+
+/// One migration to run: its up file to apply it, or its down file.
+pub(super) struct StepRun<'a> {
+    pub migration: &'a Migration,
+    pub script: &'a Script,
+    pub action: Action<'a>,
+}
+
+/// Runs the steps in order, under the lock whose key is `lock_key`, and
+/// stops at the first failure. What committed goes into `done` as it
+/// commits, so a failure still tells it.
+pub(super) async fn run_steps(
+    store: &mut Store,
+    database: &Database,
+    steps: &[StepRun<'_>],
+    direction: Direction,
+    lock_key: Option<i64>,
+    done: &mut Progress,
+    reporter: &dyn Reporter,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let total = steps.len();
+    let actor = database.actor.clone().unwrap_or_else(super::default_actor);
+    for (index, step) in steps.iter().enumerate() {
+        let migration = step.migration;
+        reporter.event(match direction {
+            Direction::Up => Event::Applying {
+                migration,
+                index,
+                total,
+            },
+            Direction::Down => Event::RollingBack {
+                migration,
+                index,
+                total,
+            },
+        });
+        let run = Run {
+            migration,
+            script: step.script,
+            action: step.action,
+            actor: &actor,
+            retries_lock_timeout: false,
+            lock_key,
+        };
+        match run_with_retries(store, database, run, reporter).await {
+            Ok(finished) => {
+                reporter.event(match direction {
+                    Direction::Up => Event::Applied {
+                        migration,
+                        applied: &finished,
+                        index,
+                        total,
+                    },
+                    Direction::Down => Event::RolledBack {
+                        migration,
+                        done: &finished,
+                        index,
+                        total,
+                    },
+                });
+                let entry = AppliedMigration {
+                    migration: MigrationRef::of(migration),
+                    duration: finished.duration,
+                };
+                match direction {
+                    Direction::Up => {
+                        done.applied.push(entry);
+                        done.pending = done.pending.map(|p| p.saturating_sub(1));
+                    }
+                    Direction::Down => done.rolled_back.push(entry),
+                }
+            }
+            Err((err, waited)) => {
+                let (failure, duration) = match &err {
+                    RunError::Failed(failure) => (failure.failure.clone(), failure.duration),
+                    RunError::LockReleased { duration, .. } => {
+                        (DbFailure::tool("it released the migration lock"), *duration)
+                    }
+                    RunError::Record(_) => (DbFailure::tool("its record failed"), Duration::ZERO),
+                };
+                if !matches!(err, RunError::Record(_)) {
+                    reporter.event(Event::Failed {
+                        migration,
+                        failure: &failure,
+                        duration,
+                    });
+                    done.failed = Some(AppliedMigration {
+                        migration: MigrationRef::of(migration),
+                        duration,
+                    });
+                }
+                return Err(into_error(&run, direction == Direction::Down, err, &waited));
+            }
+        }
+    }
+    reporter.event(match direction {
+        Direction::Up => Event::Finished {
+            applied: total,
+            elapsed: started.elapsed(),
+        },
+        Direction::Down => Event::DownFinished {
+            count: total,
+            elapsed: started.elapsed(),
+        },
+    });
+    Ok(())
+}
 
 /// Attempts of a transactional script that keeps hitting `lock_timeout`:
 /// the first and three retries, after 1 s, 2 s and 4 s.
@@ -153,6 +272,19 @@ pub(super) fn blocker_notes(blockers: &[Blocker]) -> Vec<String> {
 pub(super) fn into_error(run: &Run<'_>, down: bool, err: RunError, waited: &Waited) -> Error {
     match err {
         RunError::Record(err) => err,
+        RunError::LockReleased {
+            statements,
+            journalled,
+            ..
+        } => Error::LockReleased {
+            label: run.migration.label(),
+            path: run.script.path.clone(),
+            statements,
+            notes: match journalled {
+                Ok(()) => Vec::new(),
+                Err(err) => vec![format!("the journal entry could not be written: {err}")],
+            },
+        },
         RunError::Failed(failure) => {
             let mut notes = Vec::new();
             match &failure.recorded {
@@ -171,6 +303,16 @@ pub(super) fn into_error(run: &Run<'_>, down: bool, err: RunError, waited: &Wait
                     })
                 }
                 Err(err) => notes.push(format!("the failure could not be recorded: {err}")),
+            }
+            if failure.failure.code.as_deref() == Some(ACTIVE_SQL_TRANSACTION)
+                && run.script.transactional
+            {
+                notes.push(
+                    "the file runs in a transaction, and this statement cannot: put \
+                     `-- migrate:no-transaction` on the file's first line to run it statement \
+                     by statement outside one"
+                        .to_owned(),
+                );
             }
             if failure.failure.code.as_deref() == Some(LOCK_NOT_AVAILABLE) {
                 if !waited.blockers.is_empty() {

@@ -2,14 +2,14 @@
 
 use super::bootstrap::{self, Bootstrap};
 use super::lock::{Locked, acquire};
-use super::run::{into_error, run_with_retries};
+use super::run::{Direction, StepRun, run_steps};
 use super::{Migrator, applied_count, check_drift, check_scripts, known_version, out_of_order};
 use crate::error::Error;
 use crate::migration::{MigrationSet, Version};
 use crate::plan::{self, Step};
-use crate::report::{AppliedMigration, Event, MigrationRef, Reporter, UpOutcome, UpReport};
-use crate::store::{Action, DbState, Run, RunError, StateDetail, Store};
-use std::time::{Duration, Instant};
+use crate::report::{Event, MigrationRef, Progress, Reporter, RunFailed, UpOutcome, UpReport};
+use crate::state::DbState;
+use crate::store::{Action, StateDetail, Store};
 
 #[derive(Clone, Debug, Default)]
 pub struct UpOptions {
@@ -29,20 +29,22 @@ impl Migrator {
     /// `SKIP_MIGRATIONS` says not to (then nothing is connected to), and
     /// without the bootstrap scripts if `SKIP_BOOTSTRAP` says so. A switch
     /// set to anything but `true false 1 0 yes no` is an error.
-    pub async fn start_up(&self, reporter: &dyn Reporter) -> Result<UpReport, Error> {
-        if super::env_switch("SKIP_MIGRATIONS")?.unwrap_or(false) {
+    pub async fn start_up(&self, reporter: &dyn Reporter) -> Result<UpReport, RunFailed> {
+        let failed = |cause| RunFailed {
+            done: Progress::default(),
+            cause: Box::new(cause),
+        };
+        if super::env_switch("SKIP_MIGRATIONS")
+            .map_err(failed)?
+            .unwrap_or(false)
+        {
             reporter.event(Event::SkippedByEnvironment);
-            return Ok(UpReport {
-                outcome: UpOutcome::Skipped,
-                planned: Vec::new(),
-                applied: Vec::new(),
-                planned_bootstrap: Vec::new(),
-                bootstrap: Vec::new(),
-                lock_waited: Duration::ZERO,
-            });
+            return Ok(UpReport::skipped());
         }
         let options = UpOptions {
-            skip_bootstrap: super::env_switch("SKIP_BOOTSTRAP")?.unwrap_or(false),
+            skip_bootstrap: super::env_switch("SKIP_BOOTSTRAP")
+                .map_err(failed)?
+                .unwrap_or(false),
             ..UpOptions::default()
         };
         self.up(&options, reporter).await
@@ -52,46 +54,72 @@ impl Migrator {
     /// its record (or statement by statement, for a no-transaction file),
     /// under the migration lock; stops at the first failure. Refuses to run
     /// over drift. Then, under the same lock, runs the bootstrap scripts.
+    /// A failure carries what committed before it.
     pub async fn up(
         &self,
         options: &UpOptions,
         reporter: &dyn Reporter,
-    ) -> Result<UpReport, Error> {
-        // Variables from the environment: read now, before connecting.
-        let bootstrap = match &self.database.bootstrap {
-            Some(b) if !b.scripts.is_empty() && !options.skip_bootstrap => Some(b.resolved()?),
-            _ => None,
+    ) -> Result<UpReport, RunFailed> {
+        let mut report = UpReport {
+            outcome: UpOutcome::UpToDate,
+            planned: Vec::new(),
+            planned_bootstrap: Vec::new(),
+            done: Progress::default(),
         };
-        let (migrations, mut store, state) = self.open(StateDetail::Plan, reporter).await?;
-        let result = self
-            .up_on(
-                &migrations,
-                &mut store,
-                state,
-                bootstrap.as_ref(),
-                options,
-                reporter,
-            )
-            .await;
-        // Closing the connection also releases the lock on every error path.
-        store.close().await;
-        result
+        let result = async {
+            // Variables from the environment: read now, before connecting.
+            let bootstrap = match &self.database.bootstrap {
+                Some(b) if !b.scripts.is_empty() && !options.skip_bootstrap => Some(b.resolved()?),
+                _ => None,
+            };
+            let (migrations, mut store, state) = self.open(StateDetail::Plan, reporter).await?;
+            let result = self
+                .up_on(
+                    &migrations,
+                    &mut store,
+                    state,
+                    bootstrap.as_ref(),
+                    options,
+                    &mut report,
+                    reporter,
+                )
+                .await;
+            // Closing the connection also releases the lock on every error
+            // path.
+            store.close().await;
+            result
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(report),
+            Err(cause) => {
+                if let Error::LockTimeout { waited, .. } = &cause {
+                    report.done.lock_waited = *waited;
+                }
+                Err(RunFailed {
+                    done: report.done,
+                    cause: Box::new(cause),
+                })
+            }
+        }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn up_on(
         &self,
         migrations: &MigrationSet,
         store: &mut Store,
-        state: DbState,
+        mut state: DbState,
         bootstrap: Option<&Bootstrap>,
         options: &UpOptions,
+        report: &mut UpReport,
         reporter: &dyn Reporter,
-    ) -> Result<UpReport, Error> {
+    ) -> Result<(), Error> {
         let target = options.target.as_ref();
         if let Some(target) = target {
             known_version(migrations, target, "--target")?;
         }
-        let steps = self.plan(migrations, &state, options)?;
+        let steps = self.plan(store, migrations, &mut state, options).await?;
         // The bootstrap scripts are written for the newest schema: a run
         // that `--target` stops short of it leaves them for a later run.
         let after_target = match target {
@@ -108,17 +136,12 @@ impl Migrator {
         let bootstrap_names: Vec<String> = bootstrap
             .map(|b| b.scripts.iter().map(|s| s.file_name()).collect())
             .unwrap_or_default();
-        let mut report = UpReport {
-            outcome: UpOutcome::UpToDate,
-            planned: steps
-                .iter()
-                .map(|s| MigrationRef::of(s.migration))
-                .collect(),
-            applied: Vec::new(),
-            planned_bootstrap: bootstrap_names.clone(),
-            bootstrap: Vec::new(),
-            lock_waited: Duration::ZERO,
-        };
+        report.planned = steps
+            .iter()
+            .map(|s| MigrationRef::of(s.migration))
+            .collect();
+        report.planned_bootstrap = bootstrap_names.clone();
+        report.done.pending = Some(steps.len() + after_target);
         if steps.is_empty() {
             reporter.event(Event::UpToDate {
                 applied: applied_count(&state.rows),
@@ -137,12 +160,12 @@ impl Migrator {
                     });
                 }
                 report.outcome = UpOutcome::DryRun;
-                return Ok(report);
+                return Ok(());
             }
             // Without bootstrap scripts this is the whole start-up path of
             // a replica: no lock, nothing written.
             if bootstrap.is_none() {
-                return Ok(report);
+                return Ok(());
             }
         } else {
             check_scripts(steps.iter().map(|s| &s.migration.up))?;
@@ -157,7 +180,7 @@ impl Migrator {
             }
             if options.dry_run {
                 report.outcome = UpOutcome::DryRun;
-                return Ok(report);
+                return Ok(());
             }
             if !reporter.confirm() {
                 return Err(Error::Aborted);
@@ -169,18 +192,19 @@ impl Migrator {
         match locked {
             Locked::Skipped => {
                 report.outcome = UpOutcome::SkippedLocked;
-                return Ok(report);
+                return Ok(());
             }
-            Locked::Held { waited, .. } => report.lock_waited = waited,
+            Locked::Held { waited, .. } => report.done.lock_waited = waited,
             Locked::Unlocked => {}
         }
 
         // Another instance may have worked while this one waited or prompted.
         store.ensure_tracking_tables(&database.tracking).await?;
-        let state = store
+        let mut state = store
             .read_state(&database.tracking, StateDetail::Plan)
             .await?;
-        let steps = self.plan(migrations, &state, options)?;
+        let steps = self.plan(store, migrations, &mut state, options).await?;
+        report.done.pending = Some(steps.len() + after_target);
         if steps.is_empty() {
             if !report.planned.is_empty() {
                 reporter.event(Event::DoneElsewhere {
@@ -189,84 +213,57 @@ impl Migrator {
                 report.outcome = UpOutcome::DoneElsewhere;
             }
         } else {
-            self.apply(store, &steps, &mut report, reporter).await?;
+            let runs: Vec<StepRun> = steps
+                .iter()
+                .map(|step| StepRun {
+                    migration: step.migration,
+                    script: &step.migration.up,
+                    action: Action::Apply {
+                        failed_row_version: step.failed_row_version.as_deref(),
+                    },
+                })
+                .collect();
+            run_steps(
+                store,
+                database,
+                &runs,
+                Direction::Up,
+                locked.key(),
+                &mut report.done,
+                reporter,
+            )
+            .await?;
             report.outcome = UpOutcome::Applied;
         }
         if let Some(bootstrap) = bootstrap {
-            report.bootstrap = bootstrap::run(store, database, bootstrap, reporter).await?;
+            bootstrap::run(
+                store,
+                database,
+                bootstrap,
+                locked.key(),
+                &mut report.done.bootstrap,
+                reporter,
+            )
+            .await?;
         }
         locked.release(store).await?;
-        Ok(report)
-    }
-
-    /// Applies the steps in order; stops at the first failure.
-    async fn apply(
-        &self,
-        store: &mut Store,
-        steps: &[Step<'_>],
-        report: &mut UpReport,
-        reporter: &dyn Reporter,
-    ) -> Result<(), Error> {
-        let database = &self.database;
-        let started = Instant::now();
-        let total = steps.len();
-        let actor = database.actor.clone().unwrap_or_else(super::default_actor);
-        for (index, step) in steps.iter().enumerate() {
-            let migration = step.migration;
-            reporter.event(Event::Applying {
-                migration,
-                index,
-                total,
-            });
-            let run = Run {
-                migration,
-                script: &migration.up,
-                action: Action::Apply {
-                    failed_row_version: step.failed_row_version.as_deref(),
-                },
-                actor: &actor,
-                retries_lock_timeout: false,
-            };
-            match run_with_retries(store, database, run, reporter).await {
-                Ok(done) => {
-                    reporter.event(Event::Applied {
-                        migration,
-                        applied: &done,
-                        index,
-                        total,
-                    });
-                    report.applied.push(AppliedMigration {
-                        migration: MigrationRef::of(migration),
-                        duration: done.duration,
-                    });
-                }
-                Err((err, waited)) => {
-                    if let RunError::Failed(failure) = &err {
-                        reporter.event(Event::Failed {
-                            migration,
-                            failure: &failure.failure,
-                            duration: failure.duration,
-                        });
-                    }
-                    return Err(into_error(&run, false, err, &waited));
-                }
-            }
-        }
-        reporter.event(Event::Finished {
-            applied: report.applied.len(),
-            elapsed: started.elapsed(),
-        });
         Ok(())
     }
 
-    /// The steps to run, after refusing drift and out-of-order files.
-    fn plan<'m>(
+    /// The steps to run, after refusing drift and out-of-order files. With
+    /// something to run, the journal is asked whether any of it was applied
+    /// before and lost its row (a replica with nothing to do never asks).
+    async fn plan<'m>(
         &self,
+        store: &Store,
         migrations: &'m MigrationSet,
-        state: &DbState,
+        state: &mut DbState,
         options: &UpOptions,
     ) -> Result<Vec<Step<'m>>, Error> {
         let steps = plan::pending(migrations, &state.rows, options.target.as_ref());
+        if !steps.is_empty() {
+            state.unrecorded = store.read_unrecorded(&self.database.tracking).await?;
+        }
         let late = if options.out_of_order {
             Vec::new()
         } else {

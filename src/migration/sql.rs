@@ -212,6 +212,85 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
     Ok(statements)
 }
 
+/// The index a `CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ON
+/// ...` statement names, as written (`app.idx`, `"Odd Name"`), for the
+/// server's `to_regclass`; `None` for other statements and for an index
+/// left for the server to name.
+pub fn created_index(statement: &str) -> Option<String> {
+    let mut tokens = prefix_tokens(statement, 12).into_iter().peekable();
+    let mut keyword = |word: &str| tokens.next_if(|t| t.eq_ignore_ascii_case(word)).is_some();
+    if !keyword("create") {
+        return None;
+    }
+    keyword("unique");
+    if !(keyword("index") && keyword("concurrently")) {
+        return None;
+    }
+    if keyword("if") && !(keyword("not") && keyword("exists")) {
+        return None;
+    }
+    let mut name = String::new();
+    loop {
+        let part = tokens.next()?;
+        if part.eq_ignore_ascii_case("on") || part == "." || part == "(" {
+            return None;
+        }
+        name.push_str(&part);
+        if tokens.next_if(|t| t == ".").is_none() {
+            break;
+        }
+        name.push('.');
+    }
+    tokens
+        .next()
+        .is_some_and(|t| t.eq_ignore_ascii_case("on"))
+        .then_some(name)
+}
+
+/// The first `limit` tokens of a statement: words, quoted identifiers (with
+/// their quotes) and single punctuation characters; comments skipped.
+fn prefix_tokens(text: &str, limit: usize) -> Vec<String> {
+    let bytes = text.as_bytes();
+    let mut tokens = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() && tokens.len() < limit {
+        let c = bytes[pos];
+        if c.is_ascii_whitespace() {
+            pos += 1;
+        } else if text[pos..].starts_with("--") {
+            pos = text[pos..].find('\n').map_or(bytes.len(), |n| pos + n);
+        } else if text[pos..].starts_with("/*") {
+            pos = text[pos + 2..]
+                .find("*/")
+                .map_or(bytes.len(), |n| pos + n + 4);
+        } else if c == b'"' {
+            let start = pos;
+            pos += 1;
+            loop {
+                match bytes.get(pos) {
+                    None => return tokens,
+                    Some(b'"') if bytes.get(pos + 1) == Some(&b'"') => pos += 2,
+                    Some(b'"') => break,
+                    Some(_) => pos += 1,
+                }
+            }
+            pos += 1;
+            tokens.push(text[start..pos].to_owned());
+        } else if is_identifier_start(c) {
+            let start = pos;
+            while pos < bytes.len() && is_identifier_char(bytes[pos]) {
+                pos += 1;
+            }
+            tokens.push(text[start..pos].to_owned());
+        } else {
+            let len = text[pos..].chars().next().map_or(1, char::len_utf8);
+            tokens.push(text[pos..pos + len].to_owned());
+            pos += len;
+        }
+    }
+    tokens
+}
+
 /// A statement being read.
 struct Open {
     offset: usize,
@@ -629,5 +708,33 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn created_index_names_what_a_concurrent_build_creates() {
+        let cases = [
+            ("CREATE INDEX CONCURRENTLY i ON t (a)", Some("i")),
+            (
+                "create unique index concurrently if not exists users_email ON users (email)",
+                Some("users_email"),
+            ),
+            ("CREATE INDEX CONCURRENTLY app.i ON t (a)", Some("app.i")),
+            (
+                "CREATE INDEX /* c */ CONCURRENTLY -- c\n \"Odd \"\"Name\"\"\" ON t (a)",
+                Some("\"Odd \"\"Name\"\"\""),
+            ),
+            (
+                "CREATE INDEX CONCURRENTLY \"s\".\"i\" ON ONLY t (a)",
+                Some("\"s\".\"i\""),
+            ),
+            // Named by the server: nothing to look up.
+            ("CREATE INDEX CONCURRENTLY ON t (a)", None),
+            ("CREATE INDEX i ON t (a)", None),
+            ("REINDEX INDEX CONCURRENTLY i", None),
+            ("CREATE INDEX CONCURRENTLY IF EXISTS i ON t (a)", None),
+        ];
+        for (statement, expected) in cases {
+            assert_eq!(created_index(statement).as_deref(), expected, "{statement}");
+        }
     }
 }

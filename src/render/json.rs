@@ -4,13 +4,13 @@
 //! in UTC, durations integer microseconds (`*_us`).
 
 use crate::error::Error;
-use crate::metrics::Done;
 use crate::plan::{Drift, Drifted, Status, StatusRow, Totals};
 use crate::report::{
     AppliedMigration, BootstrapRun, DownOutcome, DownReport, HistoryReport, LockReport,
-    MigrationRef, RepairReport, StatusReport, UpOutcome, UpReport, ValidateReport,
+    MigrationRef, Progress, RepairReport, StatusReport, UpOutcome, UpReport, ValidateReport,
 };
-use crate::store::{JournalEntry, LockHolder, RowStatus};
+use crate::state::{JournalEntry, RowStatus};
+use crate::store::LockHolder;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ pub fn error_document(command: &str, err: &Error) -> Value {
 
 /// The document for a failed `up` or `down`: the error, and what the run
 /// committed before it (`applied` and `bootstrap`, or `rolled_back`).
-pub fn failed_run(command: &str, err: &Error, done: Option<&Done>) -> Value {
+pub fn failed_run(command: &str, err: &Error, done: Option<&Progress>) -> Value {
     let mut doc = error_document(command, err);
     if let (Some(done), Value::Object(doc)) = (done, &mut doc) {
         let list = |items: &[AppliedMigration]| items.iter().map(applied_value).collect::<Vec<_>>();
@@ -117,6 +117,18 @@ pub fn error_value(err: &Error) -> Value {
             "duration_us": micros(failure.duration),
             "notes": notes,
         }),
+        Error::LockReleased {
+            label,
+            path,
+            statements,
+            notes,
+        } => json!({
+            "migration": label,
+            "file": path.display().to_string(),
+            "statements_ran": statements.map(|(ran, _)| ran),
+            "statements_total": statements.map(|(_, total)| total),
+            "notes": notes,
+        }),
         Error::WaitTimeout { waited, waiting } => json!({
             "waited_us": micros(*waited),
             "waiting": waiting,
@@ -141,6 +153,7 @@ fn kind(err: &Error) -> &'static str {
         Error::Connect { .. } => "connect",
         Error::LockTimeout { .. } => "lock_timeout",
         Error::MigrationFailed { .. } => "migration_failed",
+        Error::LockReleased { .. } => "lock_released",
         Error::Drift { .. } => "drift",
         Error::ForeignStateTable { .. } => "foreign_state_table",
         Error::Database { .. } => "database",
@@ -180,6 +193,7 @@ fn drifted_value(d: &Drifted) -> Value {
     let (kind, recorded, current) = match &d.drift {
         Drift::Changed { recorded, current } => ("changed", Some(recorded), Some(current)),
         Drift::Missing => ("missing", None, None),
+        Drift::Unrecorded { checksum, .. } => ("unrecorded", Some(checksum), None),
     };
     json!({
         "version": d.version.as_str(),
@@ -231,6 +245,7 @@ pub fn status(report: &StatusReport) -> Value {
             "migrations": report.rows.iter().map(status_row).collect::<Vec<_>>(),
             "totals": totals_value(&report.totals),
             "out_of_order": report.out_of_order.iter().map(|o| o.label.clone()).collect::<Vec<_>>(),
+            "unrecorded": report.unrecorded.iter().map(drifted_value).collect::<Vec<_>>(),
         }),
     )
 }
@@ -275,10 +290,10 @@ pub fn up(report: &UpReport) -> Value {
         json!({
             "outcome": outcome,
             "planned": report.planned.iter().map(migration_ref).collect::<Vec<_>>(),
-            "applied": report.applied.iter().map(applied_value).collect::<Vec<_>>(),
+            "applied": report.done.applied.iter().map(applied_value).collect::<Vec<_>>(),
             "planned_bootstrap": report.planned_bootstrap,
-            "bootstrap": report.bootstrap.iter().map(bootstrap_value).collect::<Vec<_>>(),
-            "lock_waited_us": micros(report.lock_waited),
+            "bootstrap": report.done.bootstrap.iter().map(bootstrap_value).collect::<Vec<_>>(),
+            "lock_waited_us": micros(report.done.lock_waited),
         }),
     )
 }
@@ -295,7 +310,7 @@ pub fn down(report: &DownReport) -> Value {
         json!({
             "outcome": outcome,
             "planned": report.planned.iter().map(migration_ref).collect::<Vec<_>>(),
-            "rolled_back": report.rolled_back.iter().map(applied_value).collect::<Vec<_>>(),
+            "rolled_back": report.done.rolled_back.iter().map(applied_value).collect::<Vec<_>>(),
         }),
     )
 }

@@ -403,6 +403,10 @@ impl Reporter for Printer {
                         crate::plan::Drift::Missing => {
                             "forget it (its row is removed; the journal keeps its history)"
                         }
+                        crate::plan::Drift::Unrecorded { .. } => {
+                            "restore its row as the journal has it (applied), so up does not run \
+                             it again"
+                        }
                     };
                     self.line(format!("  {item}\n    -> {action}"));
                 }

@@ -3,7 +3,7 @@
 use crate::duration::format_duration;
 use crate::plan::{Status, Totals};
 use crate::report::{LockReport, StatusReport};
-use crate::store::JournalEntry;
+use crate::state::JournalEntry;
 use comfy_table::{Attribute, Cell, Color, ContentArrangement, Table, presets};
 
 fn new_table(color: bool, header: &[&str]) -> Table {
@@ -85,6 +85,12 @@ pub fn status_table(report: &StatusReport, color: bool) -> String {
             "\n{} is older than {}, the newest applied version: up applies it only with \
              --out-of-order",
             late.label, late.newest_applied
+        ));
+    }
+    for lost in &report.unrecorded {
+        out.push_str(&format!(
+            "\n{lost}: up refuses to; `migrate repair {}` restores its row",
+            lost.version
         ));
     }
     let failed_and_gone = rows

@@ -4,11 +4,12 @@
 use super::auth::Refused;
 use super::{App, BODY_LIMIT, READ_TIMEOUT};
 use crate::engine::UpOptions;
+use crate::error::DbFailure;
 use crate::error::Error;
-use crate::metrics::MetricsRecorder;
 use crate::plan::{Status, StatusRow};
 use crate::report::{Event, Reporter, UpOutcome};
-use crate::store::{DbFailure, JournalEntry, LockHolder};
+use crate::state::JournalEntry;
+use crate::store::LockHolder;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -252,7 +253,9 @@ async fn read<T>(
 /// The status, title and audit outcome of an error.
 fn failure_parts(err: &Error) -> (StatusCode, &'static str, &'static str) {
     match err {
-        Error::MigrationFailed { .. } | Error::BootstrapFailed { .. } => (
+        Error::MigrationFailed { .. }
+        | Error::BootstrapFailed { .. }
+        | Error::LockReleased { .. } => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "migration failed",
             "failed",
@@ -568,16 +571,19 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
         let log = RunLog {
             holder: Mutex::new(None),
         };
-        let recorder = MetricsRecorder::new(&log);
         let options = UpOptions {
             skip_bootstrap: task_app.skip_bootstrap,
             out_of_order: task_app.out_of_order,
             ..UpOptions::default()
         };
-        let result = migrator.up(&options, &recorder).await;
+        let result = migrator.up(&options, &log).await;
+        let done = match &result {
+            Ok(report) => report.done.clone(),
+            Err(failed) => failed.done.clone(),
+        };
         let ran = !matches!(&result, Ok(report) if report.outcome == UpOutcome::SkippedLocked);
         if ran {
-            task_app.live.add_run(&recorder, result.is_ok());
+            task_app.live.add_run(&done, result.is_ok());
         } else {
             // Refused because another process holds the lock: like a busy
             // server, that costs the rate limit nothing.
@@ -590,7 +596,7 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
                 _ => "up_to_date",
             }
             .to_owned(),
-            Err(err) => failure_parts(err).2.to_owned(),
+            Err(failed) => failure_parts(&failed.cause).2.to_owned(),
         };
         // The run's end, also when its client is gone.
         eprintln!(
@@ -600,13 +606,13 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
                 "token": caller.token,
                 "client": caller.client.to_string(),
                 "outcome": outcome,
-                "applied": recorder.done().applied.len(),
+                "applied": done.applied.len(),
             })
         );
         let holder = log.holder.lock().unwrap_or_else(|e| e.into_inner()).take();
-        (result, recorder.done(), holder)
+        (result, holder)
     });
-    let (result, done, holder) = match task.await {
+    let (result, holder) = match task.await {
         Ok(finished) => finished,
         Err(_) => {
             return error(
@@ -631,7 +637,7 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
     match result {
         Ok(report) => match report.outcome {
             UpOutcome::Applied => {
-                let count = report.applied.len();
+                let count = report.done.applied.len();
                 json_response(
                     StatusCode::OK,
                     json!({
@@ -641,7 +647,7 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
                             if count == 1 { "" } else { "s" }
                         ),
                         "applied_count": count,
-                        "applied_migrations": applied(&report.applied),
+                        "applied_migrations": applied(&report.done.applied),
                     }),
                     "applied",
                 )
@@ -661,15 +667,15 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
                 "up_to_date",
             ),
         },
-        Err(err) => {
+        Err(failed) => {
             // What committed before the failure stays applied: say which.
-            let (status, title, outcome) = failure_parts(&err);
+            let (status, title, outcome) = failure_parts(&failed.cause);
             json_response(
                 status,
                 json!({
                     "error": title,
-                    "details": err.to_string(),
-                    "applied_migrations": applied(&done.applied),
+                    "details": failed.cause.to_string(),
+                    "applied_migrations": applied(&failed.done.applied),
                 }),
                 outcome,
             )

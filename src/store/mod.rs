@@ -1,20 +1,21 @@
 //! The database side: one connection per run, the tracking tables, the
 //! advisory lock and the execution of migrations.
 
+mod bootstrap;
+mod execute;
 mod lock;
-mod run;
+mod sql;
 mod state;
 pub(crate) mod tls;
 
+pub use bootstrap::BootstrapFailure;
+pub use execute::{Action, Done, Run, RunError};
 pub use lock::{Blocker, LockHolder, default_lock_key};
-pub use run::{Action, Done, LOCK_NOT_AVAILABLE, Run, RunError, RunFailure, SessionSettings};
-pub use state::{
-    DbState, JournalEntry, RowDetails, RowStatus, StateDetail, StateRow, read_journal, read_state,
-};
+pub use sql::{ACTIVE_SQL_TRANSACTION, LOCK_NOT_AVAILABLE, SessionSettings};
+pub use state::{StateDetail, read_journal, read_state, read_unrecorded};
 
 use crate::dsn::{Dsn, TlsMode};
-use crate::error::Error;
-use std::fmt;
+use crate::error::{DbFailure, Error};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
@@ -56,114 +57,12 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// What the server said about a failure, kept whole: the message alone
-/// rarely tells an operator what to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DbFailure {
-    pub severity: Option<String>,
-    pub code: Option<String>,
-    pub message: String,
-    pub detail: Option<String>,
-    pub hint: Option<String>,
-    /// 1-based character position in the statement sent, when the server gives one.
-    pub position: Option<u32>,
-    pub context: Option<String>,
-    /// The server said nothing: the connection failed, so whether the last
-    /// request took effect is unknown.
-    pub connection_lost: bool,
-}
-
-impl DbFailure {
-    /// A failure the tool detected itself, not one the server reported.
-    pub fn tool(message: &str) -> DbFailure {
-        DbFailure {
-            severity: None,
-            code: None,
-            message: message.to_owned(),
-            detail: None,
-            hint: None,
-            position: None,
-            context: None,
-            connection_lost: false,
-        }
-    }
-
-    /// The text stored in the state table and the journal.
-    pub fn record_text(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl From<tokio_postgres::Error> for DbFailure {
-    fn from(err: tokio_postgres::Error) -> DbFailure {
-        match err.as_db_error() {
-            Some(db) => DbFailure {
-                severity: Some(db.severity().to_owned()),
-                code: Some(db.code().code().to_owned()),
-                message: db.message().to_owned(),
-                detail: db.detail().map(str::to_owned),
-                hint: db.hint().map(str::to_owned),
-                position: match db.position() {
-                    Some(tokio_postgres::error::ErrorPosition::Original(at)) => Some(*at),
-                    _ => None,
-                },
-                context: db.where_().map(str::to_owned),
-                connection_lost: false,
-            },
-            None => DbFailure {
-                severity: None,
-                code: None,
-                message: if err.is_closed() {
-                    "the connection to the server was lost".to_owned()
-                } else {
-                    // tokio-postgres' Display names the kind only
-                    // ("error connecting to server"); the cause is the source.
-                    let mut message = err.to_string();
-                    let mut source = std::error::Error::source(&err);
-                    while let Some(cause) = source {
-                        message.push_str(": ");
-                        message.push_str(&cause.to_string());
-                        source = cause.source();
-                    }
-                    message
-                },
-                detail: None,
-                hint: None,
-                position: None,
-                context: None,
-                connection_lost: true,
-            },
-        }
-    }
-}
-
-impl fmt::Display for DbFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.severity, &self.code) {
-            (Some(severity), Some(code)) => {
-                write!(f, "{severity}: {} (SQLSTATE {code})", self.message)?
-            }
-            _ => f.write_str(&self.message)?,
-        }
-        if let Some(detail) = &self.detail {
-            write!(f, "\n  DETAIL: {detail}")?;
-        }
-        if let Some(hint) = &self.hint {
-            write!(f, "\n  HINT: {hint}")?;
-        }
-        if let Some(context) = &self.context {
-            write!(f, "\n  CONTEXT: {}", context.replace('\n', "\n    "))?;
-        }
-        Ok(())
-    }
-}
-
 /// One open connection and what was learnt while opening it.
 pub struct Store {
     client: Client,
     connection: JoinHandle<()>,
     server_version: String,
-    statements: Option<run::Statements>,
+    statements: Option<execute::Statements>,
     backend_pid: Option<i32>,
 }
 

@@ -1,42 +1,15 @@
 //! Reading and creating the state table and the journal.
 
-use super::{DbFailure, Store, Tracking};
-use crate::error::Error;
+use super::{Store, Tracking};
+use crate::error::{DbFailure, Error};
 use crate::migration::Version;
 use crate::plan::{Drift, Drifted};
+use crate::state::{DbState, JournalEntry, RowDetails, RowStatus, StateRow, Unrecorded};
 use std::time::Duration;
 use tokio_postgres::Client;
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RowStatus {
-    Applied,
-    Failed,
-}
-
-/// One row of the state table.
-#[derive(Clone, Debug)]
-pub struct StateRow {
-    pub version: Version,
-    pub name: String,
-    pub checksum: String,
-    pub status: RowStatus,
-    /// Read for `status`; planning needs only the columns above.
-    pub details: Option<RowDetails>,
-}
-
-/// The columns of a state row that only reports show.
-#[derive(Clone, Debug)]
-pub struct RowDetails {
-    /// RFC 3339, UTC, microseconds.
-    pub applied_at: String,
-    pub duration: Duration,
-    pub applied_by: String,
-    pub error: Option<String>,
-    pub in_transaction: bool,
-}
 
 /// How much of each state row to read. Planning, on the start-up path of
 /// every replica, reads four columns; reports read them all.
@@ -44,42 +17,6 @@ pub struct RowDetails {
 pub enum StateDetail {
     Plan,
     Full,
-}
-
-/// One journal entry.
-#[derive(Clone, Debug)]
-pub struct JournalEntry {
-    pub id: i64,
-    /// RFC 3339, UTC, microseconds.
-    pub at: String,
-    pub event: String,
-    pub version: Option<String>,
-    pub name: Option<String>,
-    pub checksum: Option<String>,
-    pub duration: Option<Duration>,
-    pub actor: String,
-    pub db_user: String,
-    pub error: Option<String>,
-    /// What a repair or rollback did, in words.
-    pub note: Option<String>,
-}
-
-/// What the database holds for this folder's tracking tables.
-#[derive(Clone, Debug)]
-pub struct DbState {
-    /// `current_database()`, for the default lock key.
-    pub database: String,
-    /// Ordered by version; empty when the table does not exist yet.
-    pub rows: Vec<StateRow>,
-}
-
-impl DbState {
-    pub fn row(&self, version: &Version) -> Option<&StateRow> {
-        self.rows
-            .binary_search_by(|r| r.version.cmp(version))
-            .ok()
-            .map(|i| &self.rows[i])
-    }
 }
 
 /// Catalog look-ups by name: cheaper on a fresh session than joins over
@@ -111,6 +48,25 @@ fn select_journal(tracking: &Tracking) -> String {
                 note
            FROM {} ORDER BY id",
         tracking.journal_table()
+    )
+}
+
+/// Versions whose last journal entry (failed rollbacks aside, which leave
+/// the row applied) is an apply, and that have no state row.
+fn select_unrecorded(tracking: &Tracking) -> String {
+    format!(
+        "SELECT j.version, coalesce(j.name, ''), coalesce(j.checksum, ''),
+                to_char(j.at AT TIME ZONE 'UTC', {TIMESTAMP_FORMAT}), j.actor,
+                coalesce((extract(epoch FROM j.duration) * 1000000)::bigint, 0)
+           FROM (SELECT DISTINCT ON (version) version, name, checksum, at, actor, duration, event
+                   FROM {journal}
+                  WHERE version IS NOT NULL AND event <> 'rollback_failed'
+                  ORDER BY version, id DESC) j
+          WHERE j.event = 'applied'
+            AND NOT EXISTS (SELECT 1 FROM {state} s WHERE s.version = j.version)
+          ORDER BY j.version",
+        journal = tracking.journal_table(),
+        state = tracking.state_table(),
     )
 }
 
@@ -170,6 +126,11 @@ impl Store {
         read_state(self.client(), tracking, detail).await
     }
 
+    /// See [`read_unrecorded`].
+    pub async fn read_unrecorded(&self, tracking: &Tracking) -> Result<Vec<Unrecorded>, Error> {
+        read_unrecorded(self.client(), tracking).await
+    }
+
     /// The journal, oldest first; empty when it does not exist yet.
     pub async fn read_journal(&self, tracking: &Tracking) -> Result<Vec<JournalEntry>, Error> {
         read_journal(self.client(), tracking).await
@@ -199,6 +160,7 @@ pub async fn read_state(
     let mut state = DbState {
         database,
         rows: Vec::new(),
+        unrecorded: Vec::new(),
     };
     let messages = match rows {
         Ok(messages) => messages,
@@ -255,6 +217,54 @@ pub async fn read_state(
     }
     state.rows.sort_by(|a, b| a.version.cmp(&b.version));
     Ok(state)
+}
+
+/// Applies the journal remembers and the state table lost (see
+/// [`Unrecorded`]); empty when the tables do not exist yet. Read only when
+/// something is pending: the start-up path of a replica with nothing to do
+/// never pays for it.
+pub async fn read_unrecorded(
+    client: &Client,
+    tracking: &Tracking,
+) -> Result<Vec<Unrecorded>, Error> {
+    let messages = match client.simple_query(&select_unrecorded(tracking)).await {
+        Ok(messages) => messages,
+        Err(err)
+            if matches!(
+                err.code(),
+                Some(&SqlState::UNDEFINED_TABLE) | Some(&SqlState::INVALID_SCHEMA_NAME)
+            ) =>
+        {
+            return Ok(Vec::new());
+        }
+        Err(err) => {
+            return Err(Error::database(
+                format!(
+                    "cannot read {}.{}",
+                    tracking.schema,
+                    tracking.journal_name()
+                ),
+                err,
+            ));
+        }
+    };
+    Ok(messages
+        .into_iter()
+        .filter_map(|message| {
+            let SimpleQueryMessage::Row(row) = message else {
+                return None;
+            };
+            let text = |i: usize| row.get(i).unwrap_or("").to_owned();
+            Some(Unrecorded {
+                version: Version::parse(row.get(0)?)?,
+                name: text(1),
+                checksum: text(2),
+                applied_at: text(3),
+                actor: text(4),
+                duration: micros(row.get(5)).unwrap_or_default(),
+            })
+        })
+        .collect())
 }
 
 /// [`Store::read_journal`] on any connection.
@@ -387,6 +397,38 @@ impl Store {
                         "accepted the file as it is now: checksum {} was {}",
                         &current[..12.min(current.len())],
                         &recorded[..12.min(recorded.len())]
+                    ),
+                ),
+                Drift::Unrecorded {
+                    applied_at,
+                    actor: applied_by,
+                    checksum,
+                    duration,
+                } => (
+                    transaction
+                        .execute(
+                            &format!(
+                                "INSERT INTO {state}
+                                        (version, name, checksum, status, applied_at, duration,
+                                         applied_by, in_transaction)
+                                 VALUES ($1, $2, $3, 'applied', $4::text::timestamptz,
+                                         $5::float8 * interval '1 microsecond', $6, true)
+                                 ON CONFLICT (version) DO NOTHING"
+                            ),
+                            &[
+                                &version,
+                                name,
+                                checksum,
+                                applied_at,
+                                &(duration.as_micros() as f64),
+                                applied_by,
+                            ],
+                        )
+                        .await
+                        .map_err(failed)?,
+                    format!(
+                        "restored its row from the journal: it was applied at {applied_at} by \
+                         {applied_by}, and its row had gone"
                     ),
                 ),
                 Drift::Missing => (

@@ -62,7 +62,7 @@ fn up_reports_events_and_a_typed_result() {
         .block_on(migrator(&t).up(&UpOptions::default(), &events))
         .unwrap();
     assert_eq!(report.outcome, UpOutcome::Applied);
-    assert_eq!(report.applied.len(), 2);
+    assert_eq!(report.done.applied.len(), 2);
     assert_eq!(
         *events.0.lock().unwrap(),
         ["applied 001_a", "applied 002_b"]

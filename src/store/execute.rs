@@ -1,0 +1,748 @@
+//! Running one script (an up file, or a down file) with its bookkeeping.
+//!
+//! A transactional script takes two round trips, each a pipeline
+//! (tokio-postgres sends a request when its future is first polled, and
+//! `tokio::join!` polls in argument order, so requests reach the server in
+//! the order written):
+//!
+//! 1. `BEGIN`, the session reset and the transaction id; clearing an
+//!    earlier failed row; the script's SQL; whether the session still
+//!    holds the migration lock.
+//! 2. `RESET ROLE`; the record, guarded by the transaction id; `COMMIT`.
+//!    (A script that released the lock gets `ROLLBACK` instead.)
+//!
+//! The guard: the record is written only if the transaction is still the
+//! one `BEGIN` opened, so a file that ends its transaction itself (which
+//! the engine refuses before running, when it can see the statement) never
+//! gets a record for work that did not commit with it.
+//!
+//! A `-- migrate:no-transaction` script runs statement by statement in
+//! autocommit. Its state row says `failed` with "not finished: k of n
+//! statements ran" until it completes, so a killed run leaves a row that
+//! says how far it got, and the next `up` runs it again. After each
+//! statement the lock is checked, and after a `CREATE INDEX CONCURRENTLY`
+//! the index it names must be valid.
+//!
+//! Both paths record an outcome the same way: [`Store::record_done`] for
+//! success, [`Store::record_failure`] for a failure.
+
+use super::sql::{self as bookkeeping, LOCK_NOT_AVAILABLE, SessionSettings};
+use super::{Store, Tracking};
+use crate::error::{DbFailure, Error, RunFailure};
+use crate::migration::sql;
+use crate::migration::{Migration, Script};
+use std::time::{Duration, Instant};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{SimpleQueryMessage, Statement};
+
+/// What a script does to the record when it succeeds.
+#[derive(Clone, Copy, Debug)]
+pub enum Action<'a> {
+    /// An up file: the version becomes applied, replacing the failed row
+    /// with this version text if there is one.
+    Apply { failed_row_version: Option<&'a str> },
+    /// A down file: the applied row goes away.
+    RollBack,
+}
+
+/// One script to run.
+#[derive(Clone, Copy, Debug)]
+pub struct Run<'a> {
+    pub migration: &'a Migration,
+    /// The file that runs: `migration.up` or its down file.
+    pub script: &'a Script,
+    pub action: Action<'a>,
+    /// Recorded as `applied_by` / `actor`.
+    pub actor: &'a str,
+    /// The engine tries again if this attempt fails on `lock_timeout`:
+    /// such a failure is rolled back but not recorded.
+    pub retries_lock_timeout: bool,
+    /// The key of the migration lock this session holds (`None` without
+    /// one, `--safe=false`). A script that releases it is not recorded.
+    pub lock_key: Option<i64>,
+}
+
+/// A script that completed, with its record.
+#[derive(Clone, Debug)]
+pub struct Done {
+    pub duration: Duration,
+}
+
+/// Why a script did not complete.
+#[derive(Debug)]
+pub enum RunError {
+    /// It failed. `recorded` says whether the failure reached the state
+    /// table and journal.
+    Failed(Box<RunFailure>),
+    /// It released the migration lock (`pg_advisory_unlock_all()`, say).
+    /// A transactional script was rolled back; of a statement-by-statement
+    /// one, `statements` ran. Only the journal heard of it: without the
+    /// lock, the state table is another instance's to write.
+    LockReleased {
+        statements: Option<(usize, usize)>,
+        duration: Duration,
+        journalled: Result<(), DbFailure>,
+    },
+    /// Its bookkeeping failed; `Error` says whether the outcome is known.
+    Record(Error),
+}
+
+/// The bookkeeping statements and session preambles, prepared once per run.
+pub(super) struct Statements {
+    begin: String,
+    session: String,
+    clear_failed: Statement,
+    record_applied: Statement,
+    record_rolled_back: Statement,
+    upsert_failed: Statement,
+    progress: Statement,
+    journal: Statement,
+}
+
+impl Store {
+    async fn statements(
+        &mut self,
+        tracking: &Tracking,
+        settings: &SessionSettings,
+    ) -> Result<&Statements, Error> {
+        if self.statements.is_none() {
+            let client = self.client();
+            let texts = (
+                bookkeeping::clear_failed(tracking),
+                bookkeeping::record_applied(tracking),
+                bookkeeping::record_rolled_back(tracking),
+                bookkeeping::upsert_failed(tracking),
+                bookkeeping::progress(tracking),
+                bookkeeping::journal(tracking),
+            );
+            use Type as T;
+            let (
+                clear_failed,
+                record_applied,
+                record_rolled_back,
+                upsert_failed,
+                progress,
+                journal,
+            ) = tokio::join!(
+                client.prepare_typed(&texts.0, &[T::TEXT]),
+                client.prepare_typed(
+                    &texts.1,
+                    &[
+                        T::TEXT,
+                        T::TEXT,
+                        T::TEXT,
+                        T::INT8,
+                        T::TEXT,
+                        T::BOOL,
+                        T::INT8
+                    ]
+                ),
+                client.prepare_typed(
+                    &texts.2,
+                    &[T::TEXT, T::INT8, T::TEXT, T::INT8, T::TEXT, T::TEXT]
+                ),
+                client.prepare_typed(
+                    &texts.3,
+                    &[
+                        T::TEXT,
+                        T::TEXT,
+                        T::TEXT,
+                        T::INT8,
+                        T::TEXT,
+                        T::BOOL,
+                        T::TEXT
+                    ]
+                ),
+                client.prepare_typed(&texts.4, &[T::TEXT, T::TEXT]),
+                client.prepare_typed(
+                    &texts.5,
+                    &[
+                        T::TEXT,
+                        T::TEXT,
+                        T::TEXT,
+                        T::TEXT,
+                        T::INT8,
+                        T::TEXT,
+                        T::TEXT,
+                        T::TEXT
+                    ]
+                ),
+            );
+            let prepare_error =
+                |err| Error::database("cannot prepare the bookkeeping statements", err);
+            let major = self.server_major();
+            self.statements = Some(Statements {
+                begin: format!(
+                    "BEGIN; {}SELECT txid_current()",
+                    bookkeeping::session(tracking, major, settings, true)
+                ),
+                session: bookkeeping::session(tracking, major, settings, false),
+                clear_failed: clear_failed.map_err(prepare_error)?,
+                record_applied: record_applied.map_err(prepare_error)?,
+                record_rolled_back: record_rolled_back.map_err(prepare_error)?,
+                upsert_failed: upsert_failed.map_err(prepare_error)?,
+                progress: progress.map_err(prepare_error)?,
+                journal: journal.map_err(prepare_error)?,
+            });
+        }
+        Ok(self.statements.as_ref().expect("set above"))
+    }
+
+    fn prepared(&self) -> &Statements {
+        self.statements.as_ref().expect("prepared by run_script")
+    }
+
+    /// Runs one script and records the outcome.
+    pub async fn run_script(
+        &mut self,
+        tracking: &Tracking,
+        settings: &SessionSettings,
+        run: Run<'_>,
+    ) -> Result<Done, RunError> {
+        self.statements(tracking, settings)
+            .await
+            .map_err(RunError::Record)?;
+        if run.script.transactional {
+            self.run_in_transaction(run).await
+        } else {
+            self.run_statements(run, settings).await
+        }
+    }
+
+    async fn run_in_transaction(&self, run: Run<'_>) -> Result<Done, RunError> {
+        let statements = self.prepared();
+        let client = self.client();
+        let script = run.script;
+        let start = Instant::now();
+        let clear = async {
+            match run.action {
+                Action::Apply {
+                    failed_row_version: Some(version),
+                } => client
+                    .execute(&statements.clear_failed, &[&version])
+                    .await
+                    .map(|_| ()),
+                _ => Ok(()),
+            }
+        };
+        let (begun, cleared, ran, held) = tokio::join!(
+            client.simple_query(&statements.begin),
+            clear,
+            client.batch_execute(&script.sql),
+            self.holds_lock(run.lock_key),
+        );
+        let duration = start.elapsed();
+        let failure = match (begun, cleared, ran) {
+            (Ok(begun), Ok(()), Ok(())) => {
+                match held {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        client.batch_execute("ROLLBACK").await.ok();
+                        return Err(self.lock_released(run, None, duration).await);
+                    }
+                    Err(err) => {
+                        client.batch_execute("ROLLBACK").await.ok();
+                        return Err(RunError::Record(record_error(&run, err)));
+                    }
+                }
+                let txid = transaction_id(&begun);
+                let (reset, recorded, commit) = tokio::join!(
+                    client.batch_execute("RESET SESSION AUTHORIZATION; RESET ROLE"),
+                    self.record_done(&run, txid, duration),
+                    client.batch_execute("COMMIT"),
+                );
+                match (reset, recorded, commit) {
+                    (Ok(()), Ok(1), Ok(())) => return Ok(Done { duration }),
+                    (Ok(()), Ok(_), Ok(())) => DbFailure::tool(match run.action {
+                        Action::Apply { .. } => {
+                            "the file ended its transaction itself (a COMMIT, ROLLBACK or END \
+                             outside a function body), so what it did before that was committed \
+                             or rolled back apart from its record; check the schema, remove the \
+                             transaction statements from the file, and run up again"
+                        }
+                        Action::RollBack => {
+                            "the down file ended its transaction itself, or the migration was no \
+                             longer applied; its record was left as it was: check with \
+                             `migrate status`"
+                        }
+                    }),
+                    (reset, recorded, commit) => {
+                        let err = reset
+                            .and(recorded.map(|_| ()))
+                            .and(commit)
+                            .expect_err("one of them failed");
+                        return Err(RunError::Record(record_error(&run, err)));
+                    }
+                }
+            }
+            // The script's own error comes first; the others follow from
+            // the same cause (a lost connection) or from it.
+            (_, _, Err(err)) | (_, Err(err), Ok(())) | (Err(err), Ok(()), Ok(())) => {
+                DbFailure::from(err)
+            }
+        };
+        client.batch_execute("ROLLBACK").await.ok();
+        let location = failure
+            .position
+            .map(|p| sql::locate(&script.sql, sql::position_to_offset(&script.sql, p)));
+        let failure = RunFailure {
+            failure,
+            duration,
+            location,
+            statements: None,
+            invalid_indexes: Vec::new(),
+            recorded: Ok(()),
+        };
+        Err(self.record_failure(run, failure).await)
+    }
+
+    /// A `-- migrate:no-transaction` script: each statement on its own.
+    async fn run_statements(
+        &self,
+        run: Run<'_>,
+        settings: &SessionSettings,
+    ) -> Result<Done, RunError> {
+        let statements = self.prepared();
+        let client = self.client();
+        let script = run.script;
+        let version = record_version(&run);
+        let parts = sql::split(&script.sql).map_err(|err| {
+            RunError::Failed(Box::new(RunFailure {
+                failure: DbFailure::tool(&format!("cannot split the file into statements: {err}")),
+                duration: Duration::ZERO,
+                location: None,
+                statements: None,
+                invalid_indexes: Vec::new(),
+                recorded: Ok(()),
+            }))
+        })?;
+        let total = parts.len();
+        let start = Instant::now();
+        let progress_text = |ran: usize| format!("not finished: {ran} of {total} statements ran");
+
+        // The session, and for an up file a row that says how far it got.
+        let session = client.batch_execute(&statements.session);
+        let marked = async {
+            match run.action {
+                Action::Apply { .. } => client
+                    .execute(
+                        &statements.upsert_failed,
+                        &[
+                            &version,
+                            &run.migration.name,
+                            &script.checksum.as_str(),
+                            &0i64,
+                            &run.actor,
+                            &false,
+                            &progress_text(0),
+                        ],
+                    )
+                    .await
+                    .map(|_| ()),
+                Action::RollBack => Ok(()),
+            }
+        };
+        let (session, marked) = tokio::join!(session, marked);
+        if let Err(err) = session.and(marked) {
+            let failure =
+                RunFailure::new(DbFailure::from(err), start.elapsed()).after_statements(0, total);
+            return Err(self.record_failure(run, failure).await);
+        }
+
+        for (index, part) in parts.iter().enumerate() {
+            // A CONCURRENTLY statement waits for every older transaction of
+            // the database, which lock_timeout would cut short; it blocks
+            // no reads or writes meanwhile, so it runs without one. Indexes
+            // it may leave INVALID are told apart from ones that were.
+            let invalid_before = if part.concurrently {
+                self.invalid_indexes().await
+            } else {
+                Vec::new()
+            };
+            let ran = if part.concurrently && !settings.lock_timeout.is_zero() {
+                let restore = bookkeeping::restore_lock_timeout(settings);
+                let (lifted, ran, restored) = tokio::join!(
+                    client.batch_execute("SET lock_timeout = 0"),
+                    client.batch_execute(part.text),
+                    client.batch_execute(&restore),
+                );
+                lifted.and(ran).and(restored)
+            } else {
+                client.batch_execute(part.text).await
+            };
+            let at = |position: Option<u32>| {
+                sql::locate(
+                    &script.sql,
+                    part.offset + position.map_or(0, |p| sql::position_to_offset(part.text, p)),
+                )
+            };
+            if let Err(err) = ran {
+                let failure = DbFailure::from(err);
+                let location = failure.position.map(|p| at(Some(p)));
+                let invalid_indexes = if part.concurrently && !failure.connection_lost {
+                    self.invalid_indexes()
+                        .await
+                        .into_iter()
+                        .filter(|index| !invalid_before.contains(index))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let failure = RunFailure {
+                    location,
+                    invalid_indexes,
+                    ..RunFailure::new(failure, start.elapsed()).after_statements(index, total)
+                };
+                return Err(self.record_failure(run, failure).await);
+            }
+            // `CREATE INDEX CONCURRENTLY IF NOT EXISTS` succeeds over the
+            // INVALID index a failed or killed earlier run left, and that
+            // index enforces nothing: never record the file applied so.
+            if part.concurrently
+                && let Some(name) = sql::created_index(part.text)
+            {
+                match self.index_validity(&name).await {
+                    Ok(Some((index_name, false))) => {
+                        let failure = RunFailure {
+                            location: Some(at(None)),
+                            invalid_indexes: vec![index_name.clone()],
+                            ..RunFailure::new(
+                                DbFailure::tool(&format!(
+                                    "index {index_name} is INVALID: an earlier CREATE INDEX \
+                                     CONCURRENTLY of it failed or was killed, and this statement \
+                                     left it as it was, so it is not used and enforces nothing"
+                                )),
+                                start.elapsed(),
+                            )
+                            .after_statements(index, total)
+                        };
+                        return Err(self.record_failure(run, failure).await);
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        let failure = RunFailure::new(DbFailure::from(err), start.elapsed())
+                            .after_statements(index + 1, total);
+                        return Err(self.record_failure(run, failure).await);
+                    }
+                }
+            }
+            let progress = async {
+                if matches!(run.action, Action::Apply { .. }) {
+                    // Best effort: a lost connection shows at the next
+                    // statement, and a file that SET ROLE to a role that
+                    // may not write the state table keeps that role for its
+                    // later statements.
+                    let _ = client
+                        .execute(&statements.progress, &[&version, &progress_text(index + 1)])
+                        .await;
+                }
+            };
+            let (held, ()) = tokio::join!(self.holds_lock(run.lock_key), progress);
+            match held {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(self
+                        .lock_released(run, Some((index + 1, total)), start.elapsed())
+                        .await);
+                }
+                Err(err) => {
+                    let failure = RunFailure::new(DbFailure::from(err), start.elapsed())
+                        .after_statements(index + 1, total);
+                    return Err(self.record_failure(run, failure).await);
+                }
+            }
+        }
+        let duration = start.elapsed();
+
+        // Done: the record, in a transaction of its own.
+        let (begun, cleared) = tokio::join!(
+            client.simple_query(
+                "RESET SESSION AUTHORIZATION; RESET ROLE; BEGIN; SELECT txid_current()"
+            ),
+            async {
+                match run.action {
+                    Action::Apply { .. } => client
+                        .execute(&statements.clear_failed, &[&version])
+                        .await
+                        .map(|_| ()),
+                    Action::RollBack => Ok(()),
+                }
+            }
+        );
+        let recorded = match (begun, cleared) {
+            (Ok(begun), Ok(())) => {
+                let txid = transaction_id(&begun);
+                let (recorded, commit) = tokio::join!(
+                    self.record_done(&run, txid, duration),
+                    client.batch_execute("COMMIT")
+                );
+                recorded.and_then(|n| commit.map(|()| n))
+            }
+            (Err(err), _) | (_, Err(err)) => Err(err),
+        };
+        match recorded {
+            Ok(1) => Ok(Done { duration }),
+            Ok(_) => {
+                client.batch_execute("ROLLBACK").await.ok();
+                let failure = RunFailure::new(
+                    DbFailure::tool(
+                        "every statement ran, but the record was not where it was expected \
+                         (another process changed it?): check with `migrate status`",
+                    ),
+                    duration,
+                )
+                .after_statements(total, total);
+                Err(self.record_failure(run, failure).await)
+            }
+            Err(err) => {
+                client.batch_execute("ROLLBACK").await.ok();
+                Err(RunError::Record(record_error(&run, err)))
+            }
+        }
+    }
+
+    /// Records a success, inside the transaction whose id is `txid`: the
+    /// applied row (or, for a down file, the row's removal) and its
+    /// journal entry. Returns the rows recorded: 1, or 0 if the transaction
+    /// is no longer that one.
+    async fn record_done(
+        &self,
+        run: &Run<'_>,
+        txid: i64,
+        duration: Duration,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statements = self.prepared();
+        let client = self.client();
+        let script = run.script;
+        let micros = duration.as_micros() as i64;
+        let version = record_version(run);
+        match run.action {
+            Action::Apply { .. } => {
+                client
+                    .execute(
+                        &statements.record_applied,
+                        &[
+                            &version,
+                            &run.migration.name,
+                            &script.checksum.as_str(),
+                            &micros,
+                            &run.actor,
+                            &script.transactional,
+                            &txid,
+                        ],
+                    )
+                    .await
+            }
+            Action::RollBack => {
+                let note = if script.transactional {
+                    format!("ran {}", script.file_name())
+                } else {
+                    format!("ran {} statement by statement", script.file_name())
+                };
+                client
+                    .execute(
+                        &statements.record_rolled_back,
+                        &[
+                            &version,
+                            &txid,
+                            &script.checksum.as_str(),
+                            &micros,
+                            &run.actor,
+                            &note,
+                        ],
+                    )
+                    .await
+            }
+        }
+    }
+
+    /// Records a failure (unless the engine retries it): a failed row and
+    /// a journal entry for an up file, a journal entry for a down file.
+    async fn record_failure(&self, run: Run<'_>, mut failure: RunFailure) -> RunError {
+        if run.retries_lock_timeout && failure.failure.code.as_deref() == Some(LOCK_NOT_AVAILABLE) {
+            return RunError::Failed(Box::new(failure));
+        }
+        let statements = self.prepared();
+        let client = self.client();
+        if !run.script.transactional {
+            // A transaction's SET ROLE went with its rollback; a
+            // statement-by-statement file's did not.
+            let _ = client
+                .batch_execute("RESET SESSION AUTHORIZATION; RESET ROLE")
+                .await;
+        }
+        let version = record_version(&run);
+        let micros = failure.duration.as_micros() as i64;
+        let error_text = failure.record_text();
+        let checksum = run.script.checksum.as_str();
+        let journal = self.journal_failure(&run, &error_text, failure.duration);
+        let recorded = match run.action {
+            Action::Apply { .. } => {
+                let params: [&(dyn ToSql + Sync); 7] = [
+                    &version,
+                    &run.migration.name,
+                    &checksum,
+                    &micros,
+                    &run.actor,
+                    &run.script.transactional,
+                    &error_text,
+                ];
+                let (row, journal) =
+                    tokio::join!(client.execute(&statements.upsert_failed, &params), journal);
+                row.and(journal)
+            }
+            Action::RollBack => journal.await,
+        };
+        failure.recorded = recorded.map(|_| ()).map_err(DbFailure::from);
+        RunError::Failed(Box::new(failure))
+    }
+
+    /// The journal entry of a failed script: `failed` for an up file,
+    /// `rollback_failed` for a down file.
+    async fn journal_failure(
+        &self,
+        run: &Run<'_>,
+        error_text: &str,
+        duration: Duration,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let event = match run.action {
+            Action::Apply { .. } => "failed",
+            Action::RollBack => "rollback_failed",
+        };
+        let note: Option<String> = None;
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &event,
+            &record_version(run),
+            &run.migration.name,
+            &run.script.checksum.as_str(),
+            &(duration.as_micros() as i64),
+            &run.actor,
+            &error_text,
+            &note,
+        ];
+        self.client()
+            .execute(&self.prepared().journal, &params)
+            .await
+    }
+
+    /// A script released the migration lock: journalled, and nothing else
+    /// written, since the state table may already be another instance's.
+    async fn lock_released(
+        &self,
+        run: Run<'_>,
+        statements: Option<(usize, usize)>,
+        duration: Duration,
+    ) -> RunError {
+        let mut text = format!(
+            "{} released the migration lock while it ran",
+            run.script.file_name()
+        );
+        match statements {
+            None => text.push_str("; it was rolled back"),
+            Some((ran, total)) => text.push_str(&format!("; {ran} of {total} statements ran")),
+        }
+        let journalled = self
+            .journal_failure(&run, &text, duration)
+            .await
+            .map(|_| ())
+            .map_err(DbFailure::from);
+        RunError::LockReleased {
+            statements,
+            duration,
+            journalled,
+        }
+    }
+
+    /// Whether this session still holds the migration lock (`None`: there
+    /// is none to hold). Sent as one request, so it can follow a script in
+    /// the same pipeline.
+    pub(super) async fn holds_lock(&self, key: Option<i64>) -> Result<bool, tokio_postgres::Error> {
+        let Some(key) = key else {
+            return Ok(true);
+        };
+        let (classid, objid) = bookkeeping::lock_key_halves(key);
+        let rows = self
+            .client()
+            .query_typed(
+                bookkeeping::LOCK_HELD,
+                &[(&classid, Type::INT8), (&objid, Type::INT8)],
+            )
+            .await?;
+        Ok(rows.first().is_some_and(|row| row.get(0)))
+    }
+
+    /// The index named `name` (resolved as the statement resolved it) and
+    /// whether it is valid; `None` if there is no such index.
+    async fn index_validity(
+        &self,
+        name: &str,
+    ) -> Result<Option<(String, bool)>, tokio_postgres::Error> {
+        let rows = self
+            .client()
+            .query_typed(bookkeeping::INDEX_VALIDITY, &[(&name, Type::TEXT)])
+            .await?;
+        Ok(rows.first().map(|row| (row.get(0), row.get(1))))
+    }
+
+    /// Indexes left INVALID anywhere in the database.
+    async fn invalid_indexes(&self) -> Vec<String> {
+        match self
+            .client()
+            .simple_query(bookkeeping::INVALID_INDEXES)
+            .await
+        {
+            Ok(messages) => messages
+                .into_iter()
+                .filter_map(|m| match m {
+                    SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                    _ => None,
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// The version text the record uses: an earlier failed row's, or the
+/// file's.
+fn record_version<'a>(run: &Run<'a>) -> &'a str {
+    match run.action {
+        Action::Apply {
+            failed_row_version: Some(version),
+        } => version,
+        _ => run.migration.version.as_str(),
+    }
+}
+
+pub(super) fn transaction_id(messages: &[SimpleQueryMessage]) -> i64 {
+    messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn record_error(run: &Run<'_>, err: tokio_postgres::Error) -> Error {
+    let failure = DbFailure::from(err);
+    let label = run.migration.label();
+    let file = run.script.file_name();
+    let context = match (run.script.transactional, failure.connection_lost) {
+        (true, true) => format!(
+            "the connection was lost while committing {file} of {label}: whether it committed \
+             is unknown; run `migrate status` once the server is back"
+        ),
+        (true, false) => {
+            format!("{file} of {label} ran, but recording it failed, so it was rolled back")
+        }
+        (false, _) => format!(
+            "every statement of {file} ({label}) ran and stays done, but recording that failed; \
+             its row still says it did not finish, so the next `up` runs the file again"
+        ),
+    };
+    Error::Database {
+        context,
+        failure: Box::new(failure),
+    }
+}

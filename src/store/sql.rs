@@ -1,0 +1,172 @@
+//! The SQL text of the bookkeeping: recording an apply, a rollback, a
+//! failure and a journal entry, the session every script starts from, and
+//! the checks made around a script. Plain text, built once per run; the
+//! parameters are listed above each.
+
+use super::{Tracking, quote_ident};
+use std::time::Duration;
+
+/// Records an applied migration if the transaction is still the one opened
+/// for it. $1 version, $2 name, $3 checksum, $4 duration (µs), $5 actor,
+/// $6 in_transaction, $7 transaction id.
+pub(super) fn record_applied(tracking: &Tracking) -> String {
+    format!(
+        "WITH recorded AS (
+             INSERT INTO {state}
+                    (version, name, checksum, status, applied_at, duration, applied_by, error, in_transaction)
+             SELECT $1, $2, $3, 'applied', now(), $4::float8 * interval '1 microsecond', $5, NULL, $6
+              WHERE txid_current() = $7
+             RETURNING version, name, checksum, duration, applied_by)
+         INSERT INTO {journal} (event, version, name, checksum, duration, actor)
+         SELECT 'applied', version, name, checksum, duration, applied_by FROM recorded",
+        state = tracking.state_table(),
+        journal = tracking.journal_table(),
+    )
+}
+
+/// Removes a rolled-back migration's row if the transaction is still the
+/// one opened for it. $1 version, $2 transaction id, $3 the down file's
+/// checksum, $4 duration (µs), $5 actor, $6 note.
+pub(super) fn record_rolled_back(tracking: &Tracking) -> String {
+    format!(
+        "WITH removed AS (
+             DELETE FROM {state}
+              WHERE version = $1 AND status = 'applied' AND txid_current() = $2
+             RETURNING version, name)
+         INSERT INTO {journal} (event, version, name, checksum, duration, actor, note)
+         SELECT 'rolled_back', version, name, $3, $4::float8 * interval '1 microsecond', $5, $6
+           FROM removed",
+        state = tracking.state_table(),
+        journal = tracking.journal_table(),
+    )
+}
+
+/// Writes a failed row; never overwrites one that says applied. $1 version,
+/// $2 name, $3 checksum, $4 duration (µs), $5 actor, $6 in_transaction,
+/// $7 error.
+pub(super) fn upsert_failed(tracking: &Tracking) -> String {
+    format!(
+        "INSERT INTO {state} AS s
+                (version, name, checksum, status, applied_at, duration, applied_by, error, in_transaction)
+         VALUES ($1, $2, $3, 'failed', now(), $4::float8 * interval '1 microsecond', $5, $7, $6)
+         ON CONFLICT (version) DO UPDATE
+            SET name = EXCLUDED.name, checksum = EXCLUDED.checksum, status = 'failed',
+                applied_at = EXCLUDED.applied_at, duration = EXCLUDED.duration,
+                applied_by = EXCLUDED.applied_by, error = EXCLUDED.error,
+                in_transaction = EXCLUDED.in_transaction
+          WHERE s.status = 'failed'",
+        state = tracking.state_table(),
+    )
+}
+
+/// $1 event, $2 version, $3 name, $4 checksum, $5 duration (µs), $6 actor,
+/// $7 error, $8 note.
+pub(super) fn journal(tracking: &Tracking) -> String {
+    format!(
+        "INSERT INTO {} (event, version, name, checksum, duration, actor, error, note)
+         VALUES ($1, $2, $3, $4, $5::float8 * interval '1 microsecond', $6, $7, $8)",
+        tracking.journal_table(),
+    )
+}
+
+/// Removes an earlier failed row before the retry's record. $1 version.
+pub(super) fn clear_failed(tracking: &Tracking) -> String {
+    format!(
+        "DELETE FROM {} WHERE version = $1 AND status = 'failed'",
+        tracking.state_table()
+    )
+}
+
+/// How far a statement-by-statement script got. $1 version, $2 text.
+pub(super) fn progress(tracking: &Tracking) -> String {
+    format!(
+        "UPDATE {} SET error = $2 WHERE version = $1 AND status = 'failed'",
+        tracking.state_table()
+    )
+}
+
+/// SQLSTATE lock_not_available: `lock_timeout` ran out.
+pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// SQLSTATE active_sql_transaction: a statement that cannot run inside a
+/// transaction block (`CREATE INDEX CONCURRENTLY`, `VACUUM`, ...).
+pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
+
+/// Every index left INVALID in the database, as `schema.name`.
+pub(super) const INVALID_INDEXES: &str = "\
+SELECT format('%I.%I', n.nspname, c.relname)
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE NOT i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'pg_toast')
+ ORDER BY 1";
+
+/// The index a statement names, if it exists, and whether it is valid.
+/// $1 the name as the statement wrote it (resolved with the session's
+/// search_path, as the statement was).
+pub(super) const INDEX_VALIDITY: &str = "\
+SELECT format('%I.%I', n.nspname, c.relname), i.indisvalid
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE i.indexrelid = to_regclass($1)";
+
+/// Whether this session still holds the migration lock (a session advisory
+/// lock on one bigint key: classid the high half, objid the low half,
+/// objsubid 1). $1 classid, $2 objid.
+pub(super) const LOCK_HELD: &str = "\
+SELECT EXISTS (
+  SELECT 1 FROM pg_locks
+   WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() AND objsubid = 1
+     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+     AND classid::bigint = $1 AND objid::bigint = $2)";
+
+/// The two halves of a lock key, as `pg_locks` shows them.
+pub(super) fn lock_key_halves(key: i64) -> (i64, i64) {
+    ((key as u64 >> 32) as i64, (key as u64 & 0xffff_ffff) as i64)
+}
+
+fn millis(d: Duration) -> String {
+    format!("'{}ms'", d.as_millis())
+}
+
+/// Session settings every script starts from.
+#[derive(Clone, Debug)]
+pub struct SessionSettings {
+    /// `lock_timeout` for each statement; zero turns it off.
+    pub lock_timeout: Duration,
+    /// `statement_timeout`; `None` leaves the session's own.
+    pub statement_timeout: Option<Duration>,
+}
+
+/// The settings each script starts from: the session as the connection
+/// string set it up (what an earlier file did with SET or SET ROLE does
+/// not leak into the next), search_path set to the schema, the timeouts,
+/// and on PostgreSQL 14+ a check for a vanished client every second, so a
+/// killed `migrate` stops holding locks within a second even mid-statement.
+/// `local`: for a transaction (SET LOCAL), or for the session.
+pub(super) fn session(
+    tracking: &Tracking,
+    server_major: u32,
+    settings: &SessionSettings,
+    local: bool,
+) -> String {
+    let set = if local { "SET LOCAL" } else { "SET" };
+    let mut sql = format!(
+        "RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE; {set} search_path TO {}; \
+         {set} lock_timeout = {}; ",
+        quote_ident(&tracking.schema),
+        millis(settings.lock_timeout)
+    );
+    if let Some(timeout) = settings.statement_timeout {
+        sql.push_str(&format!("{set} statement_timeout = {}; ", millis(timeout)));
+    }
+    if server_major >= 14 {
+        sql.push_str(&format!("{set} client_connection_check_interval = '1s'; "));
+    }
+    sql
+}
+
+/// `SET lock_timeout` back to the session's value after a CONCURRENTLY
+/// statement ran without one.
+pub(super) fn restore_lock_timeout(settings: &SessionSettings) -> String {
+    format!("SET lock_timeout = {}", millis(settings.lock_timeout))
+}
