@@ -144,6 +144,11 @@ pub enum Error {
     #[error("aborted; nothing was changed")]
     Aborted,
 
+    /// SIGINT or SIGTERM ended the run (or Ctrl-C at the prompt); the
+    /// message says what was running and what became of it.
+    #[error("{message}")]
+    Interrupted { signal: i32, message: String },
+
     /// `migrate serve` was told to stop again while a migration ran.
     #[error("{0}")]
     Stopped(String),
@@ -162,6 +167,8 @@ impl Error {
             | Error::MissingVariable { .. }
             | Error::ForeignStateTable { .. } => exit::USAGE,
             Error::Connect { .. } => exit::UNREACHABLE,
+            // As a shell reports a process a signal ended.
+            Error::Interrupted { signal, .. } => 128 + signal,
             Error::Drift { .. } => exit::DRIFT,
             Error::LockTimeout { .. } => exit::LOCK_TIMEOUT,
             Error::MigrationFailed { .. }

@@ -98,7 +98,15 @@ pub fn run(cli: Cli) -> i32 {
             return exit::FAILED;
         }
     };
-    match runtime.block_on(run_command(&command, &settings, &printer)) {
+    let result = match command {
+        // A person or Kubernetes may stop a run: say what that leaves.
+        Command::Up | Command::Down(_) => runtime.block_on(interruptible(
+            run_command(&command, &settings, &printer),
+            &printer,
+        )),
+        _ => runtime.block_on(run_command(&command, &settings, &printer)),
+    };
+    match result {
         Ok(()) => exit::OK,
         Err(Failure { error, done }) => {
             printer.error(error.to_string());
@@ -108,6 +116,49 @@ pub fn run(cli: Cli) -> i32 {
             error.exit_code()
         }
     }
+}
+
+/// Runs `up` or `down` until it ends or SIGINT / SIGTERM arrives. On a
+/// signal the run is dropped, so its connection closes and the server
+/// rolls back the transaction in progress; the error names what was
+/// running. Ctrl-C at the prompt is an interruption too.
+async fn interruptible(
+    run: impl std::future::Future<Output = Result<(), Failure>>,
+    printer: &Printer,
+) -> Result<(), Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return run.await;
+    };
+    let signal = tokio::select! {
+        biased;
+        result = run => {
+            return match result {
+                Err(failure) if matches!(*failure.error, Error::Aborted) && printer.prompt_interrupted() => {
+                    Err(Failure::from(Error::Interrupted {
+                        signal: libc_signal::SIGINT,
+                        message: "interrupted at the prompt: nothing was changed".into(),
+                    }))
+                }
+                other => other,
+            };
+        }
+        _ = int.recv() => ("SIGINT", libc_signal::SIGINT),
+        _ = term.recv() => ("SIGTERM", libc_signal::SIGTERM),
+    };
+    Err(Failure::from(Error::Interrupted {
+        signal: signal.1,
+        message: printer.interrupted(signal.0),
+    }))
+}
+
+/// Signal numbers, for the exit code a shell would show.
+mod libc_signal {
+    pub const SIGINT: i32 = nix::sys::signal::Signal::SIGINT as i32;
+    pub const SIGTERM: i32 = nix::sys::signal::Signal::SIGTERM as i32;
 }
 
 /// A command line the parser refused (or `--help`, `--version`): clap's

@@ -162,6 +162,7 @@ fn kind(err: &Error) -> &'static str {
         Error::MissingVariable { .. } => "missing_variable",
         Error::Aborted => "aborted",
         Error::Stopped(_) => "stopped",
+        Error::Interrupted { .. } => "interrupted",
         Error::WaitTimeout { .. } => "wait_timeout",
         Error::Sandbox(_) => "sandbox",
     }

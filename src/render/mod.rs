@@ -63,6 +63,26 @@ pub struct Printer {
     assume_yes: bool,
     output: Output,
     progress: Mutex<Option<ProgressBar>>,
+    /// What the run is doing, for the line an interrupted run prints.
+    activity: Mutex<Activity>,
+}
+
+/// What the run is doing now, as far as its events tell.
+#[derive(Default)]
+struct Activity {
+    running: Option<Running>,
+    /// Migrations applied or rolled back so far.
+    finished: usize,
+    /// Whether each planned down file runs in a transaction, by label.
+    down_transactional: Vec<(String, bool)>,
+    /// Ctrl-C at the prompt.
+    prompt_interrupted: bool,
+}
+
+enum Running {
+    Applying { label: String, transactional: bool },
+    RollingBack { label: String, transactional: bool },
+    Bootstrap { script: String },
 }
 
 impl Printer {
@@ -76,6 +96,110 @@ impl Printer {
             assume_yes,
             output,
             progress: Mutex::new(None),
+            activity: Mutex::new(Activity::default()),
+        }
+    }
+
+    /// Ctrl-C was pressed at the confirmation prompt.
+    pub fn prompt_interrupted(&self) -> bool {
+        self.activity().prompt_interrupted
+    }
+
+    /// What an interrupted run leaves behind, in one line: the migration
+    /// that was running, and what the server does with it.
+    pub fn interrupted(&self, signal: &str) -> String {
+        self.finish_progress();
+        let activity = self.activity();
+        let mut line = match &activity.running {
+            Some(Running::Applying {
+                label,
+                transactional: true,
+            }) => format!(
+                "interrupted by {signal} while applying {label}: the server rolls back its \
+                 transaction, so nothing of it is applied or recorded"
+            ),
+            Some(Running::Applying {
+                label,
+                transactional: false,
+            }) => format!(
+                "interrupted by {signal} while applying {label}, which runs outside a \
+                 transaction: the server cancels the statement that was running, the ones before \
+                 it stay done, and its row says how far it got (the next `up` runs it again)"
+            ),
+            Some(Running::RollingBack {
+                label,
+                transactional: true,
+            }) => format!(
+                "interrupted by {signal} while rolling back {label}: the server rolls back its \
+                 transaction, so it stays applied"
+            ),
+            Some(Running::RollingBack {
+                label,
+                transactional: false,
+            }) => format!(
+                "interrupted by {signal} while rolling back {label}, which runs outside a \
+                 transaction: the statements of its down file that completed stay done, and it \
+                 stays recorded as applied"
+            ),
+            Some(Running::Bootstrap { script }) => format!(
+                "interrupted by {signal} while running bootstrap script {script}: the server \
+                 rolls back its transaction"
+            ),
+            None => format!("interrupted by {signal}: no migration was running"),
+        };
+        if activity.finished > 0 {
+            line.push_str(&format!(
+                "; the {} that finished before stay{} so",
+                plural(activity.finished, "migration", "migrations"),
+                if activity.finished == 1 { "s" } else { "" }
+            ));
+        }
+        line
+    }
+
+    fn activity(&self) -> std::sync::MutexGuard<'_, Activity> {
+        self.activity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps track of what is running, for `interrupted`.
+    fn follow(&self, event: &Event<'_>) {
+        let mut activity = self.activity();
+        match event {
+            Event::Applying { migration, .. } => {
+                activity.running = Some(Running::Applying {
+                    label: migration.label(),
+                    transactional: migration.up.transactional,
+                })
+            }
+            Event::RollbackPlan { steps, .. } => {
+                activity.down_transactional = steps
+                    .iter()
+                    .map(|s| (s.migration.label(), s.down.transactional))
+                    .collect()
+            }
+            Event::RollingBack { migration, .. } => {
+                let label = migration.label();
+                let transactional = activity
+                    .down_transactional
+                    .iter()
+                    .find(|(l, _)| *l == label)
+                    .is_none_or(|(_, t)| *t);
+                activity.running = Some(Running::RollingBack {
+                    label,
+                    transactional,
+                })
+            }
+            Event::Bootstrapping { script, .. } => {
+                activity.running = Some(Running::Bootstrap {
+                    script: (*script).to_owned(),
+                })
+            }
+            Event::Applied { .. } | Event::RolledBack { .. } => {
+                activity.running = None;
+                activity.finished += 1;
+            }
+            Event::Failed { .. } | Event::Bootstrapped { .. } => activity.running = None,
+            _ => {}
         }
     }
 
@@ -185,6 +309,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 impl Reporter for Printer {
     fn event(&self, event: Event<'_>) {
+        self.follow(&event);
         match event {
             Event::UpToDate {
                 applied,
@@ -460,29 +585,44 @@ impl Reporter for Printer {
         }
     }
 
-    /// Asks `Continue? [y/N]` on stderr when stdin and stdout are a TTY and
-    /// `--yes` was not given; otherwise proceeds, saying so.
+    /// Asks `Continue? [y/N]` whenever a person can answer: stdin is a
+    /// terminal, and so is stderr, where the prompt goes (or else stdout:
+    /// `up 2>log`). `migrate up | tee run.log` at a terminal still asks.
+    /// Without one, or with `--yes`, it proceeds, saying so.
     fn confirm(&self) -> bool {
         if self.assume_yes {
             return true;
         }
-        if !(self.terminal.stdin_tty && self.terminal.stdout_tty) {
+        let t = self.terminal;
+        if !(t.stdin_tty && (t.stderr_tty || t.stdout_tty)) {
             self.line(
                 "no terminal to ask on: going ahead without confirmation (--yes skips this note)",
             );
             return true;
         }
-        // Prompts go to stderr, unless it is redirected (`up 2>log`): then
-        // to stdout, which is a terminal here.
-        let term = if self.terminal.stderr_tty {
+        let term = if t.stderr_tty {
             Term::stderr()
         } else {
             Term::stdout()
         };
-        dialoguer::Confirm::new()
+        match dialoguer::Confirm::new()
             .with_prompt("Continue?")
             .default(false)
             .interact_on(&term)
-            .unwrap_or(false)
+        {
+            Ok(answer) => answer,
+            Err(dialoguer::Error::IO(err)) if err.kind() == std::io::ErrorKind::Interrupted => {
+                // Ctrl-C: the prompt hid the cursor and did not get to show
+                // it again.
+                let _ = term.show_cursor();
+                let _ = term.write_line("");
+                self.activity().prompt_interrupted = true;
+                false
+            }
+            Err(_) => {
+                let _ = term.show_cursor();
+                false
+            }
+        }
     }
 }

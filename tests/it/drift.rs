@@ -189,3 +189,66 @@ fn a_failed_migration_whose_file_is_gone_is_drift_until_repaired() {
     assert_eq!(t.state(), ["001:applied"]);
     t.migrate().arg("validate").run().code(0);
 }
+
+/// A state row deleted by hand while the journal said the version was
+/// applied made `up` run the data migration again without a word.
+#[test]
+fn a_deleted_state_row_is_drift_not_a_second_apply() {
+    let t = TestEnv::new();
+    t.migration("001_audit.sql", "CREATE TABLE audit (n int);")
+        .migration("002_backfill.sql", "INSERT INTO audit VALUES (2);")
+        .file(
+            "migrations/002_backfill.down.sql",
+            "DELETE FROM audit WHERE n = 2;",
+        );
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    t.client()
+        .batch_execute("DELETE FROM schema_migrations WHERE version = '002'")
+        .unwrap();
+    for command in ["up", "validate"] {
+        t.migrate()
+            .args([command, "--yes"])
+            .run()
+            .code(3)
+            .stderr_has("the files and the database disagree; nothing was changed:")
+            .stderr_has("002_backfill has no row in the state table, but the journal says it was applied at 20")
+            .stderr_has("and never rolled back (was its row deleted by hand?); applying it again would run it twice");
+    }
+    assert_eq!(t.value("SELECT count(*) FROM audit"), Some("1".into()));
+    t.migrate()
+        .arg("status")
+        .run()
+        .code(0)
+        .stdout_has("PENDING")
+        .stdout_has("`migrate repair 002` restores its row");
+    let status = t.migrate().args(["status", "--json"]).run();
+    status.code(0).stdout_has("\"drift\": \"unrecorded\"");
+
+    t.migrate()
+        .args(["repair", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("002_backfill has no row in the state table")
+        .stdout_has("-> restore its row as the journal has it")
+        .stdout_has("done: 1 record repaired");
+    assert_eq!(t.state(), ["001:applied", "002:applied"]);
+    let note = t
+        .value("SELECT note FROM schema_migrations_log WHERE event = 'repaired'")
+        .unwrap();
+    assert!(
+        note.starts_with("restored its row from the journal"),
+        "{note}"
+    );
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    t.migrate().arg("validate").run().code(0);
+    assert_eq!(t.value("SELECT count(*) FROM audit"), Some("1".into()));
+
+    // A version rolled back with its down file is pending for real.
+    t.migrate().args(["down", "--yes"]).run().code(0);
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("applied 002_backfill");
+    assert_eq!(t.value("SELECT count(*) FROM audit"), Some("1".into()));
+}

@@ -172,3 +172,49 @@ fn wait_ends_at_its_timeout_when_the_server_stops_answering() {
         .stderr_has("still not applied after 3.00s: 001_a (PENDING)");
     assert!(elapsed < Duration::from_secs(6), "took {elapsed:?}");
 }
+
+/// A migration that released the migration lock (`pg_advisory_unlock_all()`)
+/// let the run go on unlocked, so a second `up` could run the same
+/// migration at once and fail on a duplicate key.
+#[test]
+fn a_migration_that_releases_the_lock_is_rolled_back_and_the_run_stops() {
+    let t = TestEnv::new();
+    let key = t.default_lock_key();
+    t.migration(
+        "001_unlock.sql",
+        "CREATE TABLE a (id int);\nSELECT pg_advisory_unlock_all();\nSELECT pg_sleep(1);",
+    )
+    .migration(
+        "002_after.sql",
+        &format!("CREATE TABLE b (id int);\nSELECT pg_advisory_unlock({key});"),
+    );
+    // A second instance started while the first sleeps without the lock.
+    let first = t.migrate().args(["up", "--yes"]).spawn();
+    t.wait_for_migrate_running("pg_sleep(1)");
+    let second = t.migrate().args(["up", "--yes"]).run();
+    let first = Outcome::from_output(first.wait_with_output().unwrap());
+    for out in [&first, &second] {
+        out.code(1)
+            .stderr_has(
+                "001_unlock (migrations/001_unlock.sql) released the migration lock while it ran",
+            )
+            .stderr_has(
+                "its transaction was rolled back, so nothing of it was applied or recorded",
+            );
+        assert!(!out.stderr.contains("duplicate key"), "{}", out.stderr);
+    }
+    assert!(!t.table_exists("public.a"));
+    assert_eq!(t.state(), Vec::<String>::new());
+    assert_eq!(t.journal(), ["failed:001", "failed:001"]);
+
+    // pg_advisory_unlock of the key itself is caught too; what ran before
+    // it stays applied.
+    t.migration("001_unlock.sql", "CREATE TABLE a (id int);");
+    let out = t.migrate().args(["up", "--yes", "--json"]).run();
+    out.code(1)
+        .stderr_has("002_after (migrations/002_after.sql) released the migration lock")
+        .stdout_has("\"kind\": \"lock_released\"");
+    assert!(t.table_exists("public.a"));
+    assert!(!t.table_exists("public.b"));
+    assert_eq!(t.state(), ["001:applied"]);
+}

@@ -1,6 +1,6 @@
 //! A `migrate` killed with SIGKILL in the middle of a migration.
 
-use crate::common::{TestEnv, wait_until};
+use crate::common::{Outcome, TestEnv, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::time::Duration;
@@ -73,4 +73,52 @@ fn a_connection_dropped_mid_migration_records_nothing_and_the_next_run_completes
         .code(0)
         .stdout_has("applied 002_slow");
     assert_eq!(t.state(), ["001:applied", "002:applied"]);
+}
+
+/// SIGINT or SIGTERM during `up` ended the process without a word about
+/// the migration it was running.
+#[test]
+fn an_interrupted_run_names_the_migration_the_server_rolls_back() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);")
+        .migration(
+            "002_slow.sql",
+            "CREATE TABLE b (id int);\nSELECT pg_sleep(30);",
+        );
+    for (signal, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
+        let child = t.migrate().args(["up", "--yes"]).spawn();
+        t.wait_for_migrate_running("pg_sleep(30)");
+        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        let out = Outcome::from_output(child.wait_with_output().unwrap());
+        out.code(code).stderr_has(&format!(
+            "interrupted by {signal:?} while applying 002_slow: the server rolls back its \
+             transaction, so nothing of it is applied or recorded"
+        ));
+        assert_eq!(t.state(), ["001:applied"]);
+        assert!(!t.table_exists("public.b"));
+        wait_until(Duration::from_secs(10), "the lock to be released", || {
+            t.advisory_locks() == 0
+        });
+    }
+}
+
+/// A no-transaction file interrupted mid-way: what stays done is said.
+#[test]
+fn an_interrupted_no_transaction_file_says_what_stays_done() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_steps.sql",
+        "-- migrate:no-transaction\nCREATE TABLE a (id int);\nSELECT pg_sleep(30);\n",
+    );
+    let child = t.migrate().args(["up", "--yes"]).spawn();
+    t.wait_for_migrate_running("pg_sleep(30)");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = Outcome::from_output(child.wait_with_output().unwrap());
+    out.code(143).stderr_has(
+        "interrupted by SIGTERM while applying 001_steps, which runs outside a transaction: the \
+         server cancels the statement that was running, the ones before it stay done, and its \
+         row says how far it got (the next `up` runs it again)",
+    );
+    assert!(t.table_exists("public.a"));
+    assert_eq!(t.state(), ["001:failed"]);
 }

@@ -344,3 +344,92 @@ fn a_failure_after_a_role_switch_is_still_recorded() {
         .batch_execute(&format!("DROP ROLE \"{role}\""))
         .unwrap();
 }
+
+/// A rerun's `CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS` skipped the
+/// INVALID index the failed run left, and the file was recorded applied
+/// with a unique index that enforced nothing.
+#[test]
+fn an_invalid_index_left_by_a_failed_run_is_never_recorded_applied() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_table.sql",
+        "CREATE TABLE t (email text);\nINSERT INTO t VALUES ('a'), ('a');",
+    )
+    .migration(
+        "002_unique.sql",
+        "-- migrate:no-transaction\nCREATE TABLE IF NOT EXISTS side (id int);\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_email_key ON t (email);\n",
+    );
+    t.migrate().args(["up", "--yes"]).run().code(1);
+    // The duplicate goes; the INVALID index stays.
+    t.client()
+        .batch_execute("DELETE FROM t WHERE ctid = (SELECT max(ctid) FROM t)")
+        .unwrap();
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(1)
+        .stderr_has("migration 002_unique failed at migrations/002_unique.sql:3:1: index public.t_email_key is INVALID: an earlier CREATE INDEX CONCURRENTLY of it failed or was killed")
+        .stderr_has("drop it with: DROP INDEX CONCURRENTLY IF EXISTS public.t_email_key;");
+    assert_eq!(t.state(), ["001:applied", "002:failed"]);
+    assert_eq!(
+        t.value("SELECT error FROM schema_migrations WHERE version = '002'")
+            .unwrap()
+            .lines()
+            .next(),
+        Some(
+            "index public.t_email_key is INVALID: an earlier CREATE INDEX CONCURRENTLY of it failed or was killed, and this statement left it as it was, so it is not used and enforces nothing"
+        )
+    );
+    // Cleared as the message says, the rerun builds it.
+    t.client()
+        .batch_execute("DROP INDEX CONCURRENTLY IF EXISTS public.t_email_key")
+        .unwrap();
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    assert_eq!(t.state(), ["001:applied", "002:applied"]);
+    assert_eq!(
+        t.value("SELECT indisvalid::text FROM pg_index WHERE indexrelid = 'public.t_email_key'::regclass"),
+        Some("true".into())
+    );
+}
+
+/// A transactional file with a statement that cannot run in a transaction
+/// got the server's words only.
+#[test]
+fn cannot_run_inside_a_transaction_block_names_the_annotation() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_index.sql",
+        "CREATE TABLE t (id int);\nCREATE INDEX CONCURRENTLY t_id ON t (id);\n",
+    );
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(1)
+        .stderr_has("cannot run inside a transaction block (SQLSTATE 25001)")
+        .stderr_has("put `-- migrate:no-transaction` on the file's first line to run it statement by statement outside one");
+}
+
+/// A no-transaction file that released the migration lock went on, and so
+/// did the files after it, unlocked.
+#[test]
+fn a_no_transaction_file_that_releases_the_lock_stops_the_run() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_unlock.sql",
+        "-- migrate:no-transaction\nCREATE TABLE a (id int);\nSELECT pg_advisory_unlock_all();\nCREATE TABLE b (id int);\n",
+    )
+    .migration("002_after.sql", "CREATE TABLE c (id int);");
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(1)
+        .stderr_has(
+            "001_unlock (migrations/001_unlock.sql) released the migration lock while it ran",
+        )
+        .stderr_has("2 of 3 statements ran and stay done")
+        .stderr_has("the run stops here, since no migration runs without the lock");
+    assert!(t.table_exists("public.a"));
+    assert!(!t.table_exists("public.b"));
+    assert!(!t.table_exists("public.c"));
+    assert_eq!(t.state(), ["001:failed"]);
+}

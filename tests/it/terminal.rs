@@ -1,7 +1,7 @@
 //! At a terminal: the y/N prompt, progress, colour and NO_COLOR.
 
 use crate::common::TestEnv;
-use crate::common::pty::run_on_pty;
+use crate::common::pty::{run_on_pty, run_on_pty_redirected};
 
 fn two(t: &TestEnv) {
     t.migration("001_a.sql", "CREATE TABLE a (id int);")
@@ -143,4 +143,50 @@ fn errors_on_a_redirected_stderr_carry_no_colour() {
         out.output.contains("\u{1b}["),
         "stdout, a terminal, keeps its colour"
     );
+}
+
+/// `migrate up | tee run.log` at a terminal went ahead without asking:
+/// the prompt wanted stdout to be a terminal, though it asks on stderr.
+#[test]
+fn the_prompt_asks_when_stdout_is_piped() {
+    let t = TestEnv::new();
+    two(&t);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut run = t.migrate();
+    run.arg("up");
+    let out = run_on_pty_redirected(
+        run.into_command(),
+        Some(("Continue?", "n")),
+        Some(log.reopen().unwrap()),
+        None,
+    );
+    assert_eq!(out.code, 1, "{}", out.output);
+    assert!(out.output.contains("Continue?"), "{}", out.output);
+    let logged = std::fs::read_to_string(log.path()).unwrap();
+    assert!(logged.contains("2 migrations to apply:"), "{logged}");
+    assert!(!t.table_exists("public.a"));
+}
+
+/// Ctrl-C at the prompt left the cursor hidden and said nothing.
+#[test]
+fn ctrl_c_at_the_prompt_shows_the_cursor_and_says_nothing_changed() {
+    let t = TestEnv::new();
+    two(&t);
+    let mut run = t.migrate();
+    run.arg("up");
+    let out = run_on_pty(run.into_command(), Some(("Continue?", "\u{3}")));
+    assert_eq!(out.code, 130, "{}", out.output);
+    assert!(
+        out.output
+            .contains("interrupted at the prompt: nothing was changed"),
+        "{}",
+        out.output
+    );
+    let hidden = out
+        .output
+        .rfind("\u{1b}[?25l")
+        .expect("the prompt hides the cursor");
+    let shown = out.output.rfind("\u{1b}[?25h").unwrap_or(0);
+    assert!(shown > hidden, "the cursor stays hidden: {:?}", out.output);
+    assert!(!t.table_exists("public.schema_migrations"));
 }

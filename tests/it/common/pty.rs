@@ -23,21 +23,34 @@ pub fn run_on_pty(command: Command, prompt: Option<(&str, &str)>) -> PtyOutcome 
 /// As `run_on_pty`, with stderr sent to `stderr` instead of the terminal
 /// when one is given (`migrate up 2>log`).
 pub fn run_on_pty_with_stderr(
+    command: Command,
+    prompt: Option<(&str, &str)>,
+    stderr: Option<std::fs::File>,
+) -> PtyOutcome {
+    run_on_pty_redirected(command, prompt, None, stderr)
+}
+
+/// As `run_on_pty`, with stdout and stderr sent to files instead of the
+/// terminal when they are given (`migrate up | tee log`, `up 2>log`).
+pub fn run_on_pty_redirected(
     mut command: Command,
     prompt: Option<(&str, &str)>,
+    stdout: Option<std::fs::File>,
     stderr: Option<std::fs::File>,
 ) -> PtyOutcome {
     let pty = openpty(None, None).expect("openpty");
     let slave: OwnedFd = pty.slave;
-    let stderr = match stderr {
+    let on_terminal = |file: Option<std::fs::File>| match file {
         Some(file) => Stdio::from(file),
         None => Stdio::from(slave.try_clone().unwrap()),
     };
+    let (stdout, stderr) = (on_terminal(stdout), on_terminal(stderr));
     command
         .env("TERM", "xterm-256color")
         .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave))
+        .stdout(stdout)
         .stderr(stderr);
+    drop(slave);
     let mut child = command.spawn().expect("spawn on pty");
     // The parent must not keep the terminal's slave side open, or reading
     // the master never ends.
