@@ -6,7 +6,7 @@ mod run;
 mod state;
 pub(crate) mod tls;
 
-pub use lock::{Blocker, LockHolder, default_lock_key};
+pub use lock::{Blocker, DETAILS_HIDDEN, LockHolder, default_lock_key};
 pub use run::{Action, Done, LOCK_NOT_AVAILABLE, Run, RunError, RunFailure, SessionSettings};
 pub use state::{
     DbState, JournalEntry, RowDetails, RowStatus, StateDetail, StateRow, read_journal, read_state,
