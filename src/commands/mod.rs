@@ -478,10 +478,19 @@ pub(crate) fn bootstrap(settings: &Settings) -> Result<Option<Bootstrap>, Error>
     if settings.skip_bootstrap {
         return Ok(None);
     }
-    let mut variables = Vec::new();
+    let mut bootstrap = Bootstrap::read(
+        &settings.bootstrap.dir,
+        settings.bootstrap.named,
+        Vec::new(),
+    )?;
+    // The variables are the scripts' to read: a folder without scripts
+    // (another `--path` beside the same config, say) needs none of them.
+    if bootstrap.scripts.is_empty() {
+        return Ok(Some(bootstrap));
+    }
     for (name, value, origin) in &settings.bootstrap.variables {
         match value {
-            Some(value) => variables.push((name.clone(), value.0.clone())),
+            Some(value) => bootstrap.variables.push((name.clone(), value.0.clone())),
             None => {
                 return Err(Error::MissingVariable {
                     name: name.clone(),
@@ -490,6 +499,5 @@ pub(crate) fn bootstrap(settings: &Settings) -> Result<Option<Bootstrap>, Error>
             }
         }
     }
-    let bootstrap = Bootstrap::read(&settings.bootstrap.dir, settings.bootstrap.named, variables)?;
     Ok(Some(bootstrap))
 }

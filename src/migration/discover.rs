@@ -60,7 +60,9 @@ pub fn discover(dir: &Path) -> Result<MigrationSet, Vec<FileProblem>> {
 /// Lists the migration folder and checks the names: every `NNN_name.sql` /
 /// `NNN_name.up.sql` with its optional `NNN_name.down.sql`. Files not
 /// ending in `.sql` and hidden files are ignored; sub-folders (such as
-/// `bootstrap/`) are not entered. Reads no file contents.
+/// `bootstrap/`) are not entered. A symbolic link counts as what it leads
+/// to; one named like a migration that leads to no regular file is a
+/// problem. Reads no file contents.
 pub fn scan(dir: &Path) -> Result<ScannedFolder, Vec<FileProblem>> {
     let entries = std::fs::read_dir(dir).map_err(|err| {
         vec![FileProblem {
@@ -82,29 +84,54 @@ pub fn scan(dir: &Path) -> Result<ScannedFolder, Vec<FileProblem>> {
             }
         };
         let path = entry.path();
-        // The directory entry's type costs no system call; a symlink is
-        // followed, so a linked migration file counts as a file.
-        let is_file = match entry.file_type() {
-            Ok(t) if t.is_symlink() => path.is_file(),
-            Ok(t) => t.is_file(),
-            Err(_) => path.is_file(),
+        // The directory entry's type costs no system call; only a symlink
+        // is looked through, so a linked migration file counts as a file.
+        let unusable_link = match entry.file_type() {
+            Ok(t) if t.is_symlink() => unusable_link_target(&path),
+            Ok(t) if t.is_file() => None,
+            Ok(_) => continue,
+            Err(_) if path.is_file() => None,
+            Err(_) => continue,
         };
-        if !is_file {
-            continue;
-        }
         match entry.file_name().into_string() {
-            Ok(name) => names.push((name, path)),
+            Ok(name) => match unusable_link {
+                // A link named like a migration that leads nowhere usable
+                // would otherwise vanish from the folder without a word.
+                Some(reason) => {
+                    if !matches!(parse_file_name(&name), Ok(None)) {
+                        problems.push(FileProblem { path, reason });
+                    }
+                }
+                None => names.push((name, path)),
+            },
             Err(name) => {
                 if name.as_encoded_bytes().ends_with(b".sql") {
                     problems.push(FileProblem {
                         path,
-                        reason: "the file name is not valid UTF-8".into(),
+                        reason: unusable_link
+                            .unwrap_or_else(|| "the file name is not valid UTF-8".into()),
                     });
                 }
             }
         }
     }
     check_names(dir, names, problems)
+}
+
+/// Why the symbolic link `path` cannot be read as a migration file, or
+/// `None` when it leads to a regular file.
+fn unusable_link_target(path: &Path) -> Option<String> {
+    let why = match std::fs::metadata(path) {
+        Ok(target) if target.is_file() => return None,
+        Ok(target) if target.is_dir() => "which is a folder, not a file".to_owned(),
+        Ok(_) => "which is not a regular file".to_owned(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => "which does not exist".to_owned(),
+        Err(err) => format!("which cannot be followed: {err}"),
+    };
+    let target = std::fs::read_link(path)
+        .map(|t| t.display().to_string())
+        .unwrap_or_else(|_| "?".into());
+    Some(format!("a symbolic link to `{target}`, {why}"))
 }
 
 /// Applies the naming rules to a folder's files (name, path): every
@@ -460,6 +487,62 @@ mod tests {
                 "003_binary.sql: not valid UTF-8 (line 1, byte 0); migrations must be UTF-8 text",
             ]
         );
+    }
+
+    #[test]
+    fn nul_bytes_are_reported_with_their_line() {
+        let dir = folder(&[
+            ("001_ok.sql", b"SELECT 1;"),
+            ("002_nul.sql", b"SELECT 1;\nSELECT '\0';"),
+            ("003_utf16.sql", b"S\0E\0L\0"),
+        ]);
+        let problems = discover(dir.path()).unwrap_err();
+        assert_eq!(
+            reasons(&problems),
+            [
+                "002_nul.sql: contains a NUL byte (line 2, byte 18); PostgreSQL does not accept \
+                 NUL in SQL text",
+                "003_utf16.sql: contains a NUL byte (line 1, byte 1); PostgreSQL does not accept \
+                 NUL in SQL text; the file looks like UTF-16, and migrations must be UTF-8 text",
+            ]
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_are_followed_and_unusable_ones_named() {
+        use std::os::unix::fs::symlink;
+        let dir = folder(&[("001_a.sql", b"SELECT 1;")]);
+        let path = dir.path();
+        symlink("001_a.sql", path.join("002_b.sql")).unwrap();
+        symlink("missing.sql", path.join("003_c.sql")).unwrap();
+        symlink(".", path.join("004_d.down.sql")).unwrap();
+        symlink("005_loop.sql", path.join("005_loop.sql")).unwrap();
+        symlink("missing", path.join("README")).unwrap();
+        symlink("missing", path.join(".#006_e.sql")).unwrap();
+        let problems = scan(path).unwrap_err();
+        let text = reasons(&problems);
+        assert_eq!(text.len(), 3, "{text:?}");
+        assert_eq!(
+            text[0],
+            "003_c.sql: a symbolic link to `missing.sql`, which does not exist"
+        );
+        assert_eq!(
+            text[1],
+            "004_d.down.sql: a symbolic link to `.`, which is a folder, not a file"
+        );
+        assert!(
+            text[2].starts_with(
+                "005_loop.sql: a symbolic link to `005_loop.sql`, which cannot be followed: "
+            ),
+            "{text:?}"
+        );
+        for name in ["003_c.sql", "004_d.down.sql", "005_loop.sql"] {
+            std::fs::remove_file(path.join(name)).unwrap();
+        }
+        let set = discover(path).unwrap();
+        assert_eq!(set.migrations[1].label(), "002_b");
+        assert_eq!(set.migrations[1].up.sql, "SELECT 1;");
     }
 
     #[test]

@@ -115,9 +115,23 @@ impl Script {
         let checksum = checksum(bytes);
         let text = std::str::from_utf8(bytes).map_err(|err| {
             let at = err.valid_up_to();
-            let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+            let line = line_at(bytes, at);
             format!("not valid UTF-8 (line {line}, byte {at}); migrations must be UTF-8 text")
         })?;
+        // NUL is valid UTF-8, but the wire protocol ends a string at it:
+        // the connection would refuse the whole file without saying where.
+        if let Some(at) = bytes.iter().position(|&b| b == 0) {
+            let line = line_at(bytes, at);
+            let utf16 = if bytes.len() > 1 && (bytes[0] == 0 || bytes[1] == 0) {
+                "; the file looks like UTF-16, and migrations must be UTF-8 text"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "contains a NUL byte (line {line}, byte {at}); PostgreSQL does not accept NUL \
+                 in SQL text{utf16}"
+            ));
+        }
         // PostgreSQL does not skip a byte-order mark; the checksum keeps it.
         let sql = text.strip_prefix('\u{feff}').unwrap_or(text).to_owned();
         let first_line = sql.lines().next().unwrap_or("").trim_end();
@@ -146,6 +160,11 @@ impl Script {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     }
+}
+
+/// The line (from 1) that byte `at` of a file is on.
+fn line_at(bytes: &[u8], at: usize) -> usize {
+    bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// One up migration (and its down file, when there is one), read and checked.

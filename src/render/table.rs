@@ -1,9 +1,10 @@
-//! The boxed tables of `status` and `history`.
+//! The boxed tables of `status`, `history` and `lock`.
 
 use crate::duration::format_duration;
 use crate::plan::{Status, Totals};
 use crate::report::{LockReport, StatusReport};
 use crate::state::JournalEntry;
+use crate::store::DETAILS_HIDDEN;
 use comfy_table::{Attribute, Cell, Color, ContentArrangement, Table, presets};
 
 fn new_table(color: bool, header: &[&str]) -> Table {
@@ -120,14 +121,34 @@ pub fn lock_table(report: &LockReport, color: bool) -> String {
             "Connected since (UTC)",
         ],
     );
+    // What pg_stat_activity hid from the role, or never had, is said so,
+    // not left as an empty cell.
+    let hidden = if holder.details_hidden() {
+        "(hidden)"
+    } else {
+        "(unknown)"
+    };
+    let application = match holder.application.as_str() {
+        "" => "(none set)",
+        application => application,
+    };
     table.add_row(vec![
         Cell::new(holder.pid),
-        Cell::new(&holder.application),
-        Cell::new(&holder.user),
-        Cell::new(&holder.client),
-        Cell::new(timestamp(&holder.since)),
+        Cell::new(application),
+        Cell::new(holder.user.as_deref().unwrap_or("(unknown)")),
+        Cell::new(holder.client.as_deref().unwrap_or(hidden)),
+        Cell::new(
+            holder
+                .since
+                .as_deref()
+                .map_or_else(|| hidden.to_owned(), timestamp),
+        ),
     ]);
-    format!("{table}\nthe migration lock (key {}) is held", report.key)
+    let mut text = format!("{table}\nthe migration lock (key {}) is held", report.key);
+    if holder.details_hidden() {
+        text.push_str(&format!(" ({DETAILS_HIDDEN})"));
+    }
+    text
 }
 
 fn totals_line(total: usize, totals: &Totals) -> String {

@@ -9,69 +9,106 @@ use std::time::{Duration, Instant};
 use tokio_postgres::types::Type;
 
 /// The session holding the migration lock, as `pg_stat_activity` shows it.
+///
+/// A role sees the client and start time only of its own sessions (or of
+/// all, with `pg_read_all_stats`); for another role's session they are
+/// `None`, and the pid, application and user are all there is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockHolder {
     pub pid: i32,
+    /// Empty when the session set no `application_name`.
     pub application: String,
-    pub user: String,
-    /// The client address, or `local socket`.
-    pub client: String,
-    /// When the holding session connected (RFC 3339, UTC). PostgreSQL does
-    /// not record when an advisory lock was granted; `migrate` takes it
-    /// right after connecting, so for another `migrate` this is the time.
-    pub since: String,
+    /// `None` when the role was dropped while the session stayed.
+    pub user: Option<String>,
+    /// The client address, or `local socket`; `None` when hidden.
+    pub client: Option<String>,
+    /// When the holding session connected (RFC 3339, UTC); `None` when
+    /// hidden. PostgreSQL does not record when an advisory lock was
+    /// granted; `migrate` takes it right after connecting, so for another
+    /// `migrate` this is the time.
+    pub since: Option<String>,
+}
+
+/// Said in place of what `pg_stat_activity` hides from the role.
+pub const DETAILS_HIDDEN: &str =
+    "details hidden: this role cannot see that session; grant it pg_read_all_stats";
+
+impl LockHolder {
+    /// Whether `pg_stat_activity` hid the session's details from the role.
+    pub fn details_hidden(&self) -> bool {
+        self.since.is_none()
+    }
 }
 
 impl fmt::Display for LockHolder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let application = if self.application.is_empty() {
-            "no application_name"
-        } else {
-            &self.application
-        };
-        write!(
-            f,
-            "pid {} ({application}, user {}, from {}, connected since {})",
-            self.pid, self.user, self.client, self.since
-        )
+        let mut parts = session_parts(&self.application, self.user.as_deref());
+        parts.extend(self.client.as_ref().map(|c| format!("from {c}")));
+        parts.extend(self.since.as_ref().map(|s| format!("connected since {s}")));
+        write!(f, "pid {} ({}", self.pid, parts.join(", "))?;
+        if self.details_hidden() {
+            write!(f, "; {DETAILS_HIDDEN}")?;
+        }
+        f.write_str(")")
     }
 }
 
+/// The application and user of a session, as the messages name them.
+fn session_parts(application: &str, user: Option<&str>) -> Vec<String> {
+    let application = if application.is_empty() {
+        "no application_name"
+    } else {
+        application
+    };
+    let mut parts = vec![application.to_owned()];
+    parts.extend(user.map(|u| format!("user {u}")));
+    parts
+}
+
 /// A session another one waits for, as `pg_blocking_pids` and
-/// `pg_stat_activity` show it.
+/// `pg_stat_activity` show it; what the role may not see is `None`, as for
+/// [`LockHolder`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Blocker {
     pub pid: i32,
     pub application: String,
-    pub user: String,
-    pub client: String,
+    pub user: Option<String>,
+    pub client: Option<String>,
     /// When its current (or last) query started (RFC 3339, UTC).
-    pub query_start: String,
-    pub state: String,
+    pub query_start: Option<String>,
+    pub state: Option<String>,
     /// The start of its query.
-    pub query: String,
+    pub query: Option<String>,
 }
 
 impl fmt::Display for Blocker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let application = if self.application.is_empty() {
-            "no application_name"
-        } else {
-            &self.application
-        };
-        write!(
-            f,
-            "pid {} ({application}, user {}, from {}, {} since {}): {}",
-            self.pid, self.user, self.client, self.state, self.query_start, self.query
-        )
+        let mut parts = session_parts(&self.application, self.user.as_deref());
+        parts.extend(self.client.as_ref().map(|c| format!("from {c}")));
+        match (&self.state, &self.query_start) {
+            (Some(state), Some(start)) => parts.push(format!("{state} since {start}")),
+            (Some(state), None) => parts.push(state.clone()),
+            (None, Some(start)) => parts.push(format!("query started {start}")),
+            (None, None) => {}
+        }
+        write!(f, "pid {} ({}", self.pid, parts.join(", "))?;
+        match &self.query {
+            Some(query) => write!(f, "): {query}"),
+            None => write!(f, "; {DETAILS_HIDDEN})"),
+        }
     }
 }
 
+// A NULL backend_start means pg_stat_activity hid the session from this
+// role: its client_addr is NULL then too, which must not read as a local
+// socket.
 const BLOCKERS: &str = "\
-SELECT pid, coalesce(application_name, ''), coalesce(usename::text, ''),
-       coalesce(host(client_addr), 'local socket'),
-       coalesce(to_char(query_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''),
-       coalesce(state, ''), left(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g'), 120)
+SELECT pid, coalesce(application_name, ''), usename::text,
+       CASE WHEN backend_start IS NOT NULL THEN coalesce(host(client_addr), 'local socket') END,
+       to_char(query_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+       state,
+       CASE WHEN backend_start IS NOT NULL
+            THEN left(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g'), 120) END
   FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1)) ORDER BY pid";
 
 /// The default lock key: the first 8 bytes of
@@ -92,9 +129,9 @@ pub fn default_lock_key(database: &str, schema: &str, table: &str) -> i64 {
 }
 
 const HOLDER: &str = "\
-SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.usename::text, ''),
-       coalesce(host(a.client_addr), 'local socket'),
-       coalesce(to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')
+SELECT a.pid, coalesce(a.application_name, ''), a.usename::text,
+       CASE WHEN a.backend_start IS NOT NULL THEN coalesce(host(a.client_addr), 'local socket') END,
+       to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
   FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
  WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -227,6 +264,57 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_details_are_said_to_be_hidden_not_left_empty() {
+        let seen = LockHolder {
+            pid: 7,
+            application: "migrate".into(),
+            user: Some("app".into()),
+            client: Some("10.0.0.5".into()),
+            since: Some("2026-11-21T08:40:50Z".into()),
+        };
+        assert_eq!(
+            seen.to_string(),
+            "pid 7 (migrate, user app, from 10.0.0.5, connected since 2026-11-21T08:40:50Z)"
+        );
+        let hidden = LockHolder {
+            application: String::new(),
+            user: None,
+            client: None,
+            since: None,
+            ..seen
+        };
+        assert_eq!(
+            hidden.to_string(),
+            format!("pid 7 (no application_name; {DETAILS_HIDDEN})")
+        );
+        let blocker = Blocker {
+            pid: 8,
+            application: "psql".into(),
+            user: Some("admin".into()),
+            client: Some("local socket".into()),
+            query_start: Some("2026-11-21T08:40:50Z".into()),
+            state: Some("idle in transaction".into()),
+            query: Some("LOCK TABLE t".into()),
+        };
+        assert_eq!(
+            blocker.to_string(),
+            "pid 8 (psql, user admin, from local socket, idle in transaction since \
+             2026-11-21T08:40:50Z): LOCK TABLE t"
+        );
+        let hidden = Blocker {
+            client: None,
+            query_start: None,
+            state: None,
+            query: None,
+            ..blocker
+        };
+        assert_eq!(
+            hidden.to_string(),
+            format!("pid 8 (psql, user admin; {DETAILS_HIDDEN})")
+        );
+    }
 
     #[test]
     fn default_key_is_pinned_and_depends_on_every_part() {

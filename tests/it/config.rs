@@ -111,3 +111,60 @@ fn no_database_anywhere_says_where_to_give_one() {
         .code(2)
         .stderr_has("no database given: pass --dsn, set DB_DSN or DATABASE_URL");
 }
+
+/// The repository's config declares SUPER_ADMIN_* for its bootstrap script;
+/// `--path` to a folder with no bootstrap scripts was refused for want of
+/// them.
+#[test]
+fn bootstrap_variables_are_needed_only_when_bootstrap_scripts_exist() {
+    let t = TestEnv::new();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+    for entry in std::fs::read_dir(config).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        t.file(
+            &format!("config/{name}"),
+            &std::fs::read_to_string(&path).unwrap(),
+        );
+    }
+    let other = t.dir().join("other");
+    t.file("other/001_t.sql", "CREATE TABLE t (id int);");
+    let up = |env: &[(&str, &str)]| {
+        let mut run = t.migrate_bare();
+        run.arg("--path").arg(&other).args(["up", "--yes"]);
+        run.env("DATABASE_URL", &t.dsn);
+        for (k, v) in env {
+            run.env(k, v);
+        }
+        run.run()
+    };
+    up(&[]).code(0).stdout_has("applied 001_t");
+    assert!(t.table_exists("app.t"), "the example config's schema");
+    // An empty bootstrap folder has no scripts either.
+    std::fs::create_dir(other.join("bootstrap")).unwrap();
+    t.file("other/002_u.sql", "CREATE TABLE u (id int);");
+    up(&[]).code(0).stdout_has("applied 002_u");
+    // A script makes them needed, before anything runs.
+    t.file(
+        "other/bootstrap/001_admin.sql",
+        "SELECT current_setting('migrate.super_admin_email');",
+    )
+    .file("other/003_v.sql", "CREATE TABLE v (id int);");
+    up(&[])
+        .code(2)
+        .stderr_has("bootstrap variable SUPER_ADMIN_EMAIL is not set");
+    assert!(!t.table_exists("app.v"));
+    let secrets = [
+        ("SUPER_ADMIN_EMAIL", "admin@example.com"),
+        ("SUPER_ADMIN_PASSWORD", "not-needed-yet"),
+    ];
+    up(&secrets).code(0).stdout_has("bootstrap 001_admin.sql (");
+    // A bootstrap folder that is named must exist, variables or not.
+    let named = [("MIGRATE_BOOTSTRAP_PATH", "nowhere")];
+    up(&named)
+        .code(2)
+        .stderr_has("nowhere: cannot read the bootstrap folder");
+    up(&[named[0], secrets[0], secrets[1]])
+        .code(2)
+        .stderr_has("nowhere: cannot read the bootstrap folder");
+}

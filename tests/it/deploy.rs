@@ -265,9 +265,23 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// The variables a shell line `export A=1 B=2` sets.
+fn exported(line: &str) -> Vec<(String, String)> {
+    let words = words(line);
+    if words.first().map(String::as_str) != Some("export") {
+        return Vec::new();
+    }
+    words[1..]
+        .iter()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 /// The README's "Using it on a database" block, run line by line as
 /// written against a fresh database, with the repository's example
-/// migrations and config.
+/// migrations and config: its `export` lines set the environment (but the
+/// test's database stands in for `DATABASE_URL`).
 #[test]
 fn the_readmes_walkthrough_runs_as_written() {
     let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
@@ -282,19 +296,23 @@ fn the_readmes_walkthrough_runs_as_written() {
         .expect("its code block");
     let commands: Vec<Vec<String>> = block.lines().filter_map(migrate_args).collect();
     assert!(commands.len() >= 10, "{commands:?}");
+    let exports: Vec<(String, String)> = block.lines().flat_map(exported).collect();
+    assert!(
+        exports.iter().any(|(k, _)| k == "DATABASE_URL"),
+        "{exports:?}"
+    );
 
     let t = crate::common::TestEnv::new();
     std::fs::remove_dir(t.migrations()).unwrap();
     copy_tree(&repository().join("migrations"), &t.migrations());
     copy_tree(&repository().join("config"), &t.dir().join("config"));
     for args in &commands {
-        let out = t
-            .migrate_bare()
-            .args(args)
-            .env("DATABASE_URL", &t.dsn)
-            .env("SUPER_ADMIN_EMAIL", "admin@example.com")
-            .env("SUPER_ADMIN_PASSWORD", "readme-walkthrough")
-            .run();
+        let mut run = t.migrate_bare();
+        run.args(args);
+        for (name, value) in &exports {
+            run.env(name, value);
+        }
+        let out = run.env("DATABASE_URL", &t.dsn).run();
         out.code(0);
         if args.iter().any(|a| a == "--json") {
             let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();

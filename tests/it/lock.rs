@@ -241,3 +241,132 @@ fn a_short_statement_timeout_in_the_dsn_does_not_break_the_lock_wait() {
         .run();
     out.code(4).stderr_has("not acquired within 1.50s");
 }
+
+/// A role that may not see the holder's session (pg_stat_activity hides
+/// another role's client and start time) was shown "connected since )".
+#[test]
+fn a_holder_hidden_from_the_role_is_named_without_empty_details() {
+    if let crate::common::Server::External { .. } = crate::common::server() {
+        eprintln!(
+            "skipped: a second role needs the harness's own server (MIGRATE_TEST_DSN is set)"
+        );
+        return;
+    }
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    let role = format!("plain_{}", t.db_name);
+    let mut admin = t.client();
+    admin
+        .batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN"))
+        .unwrap();
+    let mut holder = hold_lock(&t, t.default_lock_key());
+    let pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let dsn = format!("{} user={role}", t.dsn);
+    let as_plain = |args: &[&str]| t.migrate_bare().args(args).args(["--dsn", &dsn]).run();
+    let table = as_plain(&["lock"]);
+    let json = as_plain(&["lock", "--json"]);
+    let up = as_plain(&["up", "--yes", "--lock-wait", "1s"]);
+    let up_json = as_plain(&["up", "--yes", "--json", "--lock-wait", "200ms"]);
+    drop(holder);
+    admin
+        .batch_execute(&format!("DROP ROLE \"{role}\""))
+        .unwrap();
+
+    let hidden = "details hidden: this role cannot see that session; grant it pg_read_all_stats";
+    table
+        .code(0)
+        .stdout_has(&pid.to_string())
+        .stdout_has("test-holder")
+        .stdout_has(hidden);
+    let held_by = format!("held by pid {pid} (test-holder, user postgres; {hidden})");
+    up.code(4).stdout_has(&held_by).stderr_has(&held_by);
+    for out in [&table, &up] {
+        let text = format!("{}{}", out.stdout, out.stderr);
+        for empty in [
+            "()",
+            "since )",
+            "since  ",
+            "from ,",
+            "user ,",
+            "local socket",
+        ] {
+            assert!(!text.contains(empty), "{empty:?} in:\n{text}");
+        }
+    }
+    for (doc, holder) in [(&json, "/holder"), (&up_json, "/error/holder")] {
+        let doc: serde_json::Value = serde_json::from_str(&doc.stdout).unwrap();
+        let holder = doc.pointer(holder).unwrap();
+        assert_eq!(holder["pid"], pid, "{doc}");
+        assert_eq!(holder["application"], "test-holder", "{doc}");
+        assert_eq!(holder["user"], "postgres", "{doc}");
+        assert!(holder["client"].is_null(), "{doc}");
+        assert!(holder["connected_since"].is_null(), "{doc}");
+    }
+}
+
+/// A session a migration waits for, hidden from the role as above, was
+/// named "from local socket,  since : <insufficient privilege>".
+#[test]
+fn a_blocker_hidden_from_the_role_is_named_without_empty_details() {
+    if let crate::common::Server::External { .. } = crate::common::server() {
+        eprintln!(
+            "skipped: a second role needs the harness's own server (MIGRATE_TEST_DSN is set)"
+        );
+        return;
+    }
+    let t = TestEnv::new();
+    let role = format!("plain_{}", t.db_name);
+    let mut admin = t.client();
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE \"{role}\" LOGIN; CREATE SCHEMA s AUTHORIZATION \"{role}\""
+        ))
+        .unwrap();
+    let dsn = format!("{} user={role}", t.dsn);
+    let as_plain = |args: &[&str]| {
+        t.migrate_bare()
+            .args(args)
+            .args(["--schema", "s", "--dsn", &dsn])
+            .run()
+    };
+    t.migration("001_t.sql", "CREATE TABLE t (id int);");
+    as_plain(&["up", "--yes"]).code(0);
+    let mut blocker = t.client();
+    blocker
+        .batch_execute(
+            "SET application_name = 'test-blocker'; BEGIN; LOCK TABLE s.t IN ACCESS SHARE MODE",
+        )
+        .unwrap();
+    let pid: i32 = blocker
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    t.migration("002_alter.sql", "ALTER TABLE t ADD COLUMN name text;");
+    let out = as_plain(&["up", "--yes", "--lock-timeout", "300ms"]);
+    drop(blocker);
+    admin
+        .batch_execute(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""))
+        .unwrap();
+
+    let named = format!(
+        "pid {pid} (test-blocker, user postgres; details hidden: this role cannot see that \
+         session; grant it pg_read_all_stats)"
+    );
+    out.code(1)
+        .stdout_has(&format!("002_alter waits for {named}"))
+        .stderr_has(&format!("it waited for {named}"));
+    let text = format!("{}{}", out.stdout, out.stderr);
+    for empty in [
+        "()",
+        "since )",
+        "since :",
+        ",  ",
+        "local socket",
+        "insufficient privilege",
+    ] {
+        assert!(!text.contains(empty), "{empty:?} in:\n{text}");
+    }
+}
