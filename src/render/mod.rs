@@ -145,7 +145,10 @@ impl Printer {
                 "interrupted by {signal} while running bootstrap script {script}: the server \
                  rolls back its transaction"
             ),
-            None => format!("interrupted by {signal}: no migration was running"),
+            None if activity.finished == 0 => {
+                format!("interrupted by {signal} before any migration ran: nothing was changed")
+            }
+            None => format!("interrupted by {signal} between migrations"),
         };
         if activity.finished > 0 {
             line.push_str(&format!(

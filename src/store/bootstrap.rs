@@ -1,6 +1,7 @@
 //! Running a bootstrap script: in a transaction, under the migration lock,
 //! with the bootstrap variables as transaction-local settings.
 
+use super::execute::RESET_FOR_BOOKKEEPING;
 use super::sql::{self as bookkeeping, SessionSettings};
 use super::{Store, Tracking};
 use crate::error::DbFailure;
@@ -55,14 +56,15 @@ impl Store {
                     "BEGIN; {}",
                     bookkeeping::session(tracking, self.server_major(), settings, true)
                 );
-                let (begun, ran, held) = tokio::join!(
+                let (begun, ran, reset, held) = tokio::join!(
                     client.batch_execute(&begin),
                     client.batch_execute(&script.sql),
+                    client.batch_execute(RESET_FOR_BOOKKEEPING),
                     self.holds_lock(lock_key)
                 );
                 begun.map_err(Failed::Setup)?;
                 ran.map_err(Failed::Script)?;
-                return lock_still_held(held);
+                return lock_still_held(reset.and(held));
             }
             // The values travel as COPY data, which no statement log
             // (log_statement, log_min_duration_statement, pgaudit) records,
@@ -94,14 +96,15 @@ impl Store {
             let set = format!(
                 "SELECT set_config(name, value, true) FROM {VALUES_TABLE}; DROP TABLE {VALUES_TABLE};"
             );
-            let (set, ran, held) = tokio::join!(
+            let (set, ran, reset, held) = tokio::join!(
                 client.batch_execute(&set),
                 client.batch_execute(&script.sql),
+                client.batch_execute(RESET_FOR_BOOKKEEPING),
                 self.holds_lock(lock_key)
             );
             set.map_err(Failed::Setup)?;
             ran.map_err(Failed::Script)?;
-            lock_still_held(held)
+            lock_still_held(reset.and(held))
         }
         .await;
         let duration = start.elapsed();

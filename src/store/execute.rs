@@ -35,6 +35,12 @@ use std::time::{Duration, Instant};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{SimpleQueryMessage, Statement};
 
+/// Sent after a transactional script, before the bookkeeping in the same
+/// transaction: the file's SET ROLE must not decide who writes the record,
+/// nor its SET statement_timeout how long the bookkeeping may take.
+pub(super) const RESET_FOR_BOOKKEEPING: &str =
+    "RESET SESSION AUTHORIZATION; RESET ROLE; SET LOCAL statement_timeout = 0";
+
 /// What a script does to the record when it succeeds.
 #[derive(Clone, Copy, Debug)]
 pub enum Action<'a> {
@@ -225,16 +231,17 @@ impl Store {
                 _ => Ok(()),
             }
         };
-        let (begun, cleared, ran, held) = tokio::join!(
+        let (begun, cleared, ran, reset, held) = tokio::join!(
             client.simple_query(&statements.begin),
             clear,
             client.batch_execute(&script.sql),
+            client.batch_execute(RESET_FOR_BOOKKEEPING),
             self.holds_lock(run.lock_key),
         );
         let duration = start.elapsed();
         let failure = match (begun, cleared, ran) {
             (Ok(begun), Ok(()), Ok(())) => {
-                match held {
+                match reset.and(held) {
                     Ok(true) => {}
                     Ok(false) => {
                         client.batch_execute("ROLLBACK").await.ok();
@@ -246,14 +253,13 @@ impl Store {
                     }
                 }
                 let txid = transaction_id(&begun);
-                let (reset, recorded, commit) = tokio::join!(
-                    client.batch_execute("RESET SESSION AUTHORIZATION; RESET ROLE"),
+                let (recorded, commit) = tokio::join!(
                     self.record_done(&run, txid, duration),
                     client.batch_execute("COMMIT"),
                 );
-                match (reset, recorded, commit) {
-                    (Ok(()), Ok(1), Ok(())) => return Ok(Done { duration }),
-                    (Ok(()), Ok(_), Ok(())) => DbFailure::tool(match run.action {
+                match (recorded, commit) {
+                    (Ok(1), Ok(())) => return Ok(Done { duration }),
+                    (Ok(_), Ok(())) => DbFailure::tool(match run.action {
                         Action::Apply { .. } => {
                             "the file ended its transaction itself (a COMMIT, ROLLBACK or END \
                              outside a function body), so what it did before that was committed \
@@ -266,9 +272,9 @@ impl Store {
                              `migrate status`"
                         }
                     }),
-                    (reset, recorded, commit) => {
-                        let err = reset
-                            .and(recorded.map(|_| ()))
+                    (recorded, commit) => {
+                        let err = recorded
+                            .map(|_| ())
                             .and(commit)
                             .expect_err("one of them failed");
                         return Err(RunError::Record(record_error(&run, err)));
@@ -437,19 +443,15 @@ impl Store {
                         .await;
                 }
             };
+            // As the progress, the look at the lock runs in the file's
+            // session, whose SET statement_timeout or SET ROLE may fail it:
+            // only a certain answer counts (a lost connection shows at the
+            // next statement).
             let (held, ()) = tokio::join!(self.holds_lock(run.lock_key), progress);
-            match held {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Err(self
-                        .lock_released(run, Some((index + 1, total)), start.elapsed())
-                        .await);
-                }
-                Err(err) => {
-                    let failure = RunFailure::new(DbFailure::from(err), start.elapsed())
-                        .after_statements(index + 1, total);
-                    return Err(self.record_failure(run, failure).await);
-                }
+            if let Ok(false) = held {
+                return Err(self
+                    .lock_released(run, Some((index + 1, total)), start.elapsed())
+                    .await);
             }
         }
         let duration = start.elapsed();

@@ -77,6 +77,9 @@ pub fn run_on_pty_redirected(
         loop {
             let seen = String::from_utf8_lossy(&output.lock().unwrap()).contains(prompt);
             if seen {
+                // A person answers a moment after the question shows, once
+                // the prompt reads the terminal key by key.
+                std::thread::sleep(Duration::from_millis(200));
                 writer.write_all(answer.as_bytes()).unwrap();
                 break;
             }
