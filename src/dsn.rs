@@ -7,6 +7,7 @@
 //! libpq string without also interpreting it) and the rest is handed to
 //! tokio-postgres unchanged.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
 use tokio_postgres::config::{Host, SslMode};
@@ -49,8 +50,10 @@ impl Dsn {
     /// since it may hold a password.
     pub fn parse(text: &str) -> Result<Dsn, String> {
         let text = text.trim();
-        let (rest, tls_params) = if let Some(after) = strip_url_scheme(text) {
-            split_url_params(text, after)?
+        let (rest, tls_params) = if strip_url_scheme(text).is_some() {
+            let text = encode_user_info_ats(text);
+            let after = strip_url_scheme(&text).unwrap_or_default();
+            split_url_params(&text, after)?
         } else {
             split_key_value_params(text)?
         };
@@ -168,6 +171,30 @@ fn strip_url_scheme(text: &str) -> Option<&str> {
 }
 
 type Params = Vec<(String, String)>;
+
+/// Percent-encodes every `@` of a URL's user info but the last, so that a
+/// password holding a bare `@` (`postgres://u:Zx9@Secret7@host/db`) reaches
+/// tokio-postgres, which ends the user info at the first `@`, whole.
+///
+/// The user info ends at the last `@` before the host part (which ends at
+/// the first `/` or `?`), as WHATWG URLs, Go's net/url and Python split it.
+/// libpq takes the first `@` instead and then fails to resolve host
+/// `Secret7@host`, printing the tail of the password in its error.
+fn encode_user_info_ats(text: &str) -> Cow<'_, str> {
+    let Some(after) = strip_url_scheme(text) else {
+        return Cow::Borrowed(text);
+    };
+    let scheme = &text[..text.len() - after.len()];
+    let authority = &after[..after.find(['/', '?']).unwrap_or(after.len())];
+    match authority.rfind('@') {
+        Some(end) if authority[..end].contains('@') => Cow::Owned(format!(
+            "{scheme}{}{}",
+            authority[..end].replace('@', "%40"),
+            &after[end..]
+        )),
+        _ => Cow::Borrowed(text),
+    }
+}
 
 /// Splits the TLS keys out of a URL's query string.
 fn split_url_params(text: &str, after_scheme: &str) -> Result<(String, Params), String> {
@@ -323,6 +350,58 @@ mod tests {
         ] {
             let err = Dsn::parse(bad).unwrap_err();
             assert!(!err.contains("hunter2"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_last_at_before_the_host_ends_the_user_info() {
+        let dsn = Dsn::parse("postgres://u:Zx9@Secret7@host/db").unwrap();
+        assert_eq!(dsn.user(), Some("u"));
+        assert_eq!(dsn.config.get_password(), Some(&b"Zx9@Secret7"[..]));
+        assert_eq!(dsn.describe(), "u@host:5432/db");
+
+        let dsn = Dsn::parse("postgresql://u:a@b:c@d@host:6000/db?sslmode=require").unwrap();
+        assert_eq!(dsn.config.get_password(), Some(&b"a@b:c@d"[..]));
+        assert_eq!(dsn.describe(), "u@host:6000/db");
+        assert_eq!(dsn.tls, TlsMode::Require);
+
+        // A user name holding `@` (as some hosted services want), with and
+        // without a password.
+        let dsn = Dsn::parse("postgres://me@server:pw@host/db").unwrap();
+        assert_eq!(dsn.user(), Some("me@server"));
+        assert_eq!(dsn.config.get_password(), Some(&b"pw"[..]));
+        let dsn = Dsn::parse("postgres://me@server@host/db").unwrap();
+        assert_eq!(dsn.user(), Some("me@server"));
+        assert_eq!(dsn.config.get_password(), None);
+        assert_eq!(dsn.describe(), "me@server@host:5432/db");
+
+        // Encoded as the URL rules want, and an `@` after the host part.
+        let dsn = Dsn::parse("postgres://u:Zx9%40Secret7@host/db").unwrap();
+        assert_eq!(dsn.config.get_password(), Some(&b"Zx9@Secret7"[..]));
+        let dsn = Dsn::parse("postgres://u:p@w@host/db?application_name=me@laptop").unwrap();
+        assert_eq!(dsn.config.get_password(), Some(&b"p@w"[..]));
+        assert_eq!(dsn.config.get_application_name(), Some("me@laptop"));
+        assert_eq!(dsn.describe(), "u@host:5432/db");
+    }
+
+    #[test]
+    fn a_password_with_at_never_shows() {
+        for text in [
+            "postgres://u:Zx9@Secret7@host/db",
+            "postgres://u:Zx9@Secret7@host:5432/db?connect_timeout=3",
+            "postgres://u:Zx9@Secret7@[::1]:5432/db",
+        ] {
+            let dsn = Dsn::parse(text).unwrap();
+            assert!(!dsn.describe().contains("Secret7"), "{}", dsn.describe());
+            assert!(!format!("{dsn:?}").contains("Secret7"), "{dsn:?}");
+        }
+        for bad in [
+            "postgres://u:Zx9@Secret7@host:abc/db",
+            "postgres://u:Zx9@Secret7@host/db?sslmode=sometimes",
+            "postgres://u:Zx9@Secret7@host/db?nonsense=1",
+        ] {
+            let err = Dsn::parse(bad).unwrap_err();
+            assert!(!err.contains("Secret7"), "{bad}: {err}");
         }
     }
 

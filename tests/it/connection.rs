@@ -1,6 +1,6 @@
 //! Reaching the server: exit 5, passwords, TLS modes.
 
-use crate::common::{SECRET, Server, TestEnv, server};
+use crate::common::{Outcome, SECRET, Server, TestEnv, server};
 
 #[test]
 fn an_unreachable_server_is_exit_5_without_the_password() {
@@ -68,6 +68,109 @@ fn password_authentication_over_tcp() {
         "took {:?}",
         out.elapsed
     );
+}
+
+/// Fails the test if the output shows `password` or any run of 4 or more
+/// characters of what follows its first `@`, which is what a URL split at
+/// the first `@` would show as the host.
+#[track_caller]
+fn assert_no_part_of(out: &Outcome, password: &str) {
+    let tail = &password[password.find('@').unwrap() + 1..];
+    let mut parts = vec![password];
+    for len in 4..=tail.len() {
+        parts.extend((0..=tail.len() - len).map(|start| &tail[start..start + len]));
+    }
+    for part in parts {
+        assert!(
+            !out.stdout.contains(part) && !out.stderr.contains(part),
+            "the output shows {part:?} of the password\n--- stdout\n{}\n--- stderr\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn a_password_with_a_bare_at_connects_and_never_shows() {
+    let Some((cluster, _)) = own_server() else {
+        return;
+    };
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    // A role of its own: the shared server's `postgres` password is used
+    // by other tests running at the same time.
+    let role = format!("{}_at", t.db_name);
+    let password = "Zx9@Qv7Kp2Wm4";
+    t.client()
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; \
+             ALTER ROLE {role} PASSWORD '{password}'; \
+             ALTER DATABASE \"{}\" OWNER TO {role};",
+            t.db_name
+        ))
+        .unwrap();
+    let port = cluster.port();
+    let dsn = |password: &str| {
+        format!(
+            "postgres://{role}:{password}@127.0.0.1:{port}/{}?sslmode=disable",
+            t.db_name
+        )
+    };
+    let target = format!("{role}@127.0.0.1:{port}/{}", t.db_name);
+
+    let out = t
+        .migrate_bare()
+        .args(["status", "--dsn", &dsn(password)])
+        .run();
+    out.code(0).stdout_has("001");
+    assert_no_part_of(&out, password);
+    let out = t
+        .migrate_bare()
+        .args(["-v", "up", "--yes", "--dsn", &dsn(password)])
+        .run();
+    out.code(0)
+        .stdout_has(&format!("connected to {target} (PostgreSQL"));
+    assert_no_part_of(&out, password);
+    assert!(t.table_exists("public.a"));
+    for args in [&["status", "--json"][..], &["lock"]] {
+        let out = t
+            .migrate_bare()
+            .args(args)
+            .args(["--dsn", &dsn(password)])
+            .run();
+        out.code(0);
+        assert_no_part_of(&out, password);
+    }
+
+    // Refused: the server names the user, not the password.
+    let wrong = "Zx9@Rb3Nt8Yc6";
+    let out = t
+        .migrate_bare()
+        .args(["status", "--dsn", &dsn(wrong)])
+        .run();
+    out.code(5)
+        .stderr_has(&format!("cannot connect to {target}"))
+        .stderr_has(&format!(
+            "password authentication failed for user \"{role}\""
+        ));
+    assert_no_part_of(&out, wrong);
+}
+
+#[test]
+fn a_password_with_a_bare_at_is_not_shown_when_the_server_is_unreachable() {
+    let t = TestEnv::new();
+    let password = "Zx9@Qv7Kp2Wm4";
+    let out = t
+        .migrate_bare()
+        .args([
+            "status",
+            "--dsn",
+            &format!("postgres://app:{password}@127.0.0.1:1/app?connect_timeout=3"),
+        ])
+        .run();
+    out.code(5)
+        .stderr_has("cannot connect to app@127.0.0.1:1/app: error connecting to server");
+    assert_no_part_of(&out, password);
 }
 
 #[test]
