@@ -16,6 +16,22 @@ fn an_unreachable_server_is_exit_5_without_the_password() {
     }
 }
 
+#[test]
+fn a_malformed_connection_string_names_the_setting_and_value() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "SELECT 1;");
+    for dsn in [
+        format!("postgres://app:{SECRET}@127.0.0.1:54x2/app"),
+        format!("host=127.0.0.1 port=54x2 user=app password={SECRET}"),
+    ] {
+        t.migrate_bare()
+            .args(["status", "--dsn", &dsn])
+            .run()
+            .code(2)
+            .stderr_has("--dsn: invalid connection string: port `54x2` is not a number");
+    }
+}
+
 /// The harness's own server, which also listens on TCP with password
 /// authentication and TLS; tests that need it skip on an external server.
 fn own_server() -> Option<(
