@@ -1,6 +1,8 @@
 //! Reaching the server: exit 5, passwords, TLS modes.
 
+use crate::common::tls::SelfSigned;
 use crate::common::{Outcome, SECRET, Server, TestEnv, server};
+use migrate::pgserver::ClusterOptions;
 
 #[test]
 fn an_unreachable_server_is_exit_5_without_the_password() {
@@ -284,6 +286,81 @@ fn tls_modes() {
         .args(["status", "--dsn", &url])
         .run()
         .code(0);
+}
+
+/// A server of the test's own with TLS from the certificate `name` of
+/// `certs`, and `migrate status` against it over TCP.
+fn own_tls_server(certs: &SelfSigned, name: &str) -> TestEnv {
+    let (cert, key) = (format!("{name}.crt"), format!("{name}.key"));
+    TestEnv::on_own_server_with(ClusterOptions {
+        tcp: true,
+        settings: vec![
+            ("ssl".into(), "on".into()),
+            ("ssl_cert_file".into(), cert.clone()),
+            ("ssl_key_file".into(), key.clone()),
+        ],
+        data_files: vec![
+            (cert.clone(), certs.read(&cert)),
+            (key.clone(), certs.read(&key)),
+        ],
+    })
+}
+
+fn status_over_tls(t: &TestEnv, host: &str, mode: &str, root: &std::path::Path) -> Outcome {
+    t.migrate_bare()
+        .args([
+            "status",
+            "--dsn",
+            &format!(
+                "host={host} port={} user=postgres password=postgres dbname=postgres \
+                 sslmode={mode} sslrootcert={}",
+                t.own_port(),
+                root.display()
+            ),
+        ])
+        .run()
+}
+
+/// A self-signed server certificate given as the root certificate, as
+/// psql accepts it: the server's own certificate is the trust anchor.
+#[test]
+fn a_self_signed_server_certificate_as_the_root() {
+    let certs = SelfSigned::new();
+    let own = certs.make("own", "localhost", &["subjectAltName=DNS:localhost"]);
+    let other = certs.make("other", "localhost", &["subjectAltName=DNS:localhost"]);
+    let t = own_tls_server(&certs, "own");
+
+    status_over_tls(&t, "localhost", "verify-full", &own).code(0);
+    // The certificate names localhost only.
+    status_over_tls(&t, "127.0.0.1", "verify-full", &own)
+        .code(5)
+        .stderr_has("cannot connect to postgres@127.0.0.1")
+        .stderr_has("certificate not valid for name \"127.0.0.1\"");
+    // verify-ca checks the certificate, not the name.
+    status_over_tls(&t, "127.0.0.1", "verify-ca", &own).code(0);
+    status_over_tls(&t, "127.0.0.1", "require", &own).code(0);
+    // Another self-signed certificate, for the same name, is no anchor for this one.
+    for mode in ["verify-full", "verify-ca", "require"] {
+        status_over_tls(&t, "localhost", mode, &other)
+            .code(5)
+            .stderr_has("invalid peer certificate: UnknownIssuer");
+    }
+}
+
+/// PostgreSQL's documented recipe for a self-signed server certificate
+/// names the host in the common name only, which libpq accepts when the
+/// certificate has no alternative name of the host's kind.
+#[test]
+fn a_self_signed_server_certificate_with_the_name_in_its_common_name() {
+    let certs = SelfSigned::new();
+    let own = certs.make("own", "localhost", &[]);
+    let t = own_tls_server(&certs, "own");
+
+    status_over_tls(&t, "localhost", "verify-full", &own).code(0);
+    status_over_tls(&t, "127.0.0.1", "verify-full", &own)
+        .code(5)
+        .stderr_has("certificate not valid for name \"127.0.0.1\"");
+    status_over_tls(&t, "127.0.0.1", "verify-ca", &own).code(0);
 }
 
 #[test]
