@@ -129,7 +129,13 @@ impl TestEnv {
     /// A test environment on a server of its own (Unix socket only), which
     /// the test may stop and start.
     pub fn on_own_server() -> TestEnv {
-        let cluster = TempCluster::start(ClusterOptions::default())
+        TestEnv::on_own_server_with(ClusterOptions::default())
+    }
+
+    /// A test environment on a server of its own started with `options`
+    /// (TCP, TLS settings and files); `dsn` still goes through the socket.
+    pub fn on_own_server_with(options: ClusterOptions) -> TestEnv {
+        let cluster = TempCluster::start(options)
             .unwrap_or_else(|err| panic!("cannot start a server for the test: {err}"));
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("migrations")).unwrap();
@@ -139,6 +145,11 @@ impl TestEnv {
             dir,
             own: Some(std::cell::RefCell::new(cluster)),
         }
+    }
+
+    /// The TCP port of the test's own server.
+    pub fn own_port(&self) -> u16 {
+        self.own.as_ref().expect("an own server").borrow().port()
     }
 
     /// Stops the test's own server (fast shutdown).

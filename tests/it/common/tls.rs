@@ -1,5 +1,5 @@
 //! A test certificate authority and a server certificate for `localhost`,
-//! made with the openssl command.
+//! and self-signed server certificates, made with the openssl command.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -108,5 +108,54 @@ impl Certificates {
             server_key: std::fs::read_to_string(path.join("server.key")).unwrap(),
             _dir: dir,
         }
+    }
+}
+
+/// Self-signed server certificates as `openssl req -x509` makes them: with
+/// openssl's default configuration each is also a CA certificate
+/// (basicConstraints CA:TRUE), as in PostgreSQL's documentation.
+pub struct SelfSigned {
+    dir: tempfile::TempDir,
+}
+
+impl SelfSigned {
+    pub fn new() -> SelfSigned {
+        SelfSigned {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Makes `NAME.crt` and `NAME.key` for subject `CN=common_name` with
+    /// the extra `-addext` extensions; returns the certificate's path.
+    pub fn make(&self, name: &str, common_name: &str, extensions: &[&str]) -> PathBuf {
+        let (cert, key) = (format!("{name}.crt"), format!("{name}.key"));
+        let subject = format!("/CN={common_name}");
+        let mut args = vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+            "-days",
+            "3",
+            "-subj",
+            &subject,
+        ];
+        for extension in extensions {
+            args.extend(["-addext", extension]);
+        }
+        openssl(self.dir.path(), &args);
+        self.dir.path().join(cert)
+    }
+
+    /// The contents of a file made here (`NAME.crt`, `NAME.key`).
+    pub fn read(&self, file: &str) -> Vec<u8> {
+        std::fs::read(self.dir.path().join(file)).unwrap()
     }
 }
