@@ -3,6 +3,7 @@
 //! expanded from the environment in the values that are used.
 
 use crate::error::Error;
+use crate::settings::Environment;
 use serde_yaml_ng::Value;
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 #[derive(Default)]
 pub struct ConfigFolder {
     files: Vec<ConfigFile>,
+    /// What `${VAR}` expands from.
+    env: Environment,
 }
 
 /// Names the files only: their text may hold passwords.
@@ -80,11 +83,14 @@ const ENTRY_KEYS: [&str; 10] = [
 impl ConfigFolder {
     /// Reads every YAML file of the folder. A folder that does not exist is
     /// empty unless `required` (it was named explicitly).
-    pub fn read(dir: &Path, required: bool) -> Result<ConfigFolder, Error> {
+    pub fn read(dir: &Path, required: bool, env: &Environment) -> Result<ConfigFolder, Error> {
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => {
-                return Ok(ConfigFolder::default());
+                return Ok(ConfigFolder {
+                    files: Vec::new(),
+                    env: env.clone(),
+                });
             }
             Err(err) => {
                 return Err(Error::Config {
@@ -130,7 +136,10 @@ impl ConfigFolder {
             };
             files.push(ConfigFile { path, text, root });
         }
-        Ok(ConfigFolder { files })
+        Ok(ConfigFolder {
+            files,
+            env: env.clone(),
+        })
     }
 
     /// The entry named `name`, its values expanded. `None` when no file has
@@ -170,12 +179,12 @@ impl ConfigFolder {
             let names: Vec<String> = match raw {
                 Value::Sequence(items) => items
                     .iter()
-                    .map(|item| scalar(item, &origin))
+                    .map(|item| scalar(item, &origin, &self.env))
                     .collect::<Result<Vec<_>, _>>()?
                     .into_iter()
                     .flatten()
                     .collect(),
-                other => scalar(other, &origin)?
+                other => scalar(other, &origin, &self.env)?
                     .map(|text| {
                         text.split(',')
                             .map(|n| n.trim().to_owned())
@@ -198,7 +207,7 @@ impl ConfigFolder {
             let Some(raw) = map.get(key) else { continue };
             let line = file.line_of_field(entry_line, key);
             let origin = format!("{}:{line} ({name}.{key})", file.path.display());
-            let Some(value) = scalar(raw, &origin)? else {
+            let Some(value) = scalar(raw, &origin, &self.env)? else {
                 continue;
             };
             let slot = match key {
@@ -232,7 +241,7 @@ impl ConfigFolder {
             [] => Ok(None),
             [(file, value)] => {
                 let origin = format!("{}:{}", file.path.display(), file.line_of_key(key));
-                Ok(scalar(value, &origin)?.map(|value| ConfigValue { value, origin }))
+                Ok(scalar(value, &origin, &self.env)?.map(|value| ConfigValue { value, origin }))
             }
             [first, second, ..] => Err(Error::Config {
                 origin: format!("{}:{}", first.0.path.display(), first.0.line_of_key(key)),
@@ -247,7 +256,7 @@ impl ConfigFolder {
 }
 
 /// A single YAML value as text, `${VAR}`-expanded; `None` for null.
-fn scalar(raw: &Value, origin: &str) -> Result<Option<String>, Error> {
+fn scalar(raw: &Value, origin: &str, env: &Environment) -> Result<Option<String>, Error> {
     let text = match raw {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
@@ -260,7 +269,7 @@ fn scalar(raw: &Value, origin: &str) -> Result<Option<String>, Error> {
             });
         }
     };
-    expand_env(&text, |var| std::env::var(var).ok())
+    expand_env(&text, |var| env.get_raw(var).map(str::to_owned))
         .map(Some)
         .map_err(|message| Error::Config {
             origin: origin.to_owned(),
@@ -421,7 +430,7 @@ mod tests {
             ),
             ("notes.txt", "db_main: ignored"),
         ]);
-        let folder = ConfigFolder::read(dir.path(), true).unwrap();
+        let folder = ConfigFolder::read(dir.path(), true, &Environment::default()).unwrap();
         let main = folder.db_entry("db_main").unwrap().unwrap();
         assert_eq!(main.dsn.as_ref().unwrap().value, "postgres://h/db");
         assert_eq!(main.lock_key.as_ref().unwrap().value, "42");
@@ -445,7 +454,7 @@ mod tests {
     #[test]
     fn malformed_yaml_names_file_and_line() {
         let dir = folder(&[("db_main.yaml", "db_main:\n  dsn: x\n   schema: [unclosed\n")]);
-        let err = ConfigFolder::read(dir.path(), true)
+        let err = ConfigFolder::read(dir.path(), true, &Environment::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("db_main.yaml:3:"), "{err}");
@@ -458,7 +467,7 @@ mod tests {
             ("a.yaml", "db_main: {dsn: x}\n"),
             ("b.yaml", "\n\ndb_main: {dsn: y}\n"),
         ]);
-        let folder = ConfigFolder::read(dir.path(), true).unwrap();
+        let folder = ConfigFolder::read(dir.path(), true, &Environment::default()).unwrap();
         let err = folder.db_entry("db_main").unwrap_err().to_string();
         assert!(
             err.contains("a.yaml:1") && err.contains("b.yaml:3"),
@@ -471,13 +480,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("config");
         assert!(
-            ConfigFolder::read(&missing, false)
+            ConfigFolder::read(&missing, false, &Environment::default())
                 .unwrap()
                 .db_entry("db_main")
                 .unwrap()
                 .is_none()
         );
-        assert!(ConfigFolder::read(&missing, true).is_err());
+        assert!(ConfigFolder::read(&missing, true, &Environment::default()).is_err());
     }
 
     #[test]
@@ -486,7 +495,7 @@ mod tests {
             "db.yaml",
             "db_main:\n  schema: app\n  dsn: ${MIGRATE_TEST_SURELY_UNSET_VAR}\n",
         )]);
-        let folder = ConfigFolder::read(dir.path(), true).unwrap();
+        let folder = ConfigFolder::read(dir.path(), true, &Environment::default()).unwrap();
         let err = folder.db_entry("db_main").unwrap_err().to_string();
         assert!(err.contains("db.yaml:3 (db_main.dsn)"), "{err}");
         assert!(

@@ -10,8 +10,88 @@ use crate::engine::LockMode;
 use crate::error::Error;
 use crate::migration::Version;
 use crate::store::{SessionSettings, Tracking};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// One snapshot of the process environment, taken once at start: every
+/// setting, the config folder's `${VAR}` and the bootstrap values are read
+/// from it, and tests hand one in instead of setting process variables.
+#[derive(Clone, Default)]
+pub struct Environment {
+    vars: BTreeMap<String, String>,
+}
+
+/// Names only: values may be secrets.
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.vars.keys()).finish()
+    }
+}
+
+impl Environment {
+    /// The process environment now (variables that are not UTF-8 are left
+    /// out: no setting can use them).
+    pub fn capture() -> Environment {
+        Environment {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        }
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Environment {
+        Environment {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// A variable's value; set to the empty string counts as unset, as
+    /// for every `MIGRATE_*` setting.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.get_raw(name).filter(|v| !v.is_empty())
+    }
+
+    /// A variable's value as set, empty or not.
+    pub fn get_raw(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
+    /// The same environment without `name` (a variable a command ignores).
+    pub fn without(&self, name: &str) -> Environment {
+        let mut env = self.clone();
+        env.vars.remove(name);
+        env
+    }
+}
+
+/// How long `migrate wait` waits: `--timeout`, else `MIGRATE_WAIT_TIMEOUT`,
+/// else 5 minutes.
+pub fn wait_timeout(flag: Option<&str>, env: &Environment) -> Result<Duration, Error> {
+    let given = flag
+        .map(|t| ("--timeout", t))
+        .or_else(|| env.get("MIGRATE_WAIT_TIMEOUT").map(|v| ("MIGRATE_WAIT_TIMEOUT", v)));
+    match given {
+        Some((origin, text)) => parse_duration(text).map_err(|message| Error::Config {
+            origin: origin.into(),
+            message,
+        }),
+        None => Ok(Duration::from_secs(5 * 60)),
+    }
+}
+
+/// `--metrics-file`, else `MIGRATE_METRICS_FILE`: also wanted when the
+/// other settings could not be resolved, so that file still tells of it.
+pub fn metrics_file(args: &GlobalArgs, env: &Environment) -> Option<PathBuf> {
+    args.metrics_file
+        .clone()
+        .or_else(|| env.get("MIGRATE_METRICS_FILE").map(PathBuf::from))
+}
 
 /// The resolved settings. Built before anything touches the database.
 pub struct Settings {
@@ -36,6 +116,9 @@ pub struct Settings {
     pub json: bool,
     pub verbosity: Verbosity,
     pub metrics_file: Option<PathBuf>,
+    /// What these settings were resolved from, for the command-specific
+    /// ones resolved later (`serve`'s, `wait`'s timeout).
+    pub environment: Environment,
     dsn: Option<Sourced>,
 }
 
@@ -140,14 +223,10 @@ impl std::fmt::Debug for Settings {
 const MAX_IDENTIFIER_BYTES: usize = 63;
 
 impl Settings {
-    /// Resolves the settings from the flags, an environment lookup (the
-    /// process environment in the binary, a map in tests) and the config
-    /// folder.
-    pub fn resolve(
-        args: &GlobalArgs,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Settings, Error> {
-        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+    /// Resolves the settings from the flags, the environment and the
+    /// config folder.
+    pub fn resolve(args: &GlobalArgs, environment: &Environment) -> Result<Settings, Error> {
+        let env = |name: &str| environment.get(name).map(str::to_owned);
         let flag = |value: Option<&str>, name: &str| {
             value.map(|v| Sourced {
                 value: v.to_owned(),
@@ -172,8 +251,8 @@ impl Settings {
             .clone()
             .or_else(|| var("MIGRATE_CONFIG").map(|s| PathBuf::from(s.value)));
         let folder = match &config_dir {
-            Some(dir) => ConfigFolder::read(dir, true)?,
-            None => ConfigFolder::read(&PathBuf::from("config"), false)?,
+            Some(dir) => ConfigFolder::read(dir, true, environment)?,
+            None => ConfigFolder::read(&PathBuf::from("config"), false, environment)?,
         };
         let db = flag(args.db.as_deref(), "--db").or_else(|| var("MIGRATE_DB"));
         let entry_name = db
@@ -345,13 +424,11 @@ impl Settings {
             ),
             variables,
         };
-        let metrics_file = args
-            .metrics_file
-            .clone()
-            .or_else(|| var("MIGRATE_METRICS_FILE").map(|s| PathBuf::from(s.value)));
+        let metrics_file = metrics_file(args, environment);
         let verbosity = Verbosity::from_flags(args.quiet, args.verbose);
 
         Ok(Settings {
+            environment: environment.clone(),
             migrations_dir,
             tracking: Tracking { schema, table },
             lock,
@@ -423,7 +500,7 @@ fn identifier(value: Option<Sourced>, default: &str, suffix: usize) -> Result<St
     }
 }
 
-pub use crate::engine::parse_switch as parse_bool;
+use crate::engine::parse_switch as parse_bool;
 
 /// Where a deployment switch was turned on, if it was: the environment
 /// variable, else the config folder's top-level key.
@@ -452,14 +529,19 @@ fn switch(
 }
 
 impl Settings {
+    /// `migrate wait`'s time limit; see [`wait_timeout`].
+    pub fn wait_timeout(&self, flag: Option<&str>) -> Result<Duration, Error> {
+        wait_timeout(flag, &self.environment)
+    }
+
     /// `SKIP_MIGRATIONS` (or `skip-migrations` in the config folder) alone,
     /// before anything else is resolved: `up` then exits 0 whatever else
     /// the environment or the config lacks. Where it was said, if it was.
     pub fn skip_migrations(
         args: &GlobalArgs,
-        env: &dyn Fn(&str) -> Option<String>,
+        environment: &Environment,
     ) -> Result<Option<String>, Error> {
-        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+        let env = |name: &str| environment.get(name).map(str::to_owned);
         if let Some(value) = env_bool(&env, "SKIP_MIGRATIONS")? {
             return Ok(value.then(|| "SKIP_MIGRATIONS".to_owned()));
         }
@@ -468,8 +550,8 @@ impl Settings {
             .clone()
             .or_else(|| env("MIGRATE_CONFIG").map(PathBuf::from))
         {
-            Some(dir) => ConfigFolder::read(&dir, true)?,
-            None => ConfigFolder::read(&PathBuf::from("config"), false)?,
+            Some(dir) => ConfigFolder::read(&dir, true, environment)?,
+            None => ConfigFolder::read(&PathBuf::from("config"), false, environment)?,
         };
         switch(&env, &folder, "SKIP_MIGRATIONS", "skip-migrations")
     }
@@ -501,7 +583,7 @@ mod tests {
         if args.config.is_none() && !env.contains_key("MIGRATE_CONFIG") {
             args.config = Some(empty.path().to_path_buf());
         }
-        Settings::resolve(&args, &|k| env.get(k).cloned())
+        Settings::resolve(&args, &Environment::from_pairs(env))
     }
 
     #[test]
@@ -677,7 +759,7 @@ mod tests {
             ..GlobalArgs::default()
         };
         let from_config = resolve(args, &[]).unwrap();
-        let folder = ConfigFolder::read(dir.path(), true).unwrap();
+        let folder = ConfigFolder::read(dir.path(), true, &Environment::default()).unwrap();
         let entry = folder.db_entry("db_main").unwrap();
         let from_env = resolve(
             GlobalArgs::default(),

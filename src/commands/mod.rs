@@ -4,15 +4,13 @@
 mod sandbox;
 
 use crate::cli::{Cli, Command, DownArgs, RepairArgs};
-use crate::duration::parse_duration;
 use crate::engine::{Bootstrap, Database, DownOptions, Migrator, RepairOptions, UpOptions};
 use crate::error::{Error, exit};
 use crate::metrics;
 use crate::migration::{MigrationSet, Version, new_migration, scan};
 use crate::render::{Output, Printer, Terminal, history_table, json, lock_table, status_table};
 use crate::report::{Progress, RunFailed, UpReport};
-use crate::settings::{Settings, Verbosity};
-use std::time::Duration;
+use crate::settings::{self, Environment, Settings, Verbosity};
 
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
@@ -35,12 +33,9 @@ pub fn run(cli: Cli) -> i32 {
     // or bad, is none of the server's business (one shared with the app's
     // replicas is common). A bad `skip-migrations` in the config folder is
     // a broken config, refused by every command.
-    let serving = matches!(command, Command::Serve(_));
-    let env = |name: &str| {
-        if serving && name == "SKIP_MIGRATIONS" {
-            return None;
-        }
-        std::env::var(name).ok()
+    let env = match command {
+        Command::Serve(_) => Environment::capture().without("SKIP_MIGRATIONS"),
+        _ => Environment::capture(),
     };
     if let Command::Up = command {
         // Decided first: a replica that skips needs nothing else right.
@@ -63,17 +58,12 @@ pub fn run(cli: Cli) -> i32 {
             let printer = Printer::with_output(terminal, false, early);
             // A run that could not even start still says so in its
             // metrics file, if it was to write one.
-            if matches!(command, Command::Up | Command::Down(_)) && !cli.global.dry_run {
-                let path = cli.global.metrics_file.clone().or_else(|| {
-                    env("MIGRATE_METRICS_FILE")
-                        .filter(|v| !v.is_empty())
-                        .map(Into::into)
-                });
-                if let Some(path) = path
-                    && let Err(write) = metrics::write_run(&path, &Progress::default(), false)
-                {
-                    printer.warn(write.to_string());
-                }
+            if matches!(command, Command::Up | Command::Down(_))
+                && !cli.global.dry_run
+                && let Some(path) = settings::metrics_file(&cli.global, &env)
+                && let Err(write) = metrics::write_run(&path, &Progress::default(), false)
+            {
+                printer.warn(write.to_string());
             }
             return fail(&printer, command.name(), &err);
         }
@@ -301,22 +291,7 @@ async fn run_command(
             }
         }
         Command::Wait(args) => {
-            let timeout = match args
-                .timeout
-                .as_deref()
-                .map(|t| ("--timeout", t.to_owned()))
-                .or_else(|| {
-                    std::env::var("MIGRATE_WAIT_TIMEOUT")
-                        .ok()
-                        .filter(|v| !v.is_empty())
-                        .map(|v| ("MIGRATE_WAIT_TIMEOUT", v))
-                }) {
-                Some((origin, text)) => parse_duration(&text).map_err(|message| Error::Config {
-                    origin: origin.into(),
-                    message,
-                })?,
-                None => Duration::from_secs(5 * 60),
-            };
+            let timeout = settings.wait_timeout(args.timeout.as_deref())?;
             let started = std::time::Instant::now();
             let report = folder_migrator(settings)?
                 .wait_until_applied(timeout, printer)

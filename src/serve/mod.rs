@@ -19,7 +19,8 @@ use crate::error::Error;
 use crate::metrics::Live;
 use crate::migration::scan;
 use crate::render::Printer;
-use crate::settings::{Settings, parse_bool};
+use crate::engine::parse_switch as parse_bool;
+use crate::settings::{Environment, Settings};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,10 +46,10 @@ pub struct ServeSettings {
 impl ServeSettings {
     pub fn resolve(
         args: &ServeArgs,
-        env: &dyn Fn(&str) -> Option<String>,
+        environment: &Environment,
     ) -> Result<ServeSettings, Error> {
-        let given = env;
-        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+        let given = |name: &str| environment.get_raw(name).map(str::to_owned);
+        let env = |name: &str| environment.get(name).map(str::to_owned);
         let (listen, origin) = match (&args.listen, env("MIGRATE_LISTEN")) {
             (Some(flag), _) => (flag.clone(), "--listen"),
             (None, Some(var)) => (var, "MIGRATE_LISTEN"),
@@ -136,7 +137,7 @@ pub(crate) struct App {
 /// Runs the server until SIGTERM or SIGINT; a migration that is running
 /// then finishes and is recorded before the process ends.
 pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Result<(), Error> {
-    let serve = ServeSettings::resolve(args, &|name| std::env::var(name).ok())?;
+    let serve = ServeSettings::resolve(args, &settings.environment)?;
     if settings.target.is_some() || settings.dry_run {
         return Err(Error::Usage(
             "--target and --dry-run are for `migrate up`: a run through the API applies every \
