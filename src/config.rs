@@ -2,8 +2,8 @@
 //! (`db_main: {dsn: ..., schema: ...}`), with `${VAR}` and `${VAR:default}`
 //! expanded from the environment in the values that are used.
 
+use crate::environment::Environment;
 use crate::error::Error;
-use crate::settings::Environment;
 use serde_yaml_ng::Value;
 use std::path::{Path, PathBuf};
 

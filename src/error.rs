@@ -4,7 +4,7 @@
 use crate::migration::FileProblem;
 use crate::migration::sql::Location;
 use crate::plan::Drifted;
-use crate::store::LockHolder;
+use crate::state::LockHolder;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -43,6 +43,8 @@ pub mod config;
 pub mod dsn;
 pub mod duration;
 pub mod engine;
+#[cfg(feature = "cli")]
+pub mod environment;
 pub mod error;
 #[cfg(feature = "cli")]
 pub mod metrics;

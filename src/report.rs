@@ -5,7 +5,8 @@ use crate::error::{DbFailure, Error};
 use crate::migration::{Migration, Version};
 use crate::plan::{Drifted, StatusRow, Step, Totals};
 use crate::state::JournalEntry;
-use crate::store::{Blocker, Done, LockHolder};
+use crate::state::{Blocker, LockHolder};
+use crate::store::Done;
 use std::time::Duration;
 
 /// A progress event. The CLI prints them; a service embedding the engine

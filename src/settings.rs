@@ -6,76 +6,21 @@ use crate::cli::GlobalArgs;
 use crate::config::{ConfigFolder, ConfigValue, DbEntry};
 use crate::dsn::Dsn;
 use crate::duration::parse_duration;
-use crate::engine::LockMode;
+use crate::engine::{Bootstrap, Database, LockMode};
+pub use crate::environment::Environment;
 use crate::error::Error;
 use crate::migration::Version;
 use crate::store::{SessionSettings, Tracking};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// One snapshot of the process environment, taken once at start: every
-/// setting, the config folder's `${VAR}` and the bootstrap values are read
-/// from it, and tests hand one in instead of setting process variables.
-#[derive(Clone, Default)]
-pub struct Environment {
-    vars: BTreeMap<String, String>,
-}
-
-/// Names only: values may be secrets.
-impl std::fmt::Debug for Environment {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.vars.keys()).finish()
-    }
-}
-
-impl Environment {
-    /// The process environment now (variables that are not UTF-8 are left
-    /// out: no setting can use them).
-    pub fn capture() -> Environment {
-        Environment {
-            vars: std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-                .collect(),
-        }
-    }
-
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Environment {
-        Environment {
-            vars: pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        }
-    }
-
-    /// A variable's value; set to the empty string counts as unset, as
-    /// for every `MIGRATE_*` setting.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.get_raw(name).filter(|v| !v.is_empty())
-    }
-
-    /// A variable's value as set, empty or not.
-    pub fn get_raw(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(String::as_str)
-    }
-
-    /// The same environment without `name` (a variable a command ignores).
-    pub fn without(&self, name: &str) -> Environment {
-        let mut env = self.clone();
-        env.vars.remove(name);
-        env
-    }
-}
 
 /// How long `migrate wait` waits: `--timeout`, else `MIGRATE_WAIT_TIMEOUT`,
 /// else 5 minutes.
 pub fn wait_timeout(flag: Option<&str>, env: &Environment) -> Result<Duration, Error> {
-    let given = flag
-        .map(|t| ("--timeout", t))
-        .or_else(|| env.get("MIGRATE_WAIT_TIMEOUT").map(|v| ("MIGRATE_WAIT_TIMEOUT", v)));
+    let given = flag.map(|t| ("--timeout", t)).or_else(|| {
+        env.get("MIGRATE_WAIT_TIMEOUT")
+            .map(|v| ("MIGRATE_WAIT_TIMEOUT", v))
+    });
     match given {
         Some((origin, text)) => parse_duration(text).map_err(|message| Error::Config {
             origin: origin.into(),
@@ -529,6 +474,47 @@ fn switch(
 }
 
 impl Settings {
+    /// The engine's view of the database side, without bootstrap scripts.
+    pub fn database(&self) -> Result<Database, Error> {
+        Ok(Database {
+            dsn: self.dsn()?,
+            tracking: self.tracking.clone(),
+            lock: self.lock,
+            lock_key: self.lock_key,
+            actor: None,
+            session: self.session.clone(),
+            wait_for_db: self.wait_for_db,
+            bootstrap: None,
+        })
+    }
+
+    /// The bootstrap scripts, read (unless `SKIP_BOOTSTRAP`), with the
+    /// declared variables' values; a declared variable the environment
+    /// lacks is an error here, before any migration runs.
+    pub fn bootstrap_scripts(&self) -> Result<Option<Bootstrap>, Error> {
+        if self.skip_bootstrap {
+            return Ok(None);
+        }
+        let mut bootstrap = Bootstrap::read(&self.bootstrap.dir, self.bootstrap.named, Vec::new())?;
+        // The variables are the scripts' to read: a folder without scripts
+        // (another `--path` beside the same config, say) needs none of them.
+        if bootstrap.scripts.is_empty() {
+            return Ok(Some(bootstrap));
+        }
+        for (name, value, origin) in &self.bootstrap.variables {
+            match value {
+                Some(value) => bootstrap.variables.push((name.clone(), value.0.clone())),
+                None => {
+                    return Err(Error::MissingVariable {
+                        name: name.clone(),
+                        origin: origin.clone(),
+                    });
+                }
+            }
+        }
+        Ok(Some(bootstrap))
+    }
+
     /// `migrate wait`'s time limit; see [`wait_timeout`].
     pub fn wait_timeout(&self, flag: Option<&str>) -> Result<Duration, Error> {
         wait_timeout(flag, &self.environment)

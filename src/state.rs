@@ -3,6 +3,7 @@
 //! Read by `store`, compared with the files by `plan`; no database code.
 
 use crate::migration::Version;
+use std::fmt;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,4 +87,95 @@ pub struct Unrecorded {
     pub applied_at: String,
     pub actor: String,
     pub duration: Duration,
+}
+
+/// The session holding the migration lock, as `pg_stat_activity` shows it.
+///
+/// A role sees the client and start time only of its own sessions (or of
+/// all, with `pg_read_all_stats`); for another role's session they are
+/// `None`, and the pid, application and user are all there is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: i32,
+    /// Empty when the session set no `application_name`.
+    pub application: String,
+    /// `None` when the role was dropped while the session stayed.
+    pub user: Option<String>,
+    /// The client address, or `local socket`; `None` when hidden.
+    pub client: Option<String>,
+    /// When the holding session connected (RFC 3339, UTC); `None` when
+    /// hidden. PostgreSQL does not record when an advisory lock was
+    /// granted; `migrate` takes it right after connecting, so for another
+    /// `migrate` this is the time.
+    pub since: Option<String>,
+}
+
+/// Said in place of what `pg_stat_activity` hides from the role.
+pub const DETAILS_HIDDEN: &str =
+    "details hidden: this role cannot see that session; grant it pg_read_all_stats";
+
+impl LockHolder {
+    /// Whether `pg_stat_activity` hid the session's details from the role.
+    pub fn details_hidden(&self) -> bool {
+        self.since.is_none()
+    }
+}
+
+impl fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = session_parts(&self.application, self.user.as_deref());
+        parts.extend(self.client.as_ref().map(|c| format!("from {c}")));
+        parts.extend(self.since.as_ref().map(|s| format!("connected since {s}")));
+        write!(f, "pid {} ({}", self.pid, parts.join(", "))?;
+        if self.details_hidden() {
+            write!(f, "; {DETAILS_HIDDEN}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// The application and user of a session, as the messages name them.
+fn session_parts(application: &str, user: Option<&str>) -> Vec<String> {
+    let application = if application.is_empty() {
+        "no application_name"
+    } else {
+        application
+    };
+    let mut parts = vec![application.to_owned()];
+    parts.extend(user.map(|u| format!("user {u}")));
+    parts
+}
+
+/// A session another one waits for, as `pg_blocking_pids` and
+/// `pg_stat_activity` show it; what the role may not see is `None`, as for
+/// [`LockHolder`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocker {
+    pub pid: i32,
+    pub application: String,
+    pub user: Option<String>,
+    pub client: Option<String>,
+    /// When its current (or last) query started (RFC 3339, UTC).
+    pub query_start: Option<String>,
+    pub state: Option<String>,
+    /// The start of its query.
+    pub query: Option<String>,
+}
+
+impl fmt::Display for Blocker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = session_parts(&self.application, self.user.as_deref());
+        parts.extend(self.client.as_ref().map(|c| format!("from {c}")));
+        match (&self.state, &self.query_start) {
+            (Some(state), Some(start)) => parts.push(format!("{state} since {start}")),
+            (Some(state), None) => parts.push(state.clone()),
+            (None, Some(start)) => parts.push(format!("query started {start}")),
+            (None, None) => {}
+        }
+        write!(f, "pid {} ({}", self.pid, parts.join(", "))?;
+        match &self.query {
+            Some(query) => write!(f, "): {query}"),
+            None => write!(f, "; {DETAILS_HIDDEN})"),
+        }
+    }
 }

@@ -4,7 +4,7 @@
 mod sandbox;
 
 use crate::cli::{Cli, Command, DownArgs, RepairArgs};
-use crate::engine::{Bootstrap, Database, DownOptions, Migrator, RepairOptions, UpOptions};
+use crate::engine::{DownOptions, Migrator, RepairOptions, UpOptions};
 use crate::error::{Error, exit};
 use crate::metrics;
 use crate::migration::{MigrationSet, Version, new_migration, scan};
@@ -239,7 +239,7 @@ async fn run_command(
         Command::History => {
             // The journal does not depend on the files, so a bad file name
             // does not hide it.
-            let migrator = Migrator::new(MigrationSet::default(), database(settings)?);
+            let migrator = Migrator::new(MigrationSet::default(), settings.database()?);
             let report = migrator.history(printer).await?;
             if json {
                 printer.document(&json::history(&report));
@@ -263,7 +263,7 @@ async fn run_command(
             }
         }
         Command::Lock => {
-            let migrator = Migrator::new(MigrationSet::default(), database(settings)?);
+            let migrator = Migrator::new(MigrationSet::default(), settings.database()?);
             let report = migrator.lock_status(printer).await?;
             if json {
                 printer.document(&json::lock(&report));
@@ -419,24 +419,11 @@ fn repair_options(args: &RepairArgs, settings: &Settings) -> Result<RepairOption
     })
 }
 
-pub(crate) fn database(settings: &Settings) -> Result<Database, Error> {
-    Ok(Database {
-        dsn: settings.dsn()?,
-        tracking: settings.tracking.clone(),
-        lock: settings.lock,
-        lock_key: settings.lock_key,
-        actor: None,
-        session: settings.session.clone(),
-        wait_for_db: settings.wait_for_db,
-        bootstrap: None,
-    })
-}
-
 /// A migrator for the settings' folder; every naming problem is reported
 /// here, before any connection.
 fn folder_migrator(settings: &Settings) -> Result<Migrator, Error> {
     let scanned = scan(&settings.migrations_dir).map_err(Error::Files)?;
-    Ok(Migrator::from_folder(scanned, database(settings)?))
+    Ok(Migrator::from_folder(scanned, settings.database()?))
 }
 
 /// As `folder_migrator`, with the bootstrap scripts (unless
@@ -444,35 +431,7 @@ fn folder_migrator(settings: &Settings) -> Result<Migrator, Error> {
 /// here, before any migration runs.
 fn folder_migrator_with_bootstrap(settings: &Settings) -> Result<Migrator, Error> {
     let scanned = scan(&settings.migrations_dir).map_err(Error::Files)?;
-    let mut database = database(settings)?;
-    database.bootstrap = bootstrap(settings)?;
+    let mut database = settings.database()?;
+    database.bootstrap = settings.bootstrap_scripts()?;
     Ok(Migrator::from_folder(scanned, database))
-}
-
-pub(crate) fn bootstrap(settings: &Settings) -> Result<Option<Bootstrap>, Error> {
-    if settings.skip_bootstrap {
-        return Ok(None);
-    }
-    let mut bootstrap = Bootstrap::read(
-        &settings.bootstrap.dir,
-        settings.bootstrap.named,
-        Vec::new(),
-    )?;
-    // The variables are the scripts' to read: a folder without scripts
-    // (another `--path` beside the same config, say) needs none of them.
-    if bootstrap.scripts.is_empty() {
-        return Ok(Some(bootstrap));
-    }
-    for (name, value, origin) in &settings.bootstrap.variables {
-        match value {
-            Some(value) => bootstrap.variables.push((name.clone(), value.0.clone())),
-            None => {
-                return Err(Error::MissingVariable {
-                    name: name.clone(),
-                    origin: origin.clone(),
-                });
-            }
-        }
-    }
-    Ok(Some(bootstrap))
 }

@@ -6,8 +6,9 @@ use super::Database;
 use crate::error::{DbFailure, Error};
 use crate::migration::{Migration, Script};
 use crate::report::{AppliedMigration, Event, MigrationRef, Progress, Reporter};
+use crate::state::Blocker;
 use crate::store::{
-    ACTIVE_SQL_TRANSACTION, Action, Blocker, Done, LOCK_NOT_AVAILABLE, Run, RunError, Store,
+    ACTIVE_SQL_TRANSACTION, Action, Done, LOCK_NOT_AVAILABLE, Run, RunError, Store,
 };
 use std::time::{Duration, Instant};
 

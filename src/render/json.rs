@@ -9,8 +9,8 @@ use crate::report::{
     AppliedMigration, BootstrapRun, DownOutcome, DownReport, HistoryReport, LockReport,
     MigrationRef, Progress, RepairReport, StatusReport, UpOutcome, UpReport, ValidateReport,
 };
+use crate::state::LockHolder;
 use crate::state::{JournalEntry, RowStatus};
-use crate::store::LockHolder;
 use serde_json::{Value, json};
 use std::time::Duration;
 

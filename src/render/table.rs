@@ -3,8 +3,8 @@
 use crate::duration::format_duration;
 use crate::plan::{Status, Totals};
 use crate::report::{LockReport, StatusReport};
+use crate::state::DETAILS_HIDDEN;
 use crate::state::JournalEntry;
-use crate::store::DETAILS_HIDDEN;
 use comfy_table::{Attribute, Cell, Color, ContentArrangement, Table, presets};
 
 fn new_table(color: bool, header: &[&str]) -> Table {

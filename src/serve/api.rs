@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::plan::{Status, StatusRow};
 use crate::report::{Event, Reporter, UpOutcome};
 use crate::state::JournalEntry;
-use crate::store::LockHolder;
+use crate::state::LockHolder;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};

@@ -14,12 +14,12 @@ pub use limits::{AllowList, RateLimit};
 
 use crate::cli::ServeArgs;
 use crate::dsn::{Dsn, TlsMode};
+use crate::engine::parse_switch as parse_bool;
 use crate::engine::{Database, LockMode, Migrator};
 use crate::error::Error;
 use crate::metrics::Live;
 use crate::migration::scan;
 use crate::render::Printer;
-use crate::engine::parse_switch as parse_bool;
 use crate::settings::{Environment, Settings};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,10 +44,7 @@ pub struct ServeSettings {
 }
 
 impl ServeSettings {
-    pub fn resolve(
-        args: &ServeArgs,
-        environment: &Environment,
-    ) -> Result<ServeSettings, Error> {
+    pub fn resolve(args: &ServeArgs, environment: &Environment) -> Result<ServeSettings, Error> {
         let given = |name: &str| environment.get_raw(name).map(str::to_owned);
         let env = |name: &str| environment.get(name).map(str::to_owned);
         let (listen, origin) = match (&args.listen, env("MIGRATE_LISTEN")) {
@@ -145,14 +142,14 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
                 .into(),
         ));
     }
-    let mut database = crate::commands::database(settings)?;
+    let mut database = settings.database()?;
     // The API never runs without the lock, and never waits for it: a run
     // that finds it held answers 409 at once.
     database.lock = LockMode::SkipIfLocked;
     // A run with the database down answers 503 at once rather than
     // waiting for it.
     database.wait_for_db = Duration::ZERO;
-    database.bootstrap = crate::commands::bootstrap(settings)?;
+    database.bootstrap = settings.bootstrap_scripts()?;
     // Read once, now: a file problem stops the server from starting, and
     // what it shows and runs is what it checked, whatever happens to the
     // folder later.

@@ -78,7 +78,9 @@ fn assert_parses(args: &[String], origin: &str) {
     let empty = tempfile::tempdir().unwrap();
     let mut global = cli.global.clone();
     global.config = Some(empty.path().to_owned());
-    if let Err(err) = migrate::settings::Settings::resolve(&global, &migrate::settings::Environment::default()) {
+    if let Err(err) =
+        migrate::settings::Settings::resolve(&global, &migrate::settings::Environment::default())
+    {
         panic!("{origin}: `migrate {}`: {err}", args.join(" "));
     }
 }
