@@ -128,7 +128,11 @@ fn main() {
         .parent()
         .unwrap()
         .to_path_buf();
-    let migrate_bin = PathBuf::from(env!("CARGO_BIN_EXE_migrate"));
+    // BENCH_MIGRATE: another build to measure side by side (an earlier
+    // commit's, say), in the same run and against the same server.
+    let migrate_bin = std::env::var_os("BENCH_MIGRATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_migrate")));
     let floor_bin = exe_dir.join("examples/pg_floor");
     assert!(
         floor_bin.exists(),

@@ -65,6 +65,44 @@ pub struct Printer {
     progress: Mutex<Option<ProgressBar>>,
     /// What the run is doing, for the line an interrupted run prints.
     activity: Mutex<Activity>,
+    /// Where results and messages go (the process's stdout), and errors
+    /// (its stderr); buffers in tests.
+    stdout: Mutex<Box<dyn Write + Send>>,
+    stderr: Mutex<Box<dyn Write + Send>>,
+}
+
+/// What a [`Printer::capture`] printer wrote.
+#[derive(Clone, Default)]
+pub struct Captured {
+    stdout: std::sync::Arc<Mutex<Vec<u8>>>,
+    stderr: std::sync::Arc<Mutex<Vec<u8>>>,
+}
+
+impl Captured {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+/// One end of a captured stream.
+struct Capture(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What the run is doing now, as far as its events tell.
@@ -91,13 +129,63 @@ impl Printer {
     }
 
     pub fn with_output(terminal: Terminal, assume_yes: bool, output: Output) -> Printer {
+        Printer::with_writers(
+            terminal,
+            assume_yes,
+            output,
+            Box::new(std::io::stdout()),
+            Box::new(std::io::stderr()),
+        )
+    }
+
+    /// A printer over the writers given, for stdout and stderr.
+    pub fn with_writers(
+        terminal: Terminal,
+        assume_yes: bool,
+        output: Output,
+        stdout: Box<dyn Write + Send>,
+        stderr: Box<dyn Write + Send>,
+    ) -> Printer {
         Printer {
             terminal,
             assume_yes,
             output,
             progress: Mutex::new(None),
             activity: Mutex::new(Activity::default()),
+            stdout: Mutex::new(stdout),
+            stderr: Mutex::new(stderr),
         }
+    }
+
+    /// A printer as without a terminal, writing into buffers: what a run
+    /// prints can be checked without the binary.
+    pub fn capture(output: Output) -> (Printer, Captured) {
+        // Buffers are no terminal (colour is the process's setting).
+        console::set_colors_enabled(false);
+        console::set_colors_enabled_stderr(false);
+        let captured = Captured::default();
+        let terminal = Terminal {
+            stdout_tty: false,
+            stdin_tty: false,
+            stderr_tty: false,
+            color: false,
+        };
+        let printer = Printer::with_writers(
+            terminal,
+            true,
+            output,
+            Box::new(Capture(std::sync::Arc::clone(&captured.stdout))),
+            Box::new(Capture(std::sync::Arc::clone(&captured.stderr))),
+        );
+        (printer, captured)
+    }
+
+    fn out(&self) -> std::sync::MutexGuard<'_, Box<dyn Write + Send>> {
+        self.stdout.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn err(&self) -> std::sync::MutexGuard<'_, Box<dyn Write + Send>> {
+        self.stderr.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Ctrl-C was pressed at the confirmation prompt.
@@ -233,15 +321,13 @@ impl Printer {
     /// What the command is for (a table, a summary): on stdout, even with
     /// `--quiet`. Not used with `--json`, whose document takes its place.
     pub fn result(&self, text: impl AsRef<str>) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", text.as_ref());
+        let _ = writeln!(self.out(), "{}", text.as_ref());
     }
 
     /// The `--json` document, alone on stdout.
     pub fn document(&self, document: &serde_json::Value) {
         self.finish_progress();
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{document:#}");
+        let _ = writeln!(self.out(), "{document:#}");
     }
 
     fn emit(&self, text: &str) {
@@ -249,10 +335,10 @@ impl Printer {
         match progress.as_ref() {
             Some(bar) => bar.println(text),
             None if self.output.json => {
-                let _ = writeln!(std::io::stderr().lock(), "{text}");
+                let _ = writeln!(self.err(), "{text}");
             }
             None => {
-                let _ = writeln!(std::io::stdout().lock(), "{text}");
+                let _ = writeln!(self.out(), "{text}");
             }
         }
     }
@@ -269,9 +355,8 @@ impl Printer {
     /// An error on stderr, after clearing any progress bar.
     pub fn error(&self, text: impl AsRef<str>) {
         self.finish_progress();
-        let mut err = std::io::stderr().lock();
         let label = style("error:").for_stderr().red().bold();
-        let _ = writeln!(err, "{label} {}", text.as_ref());
+        let _ = writeln!(self.err(), "{label} {}", text.as_ref());
     }
 
     fn finish_progress(&self) {
@@ -627,5 +712,102 @@ impl Reporter for Printer {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migration::{Migration, Script, Version, checksum};
+    use crate::plan::Step;
+    use crate::store::Done;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn migration(version: &str, name: &str, transactional: bool) -> Migration {
+        let sql = "SELECT 1;";
+        Migration {
+            version: Version::parse(version).unwrap(),
+            name: name.into(),
+            up: Script {
+                path: PathBuf::from(format!("migrations/{version}_{name}.sql")),
+                sql: sql.into(),
+                checksum: checksum(sql.as_bytes()),
+                transactional,
+            },
+            down_path: None,
+            down: None,
+        }
+    }
+
+    #[test]
+    fn a_run_and_its_interruption_as_printed() {
+        let (printer, captured) = Printer::capture(Output::default());
+        let (first, second) = (
+            migration("001", "users", true),
+            migration("002", "index", false),
+        );
+        let steps = [
+            Step {
+                migration: &first,
+                failed_row_version: None,
+            },
+            Step {
+                migration: &second,
+                failed_row_version: Some("002".into()),
+            },
+        ];
+        printer.event(Event::Plan {
+            steps: &steps,
+            after_target: 1,
+            bootstrap: &["001_admin.sql".to_owned()],
+            dry_run: false,
+        });
+        printer.event(Event::Applying {
+            migration: &first,
+            index: 0,
+            total: 2,
+        });
+        printer.event(Event::Applied {
+            migration: &first,
+            applied: &Done {
+                duration: Duration::from_millis(12),
+            },
+            index: 0,
+            total: 2,
+        });
+        printer.event(Event::Applying {
+            migration: &second,
+            index: 1,
+            total: 2,
+        });
+        printer.error(printer.interrupted("SIGTERM"));
+        insta::assert_snapshot!(captured.stdout(), @r"
+        2 migrations to apply:
+          001_users
+          002_index (failed before; retrying)
+          (1 more migration pending after the target, left for later)
+        then the bootstrap scripts: 001_admin.sql
+        applied 001_users (12ms)
+        ");
+        insta::assert_snapshot!(captured.stderr(), @"error: interrupted by SIGTERM while applying 002_index, which runs outside a transaction: the server cancels the statement that was running, the ones before it stay done, and its row says how far it got (the next `up` runs it again); the 1 migration that finished before stays so");
+    }
+
+    #[test]
+    fn with_json_messages_go_to_stderr_and_the_document_alone_to_stdout() {
+        let (printer, captured) = Printer::capture(Output {
+            json: true,
+            verbosity: Verbosity::Normal,
+        });
+        printer.event(Event::UpToDate {
+            applied: 3,
+            after_target: 0,
+        });
+        printer.document(&serde_json::json!({ "ok": true }));
+        assert_eq!(
+            captured.stderr(),
+            "up to date: 3 migrations applied, none pending\n"
+        );
+        assert_eq!(captured.stdout(), "{\n  \"ok\": true\n}\n");
     }
 }
