@@ -59,6 +59,23 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// Serializes a duration as whole microseconds (the JSON documents'
+/// `*_us` fields).
+pub fn serialize_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_micros() as u64)
+}
+
+/// As [`serialize_micros`], `null` for none.
+pub fn serialize_opt_micros<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => serialize_micros(d, s),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -192,8 +192,9 @@ impl Error {
 }
 
 /// A pending version older than the newest applied one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct OutOfOrder {
+    #[serde(rename = "migration")]
     pub label: String,
     pub newest_applied: String,
 }

@@ -1,12 +1,15 @@
 //! Files and state rows in, status rows and the list of migrations to apply
 //! out. Pure: no database, no output.
 
+use crate::duration::serialize_opt_micros;
 use crate::migration::{Migration, MigrationSet, Version};
 use crate::state::{DbState, RowStatus, StateRow};
+use serde::Serialize;
 use std::time::Duration;
 
 /// The status of one version, comparing its file with its state row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Applied, and the file is unchanged.
     Applied,
@@ -33,13 +36,14 @@ impl Status {
 }
 
 /// One line of `migrate status`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct StatusRow {
     pub version: Version,
     pub name: String,
     pub status: Status,
     /// When it was applied, or when it last failed (RFC 3339, UTC).
     pub applied_at: Option<String>,
+    #[serde(rename = "duration_us", serialize_with = "serialize_opt_micros")]
     pub duration: Option<Duration>,
     pub error: Option<String>,
     /// Whether the version has a file in the folder.
@@ -213,6 +217,29 @@ impl std::fmt::Display for Drifted {
     }
 }
 
+/// `{version, name, drift, recorded_status, recorded_checksum,
+/// file_checksum, file}`, `drift` being `changed`, `missing` or
+/// `unrecorded`.
+impl Serialize for Drifted {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (kind, recorded, current) = match &self.drift {
+            Drift::Changed { recorded, current } => ("changed", Some(recorded), Some(current)),
+            Drift::Missing => ("missing", None, None),
+            Drift::Unrecorded { checksum, .. } => ("unrecorded", Some(checksum), None),
+        };
+        let mut out = s.serialize_struct("Drifted", 7)?;
+        out.serialize_field("version", &self.version)?;
+        out.serialize_field("name", &self.name)?;
+        out.serialize_field("drift", kind)?;
+        out.serialize_field("recorded_status", &self.status)?;
+        out.serialize_field("recorded_checksum", &recorded)?;
+        out.serialize_field("file_checksum", &current)?;
+        out.serialize_field("file", &self.path.as_ref().map(|p| p.display().to_string()))?;
+        out.end()
+    }
+}
+
 /// The first 12 hex digits of a checksum, enough to tell versions apart.
 fn short(checksum: &str) -> &str {
     checksum.get(..12).unwrap_or(checksum)
@@ -291,7 +318,7 @@ pub fn out_of_order<'a, 'b>(steps: &'b [Step<'a>], rows: &[StateRow]) -> Vec<&'b
 }
 
 /// Counts per status, for the totals line.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
     pub applied: usize,
     pub pending: usize,

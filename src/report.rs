@@ -1,12 +1,14 @@
 //! What the engine tells its caller: progress events while it runs (the
 //! engine never prints) and the typed reports it returns.
 
+use crate::duration::serialize_micros;
 use crate::error::{DbFailure, Error};
 use crate::migration::{Migration, Version};
 use crate::plan::{Drifted, StatusRow, Step, Totals};
 use crate::state::JournalEntry;
 use crate::state::{Blocker, LockHolder};
 use crate::store::Done;
+use serde::Serialize;
 use std::time::Duration;
 
 /// A progress event. The CLI prints them; a service embedding the engine
@@ -163,7 +165,8 @@ pub struct DownStep<'a> {
 }
 
 /// How `up` ended, when it did not fail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum UpOutcome {
     /// Nothing was pending.
     UpToDate,
@@ -179,7 +182,7 @@ pub enum UpOutcome {
     DoneElsewhere,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MigrationRef {
     pub version: Version,
     pub name: String,
@@ -194,23 +197,26 @@ impl MigrationRef {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct AppliedMigration {
+    #[serde(flatten)]
     pub migration: MigrationRef,
+    #[serde(rename = "duration_us", serialize_with = "serialize_micros")]
     pub duration: Duration,
 }
 
 /// A bootstrap script that ran.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct BootstrapRun {
     pub script: String,
+    #[serde(rename = "duration_us", serialize_with = "serialize_micros")]
     pub duration: Duration,
 }
 
 /// What a run committed, and what it found, on success and on failure
 /// alike: the CLI's output, the JSON document, the metrics and the API all
 /// read it here.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Progress {
     /// Migrations applied, in order.
     pub applied: Vec<AppliedMigration>,
@@ -222,6 +228,7 @@ pub struct Progress {
     /// ran.
     pub failed: Option<AppliedMigration>,
     /// How long the run waited for the migration lock.
+    #[serde(rename = "lock_waited_us", serialize_with = "serialize_micros")]
     pub lock_waited: Duration,
     /// Migrations still pending when the run ended, once it had looked.
     pub pending: Option<usize>,
@@ -260,7 +267,7 @@ impl From<RunFailed> for Error {
 }
 
 /// The result of `up`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct UpReport {
     pub outcome: UpOutcome,
     /// What was pending when the run looked.
@@ -269,6 +276,7 @@ pub struct UpReport {
     /// held back by `--target`).
     pub planned_bootstrap: Vec<String>,
     /// What it did.
+    #[serde(flatten)]
     pub done: Progress,
 }
 
@@ -285,12 +293,14 @@ impl UpReport {
 }
 
 /// The result of `status`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct StatusReport {
+    #[serde(rename = "migrations")]
     pub rows: Vec<StatusRow>,
     pub totals: Totals,
     /// Pending versions older than the newest applied one (`up` refuses
-    /// them without `--out-of-order`).
+    /// them without `--out-of-order`), by label.
+    #[serde(serialize_with = "labels")]
     pub out_of_order: Vec<crate::error::OutOfOrder>,
     /// Pending versions whose rows are gone while the journal says they
     /// were applied (`up` refuses them; `repair` restores their rows).
@@ -298,7 +308,8 @@ pub struct StatusReport {
 }
 
 /// How `down` ended, when it did not fail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DownOutcome {
     /// Nothing in the range was applied.
     NothingToDo,
@@ -308,23 +319,24 @@ pub enum DownOutcome {
 }
 
 /// The result of `down`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct DownReport {
     pub outcome: DownOutcome,
     /// What the plan chose to roll back.
     pub planned: Vec<MigrationRef>,
     /// What it did.
+    #[serde(flatten)]
     pub done: Progress,
 }
 
 /// The result of `validate`: the files agree with the database.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct ValidateReport {
     pub totals: Totals,
 }
 
 /// The result of `repair`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct RepairReport {
     /// What was (or, with a dry run, would be) accepted.
     pub repaired: Vec<Drifted>,
@@ -338,8 +350,39 @@ pub struct LockReport {
     pub holder: Option<LockHolder>,
 }
 
+/// `key` as a string (a 64-bit key loses digits as a JSON number in most
+/// readers), `held`, `holder`.
+impl Serialize for LockReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("LockReport", 3)?;
+        out.serialize_field("key", &self.key.to_string())?;
+        out.serialize_field("held", &self.holder.is_some())?;
+        out.serialize_field("holder", &self.holder)?;
+        out.end()
+    }
+}
+
 /// The result of `history`.
 #[derive(Clone, Debug)]
 pub struct HistoryReport {
     pub entries: Vec<JournalEntry>,
+}
+
+/// `entries`, oldest first, and their `total`.
+impl Serialize for HistoryReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("HistoryReport", 2)?;
+        out.serialize_field("entries", &self.entries)?;
+        out.serialize_field("total", &self.entries.len())?;
+        out.end()
+    }
+}
+
+fn labels<S: serde::Serializer>(
+    items: &[crate::error::OutOfOrder],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(items.iter().map(|o| &o.label))
 }

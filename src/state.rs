@@ -6,7 +6,8 @@ use crate::migration::Version;
 use std::fmt;
 use std::time::Duration;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RowStatus {
     Applied,
     Failed,
@@ -35,7 +36,7 @@ pub struct RowDetails {
 }
 
 /// One journal entry.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct JournalEntry {
     pub id: i64,
     /// RFC 3339, UTC, microseconds.
@@ -44,6 +45,10 @@ pub struct JournalEntry {
     pub version: Option<String>,
     pub name: Option<String>,
     pub checksum: Option<String>,
+    #[serde(
+        rename = "duration_us",
+        serialize_with = "crate::duration::serialize_opt_micros"
+    )]
     pub duration: Option<Duration>,
     pub actor: String,
     pub db_user: String,
@@ -94,7 +99,7 @@ pub struct Unrecorded {
 /// A role sees the client and start time only of its own sessions (or of
 /// all, with `pg_read_all_stats`); for another role's session they are
 /// `None`, and the pid, application and user are all there is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct LockHolder {
     pub pid: i32,
     /// Empty when the session set no `application_name`.
@@ -107,6 +112,7 @@ pub struct LockHolder {
     /// hidden. PostgreSQL does not record when an advisory lock was
     /// granted; `migrate` takes it right after connecting, so for another
     /// `migrate` this is the time.
+    #[serde(rename = "connected_since")]
     pub since: Option<String>,
 }
 

@@ -20,6 +20,13 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug)]
 pub struct Version(String);
 
+/// As written in the file name (`"007"`): a string, leading zeros kept.
+impl serde::Serialize for Version {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl Version {
     /// Parses a version: one or more ASCII digits, nothing else.
     pub fn parse(text: &str) -> Option<Version> {

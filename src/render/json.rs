@@ -4,13 +4,10 @@
 //! in UTC, durations integer microseconds (`*_us`).
 
 use crate::error::Error;
-use crate::plan::{Drift, Drifted, Status, StatusRow, Totals};
 use crate::report::{
-    AppliedMigration, BootstrapRun, DownOutcome, DownReport, HistoryReport, LockReport,
-    MigrationRef, Progress, RepairReport, StatusReport, UpOutcome, UpReport, ValidateReport,
+    DownReport, HistoryReport, LockReport, Progress, RepairReport, StatusReport, UpReport,
+    ValidateReport,
 };
-use crate::state::LockHolder;
-use crate::state::{JournalEntry, RowStatus};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -41,31 +38,20 @@ pub fn error_document(command: &str, err: &Error) -> Value {
 }
 
 /// The document for a failed `up` or `down`: the error, and what the run
-/// committed before it (`applied` and `bootstrap`, or `rolled_back`).
+/// did before it (as a successful run's document has it).
 pub fn failed_run(command: &str, err: &Error, done: Option<&Progress>) -> Value {
     let mut doc = error_document(command, err);
-    if let (Some(done), Value::Object(doc)) = (done, &mut doc) {
-        let list = |items: &[AppliedMigration]| items.iter().map(applied_value).collect::<Vec<_>>();
-        if command == "down" {
-            doc.insert("rolled_back".into(), json!(list(&done.rolled_back)));
-        } else {
-            doc.insert("applied".into(), json!(list(&done.applied)));
-            doc.insert(
-                "bootstrap".into(),
-                json!(
-                    done.bootstrap
-                        .iter()
-                        .map(bootstrap_value)
-                        .collect::<Vec<_>>()
-                ),
-            );
-        }
+    if let (Some(done), Value::Object(doc)) = (done, &mut doc)
+        && let Value::Object(done) = to_value(done)
+    {
+        doc.extend(done);
     }
     doc
 }
 
-fn bootstrap_value(b: &BootstrapRun) -> Value {
-    json!({ "script": b.script, "duration_us": micros(b.duration) })
+/// A report as JSON; the report types' `Serialize` is the documented shape.
+fn to_value(report: &impl serde::Serialize) -> Value {
+    serde_json::to_value(report).expect("reports serialize to JSON")
 }
 
 pub fn error_value(err: &Error) -> Value {
@@ -85,15 +71,12 @@ pub fn error_value(err: &Error) -> Value {
             drifted,
             out_of_order,
         } => json!({
-            "drift": drifted.iter().map(drifted_value).collect::<Vec<_>>(),
-            "out_of_order": out_of_order.iter().map(|o| json!({
-                "migration": o.label,
-                "newest_applied": o.newest_applied,
-            })).collect::<Vec<_>>(),
+            "drift": to_value(drifted),
+            "out_of_order": to_value(out_of_order),
         }),
         Error::LockTimeout { waited, holder } => json!({
             "waited_us": micros(*waited),
-            "holder": holder.as_ref().map(holder_value),
+            "holder": to_value(holder),
         }),
         Error::MigrationFailed {
             label,
@@ -168,188 +151,39 @@ fn kind(err: &Error) -> &'static str {
     }
 }
 
-fn migration_ref(m: &MigrationRef) -> Value {
-    json!({ "version": m.version.as_str(), "name": m.name })
-}
-
-fn applied_value(a: &AppliedMigration) -> Value {
-    json!({
-        "version": a.migration.version.as_str(),
-        "name": a.migration.name,
-        "duration_us": micros(a.duration),
-    })
-}
-
-fn holder_value(h: &LockHolder) -> Value {
-    json!({
-        "pid": h.pid,
-        "application": h.application,
-        "user": h.user,
-        "client": h.client,
-        "connected_since": h.since,
-    })
-}
-
-fn drifted_value(d: &Drifted) -> Value {
-    let (kind, recorded, current) = match &d.drift {
-        Drift::Changed { recorded, current } => ("changed", Some(recorded), Some(current)),
-        Drift::Missing => ("missing", None, None),
-        Drift::Unrecorded { checksum, .. } => ("unrecorded", Some(checksum), None),
-    };
-    json!({
-        "version": d.version.as_str(),
-        "name": d.name,
-        "drift": kind,
-        "recorded_status": match d.status { RowStatus::Applied => "applied", RowStatus::Failed => "failed" },
-        "recorded_checksum": recorded,
-        "file_checksum": current,
-        "file": d.path.as_ref().map(|p| p.display().to_string()),
-    })
-}
-
-fn totals_value(t: &Totals) -> Value {
-    json!({
-        "applied": t.applied,
-        "pending": t.pending,
-        "failed": t.failed,
-        "changed": t.changed,
-        "missing": t.missing,
-    })
-}
-
-fn status_label(status: Status) -> &'static str {
-    match status {
-        Status::Applied => "applied",
-        Status::Pending => "pending",
-        Status::Failed => "failed",
-        Status::Changed => "changed",
-        Status::Missing => "missing",
-    }
-}
-
-fn status_row(row: &StatusRow) -> Value {
-    json!({
-        "version": row.version.as_str(),
-        "name": row.name,
-        "status": status_label(row.status),
-        "applied_at": row.applied_at,
-        "duration_us": row.duration.map(micros),
-        "error": row.error,
-        "has_file": row.has_file,
-    })
-}
-
 pub fn status(report: &StatusReport) -> Value {
-    envelope(
-        "status",
-        json!({
-            "migrations": report.rows.iter().map(status_row).collect::<Vec<_>>(),
-            "totals": totals_value(&report.totals),
-            "out_of_order": report.out_of_order.iter().map(|o| o.label.clone()).collect::<Vec<_>>(),
-            "unrecorded": report.unrecorded.iter().map(drifted_value).collect::<Vec<_>>(),
-        }),
-    )
-}
-
-fn journal_entry(e: &JournalEntry) -> Value {
-    json!({
-        "id": e.id,
-        "at": e.at,
-        "event": e.event,
-        "version": e.version,
-        "name": e.name,
-        "checksum": e.checksum,
-        "duration_us": e.duration.map(micros),
-        "actor": e.actor,
-        "db_user": e.db_user,
-        "error": e.error,
-        "note": e.note,
-    })
+    envelope("status", to_value(report))
 }
 
 pub fn history(report: &HistoryReport) -> Value {
-    envelope(
-        "history",
-        json!({
-            "entries": report.entries.iter().map(journal_entry).collect::<Vec<_>>(),
-            "total": report.entries.len(),
-        }),
-    )
+    envelope("history", to_value(report))
 }
 
 pub fn up(report: &UpReport) -> Value {
-    let outcome = match report.outcome {
-        UpOutcome::UpToDate => "up_to_date",
-        UpOutcome::Applied => "applied",
-        UpOutcome::DryRun => "dry_run",
-        UpOutcome::SkippedLocked => "skipped_locked",
-        UpOutcome::DoneElsewhere => "done_elsewhere",
-        UpOutcome::Skipped => "skipped",
-    };
-    envelope(
-        "up",
-        json!({
-            "outcome": outcome,
-            "planned": report.planned.iter().map(migration_ref).collect::<Vec<_>>(),
-            "applied": report.done.applied.iter().map(applied_value).collect::<Vec<_>>(),
-            "planned_bootstrap": report.planned_bootstrap,
-            "bootstrap": report.done.bootstrap.iter().map(bootstrap_value).collect::<Vec<_>>(),
-            "lock_waited_us": micros(report.done.lock_waited),
-        }),
-    )
+    envelope("up", to_value(report))
 }
 
 pub fn down(report: &DownReport) -> Value {
-    let outcome = match report.outcome {
-        DownOutcome::NothingToDo => "nothing_to_do",
-        DownOutcome::RolledBack => "rolled_back",
-        DownOutcome::DryRun => "dry_run",
-        DownOutcome::SkippedLocked => "skipped_locked",
-    };
-    envelope(
-        "down",
-        json!({
-            "outcome": outcome,
-            "planned": report.planned.iter().map(migration_ref).collect::<Vec<_>>(),
-            "rolled_back": report.done.rolled_back.iter().map(applied_value).collect::<Vec<_>>(),
-        }),
-    )
+    envelope("down", to_value(report))
 }
 
 pub fn validate(report: &ValidateReport) -> Value {
-    envelope(
-        "validate",
-        json!({ "agree": true, "totals": totals_value(&report.totals) }),
-    )
+    let mut doc = envelope("validate", to_value(report));
+    doc["agree"] = json!(true);
+    doc
 }
 
 /// `wait`: every migration of the folder is applied.
 pub fn wait(report: &ValidateReport, waited: Duration) -> Value {
-    envelope(
-        "wait",
-        json!({ "totals": totals_value(&report.totals), "waited_us": micros(waited) }),
-    )
+    let mut doc = envelope("wait", to_value(report));
+    doc["waited_us"] = json!(micros(waited));
+    doc
 }
 
 pub fn repair(report: &RepairReport) -> Value {
-    envelope(
-        "repair",
-        json!({
-            "dry_run": report.dry_run,
-            "repaired": report.repaired.iter().map(drifted_value).collect::<Vec<_>>(),
-        }),
-    )
+    envelope("repair", to_value(report))
 }
 
 pub fn lock(report: &LockReport) -> Value {
-    envelope(
-        "lock",
-        json!({
-            // A string: a 64-bit key loses digits as a JSON number in
-            // most readers.
-            "key": report.key.to_string(),
-            "held": report.holder.is_some(),
-            "holder": report.holder.as_ref().map(holder_value),
-        }),
-    )
+    envelope("lock", to_value(report))
 }

@@ -2,13 +2,12 @@
 //! and the JSON the seed's clients expect (SPEC "Admin HTTP API").
 
 use super::auth::Refused;
+use super::shapes;
 use super::{App, BODY_LIMIT, READ_TIMEOUT};
 use crate::engine::UpOptions;
 use crate::error::DbFailure;
 use crate::error::Error;
-use crate::plan::{Status, StatusRow};
 use crate::report::{Event, Reporter, UpOutcome};
-use crate::state::JournalEntry;
 use crate::state::LockHolder;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
@@ -58,11 +57,7 @@ fn error(
     details: impl Into<String>,
     outcome: &'static str,
 ) -> Response {
-    json_response(
-        status,
-        json!({ "error": error, "details": details.into() }),
-        outcome,
-    )
+    json_response(status, shapes::error(error, details), outcome)
 }
 
 /// The audit line of a request, written when the answer is ready, or when
@@ -332,85 +327,14 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     response
 }
 
-fn nanos(duration: Option<Duration>) -> Value {
-    duration.map_or(Value::Null, |d| json!(d.as_nanos() as u64))
-}
-
-fn migration_value(row: &StatusRow) -> Value {
-    let (status, drift) = match row.status {
-        Status::Applied => ("completed", None),
-        Status::Pending => ("pending", None),
-        Status::Failed => ("failed", None),
-        Status::Changed => ("completed", Some("changed")),
-        Status::Missing => ("completed", Some("missing")),
-    };
-    let mut value = json!({
-        "version": row.version.as_str(),
-        "name": row.name,
-        "status": status,
-        "applied_at": row.applied_at,
-        "duration": nanos(row.duration),
-    });
-    if let Some(drift) = drift {
-        value["drift"] = json!(drift);
-    }
-    if let Some(error) = &row.error {
-        value["error"] = json!(error);
-    }
-    value
-}
-
 async fn status(State(app): State<Arc<App>>) -> Response {
     let report = match read(&app, async |client| app.migrator.status_on(client).await).await {
         Ok(report) => report,
         Err(response) => return response,
     };
-    let all: Vec<Value> = report.rows.iter().map(migration_value).collect();
-    let pending: Vec<Value> = report
-        .rows
-        .iter()
-        .filter(|r| matches!(r.status, Status::Pending | Status::Failed))
-        .map(migration_value)
-        .collect();
-    let applied: Vec<Value> = report
-        .rows
-        .iter()
-        .filter(|r| {
-            matches!(
-                r.status,
-                Status::Applied | Status::Changed | Status::Missing
-            )
-        })
-        .map(migration_value)
-        .collect();
-    app.live.set_pending(pending.len());
-    json_response(
-        StatusCode::OK,
-        json!({
-            "total": all.len(),
-            "pending_count": pending.len(),
-            "applied_count": applied.len(),
-            "all_migrations": all,
-            "pending_migrations": pending,
-            "applied_migrations": applied,
-        }),
-        "ok",
-    )
-}
-
-fn journal_value(entry: &JournalEntry) -> Value {
-    json!({
-        "id": entry.id,
-        "version": entry.version,
-        "name": entry.name,
-        "event": entry.event,
-        "applied_at": entry.at,
-        "duration": nanos(entry.duration),
-        "applied_by": entry.actor,
-        "db_user": entry.db_user,
-        "error": entry.error,
-        "note": entry.note,
-    })
+    let (body, pending) = shapes::status(&report);
+    app.live.set_pending(pending);
+    json_response(StatusCode::OK, body, "ok")
 }
 
 async fn history(State(app): State<Arc<App>>) -> Response {
@@ -418,14 +342,7 @@ async fn history(State(app): State<Arc<App>>) -> Response {
         Ok(report) => report,
         Err(response) => return response,
     };
-    json_response(
-        StatusCode::OK,
-        json!({
-            "total": report.entries.len(),
-            "migrations": report.entries.iter().map(journal_value).collect::<Vec<_>>(),
-        }),
-        "ok",
-    )
+    json_response(StatusCode::OK, shapes::history(&report), "ok")
 }
 
 /// The engine's events of an API run: the lock's holder when it is taken
@@ -623,34 +540,10 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
             );
         }
     };
-    let applied = |list: &[crate::report::AppliedMigration]| -> Vec<Value> {
-        list.iter()
-            .map(|a| {
-                json!({
-                    "version": a.migration.version.as_str(),
-                    "name": a.migration.name,
-                    "duration": a.duration.as_nanos() as u64,
-                })
-            })
-            .collect()
-    };
     match result {
         Ok(report) => match report.outcome {
             UpOutcome::Applied => {
-                let count = report.done.applied.len();
-                json_response(
-                    StatusCode::OK,
-                    json!({
-                        "status": "success",
-                        "message": format!(
-                            "applied {count} migration{}",
-                            if count == 1 { "" } else { "s" }
-                        ),
-                        "applied_count": count,
-                        "applied_migrations": applied(&report.done.applied),
-                    }),
-                    "applied",
-                )
+                json_response(StatusCode::OK, shapes::run_applied(&report), "applied")
             }
             UpOutcome::SkippedLocked => error(
                 StatusCode::CONFLICT,
@@ -661,22 +554,14 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
                 },
                 "locked",
             ),
-            _ => json_response(
-                StatusCode::OK,
-                json!({ "status": "up_to_date", "message": "no pending migrations" }),
-                "up_to_date",
-            ),
+            _ => json_response(StatusCode::OK, shapes::run_up_to_date(), "up_to_date"),
         },
         Err(failed) => {
             // What committed before the failure stays applied: say which.
             let (status, title, outcome) = failure_parts(&failed.cause);
             json_response(
                 status,
-                json!({
-                    "error": title,
-                    "details": failed.cause.to_string(),
-                    "applied_migrations": applied(&failed.done.applied),
-                }),
+                shapes::run_failed(title, failed.cause.to_string(), &failed.done.applied),
                 outcome,
             )
         }

@@ -8,6 +8,7 @@
 mod api;
 mod auth;
 mod limits;
+mod shapes;
 
 pub use auth::{MIN_TOKEN_LENGTH, Refused, Tokens};
 pub use limits::{AllowList, RateLimit};
