@@ -578,6 +578,84 @@ fn key_value_pair(
     Ok((key, value))
 }
 
+/// Hides passwords in text that may quote a connection string the tool did
+/// not parse (a DSN given where another argument was expected, say): the
+/// password of every `scheme://user:password@...` (up to the last `@`
+/// before the next space or quote, since a password may hold `/` or `@`)
+/// and every `password=...` value becomes `***`. Errs on the side of
+/// hiding more.
+pub fn redact_secrets(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    if !lower.contains("://") && !lower.contains("password") {
+        return text.to_owned();
+    }
+    let ends = |c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '`');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    let mut hidden: Vec<(usize, usize)> = Vec::new();
+    let mut from = 0;
+    while let Some(found) = text[from..].find("://") {
+        let start = from + found + 3;
+        let end = text[start..].find(ends).map_or(text.len(), |n| start + n);
+        let segment = &text[start..end];
+        if let Some(at) = segment.rfind('@')
+            && let Some(colon) = segment[..at].find(':')
+        {
+            hidden.push((start + colon + 1, start + at));
+        }
+        from = end.max(start);
+    }
+    let mut search = 0;
+    while let Some(found) = lower[search..].find("password") {
+        let key_end = search + found + "password".len();
+        let after = text[key_end..].trim_start();
+        let value_start = text.len() - after.len();
+        if let Some(value) = after.strip_prefix('=') {
+            let value = value.trim_start();
+            let start = text.len() - value.len();
+            let end = if let Some(quoted) = value.strip_prefix('\'') {
+                let mut chars = quoted.char_indices();
+                let mut close = quoted.len();
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '\'' => {
+                            close = i;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                start + 1 + close
+            } else {
+                value.find(ends).map_or(text.len(), |n| start + n)
+            };
+            let start = if value.starts_with('\'') {
+                start + 1
+            } else {
+                start
+            };
+            if end > start {
+                hidden.push((start, end));
+            }
+        }
+        search = value_start.max(key_end);
+    }
+    hidden.sort();
+    for (start, end) in hidden {
+        if start < rest {
+            continue;
+        }
+        out.push_str(&text[rest..start]);
+        out.push_str("***");
+        rest = end;
+    }
+    out.push_str(&text[rest..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -810,5 +888,34 @@ mod tests {
         let dsn = Dsn::parse("postgres://u:hunter2@h/db").unwrap();
         assert!(!format!("{dsn:?}").contains("hunter2"));
         assert!(!dsn.describe().contains("hunter2"));
+    }
+
+    #[test]
+    fn secrets_in_free_text_are_hidden() {
+        for (text, expected) in [
+            (
+                "unexpected argument 'postgres://u:Zx9@Secret7@h:5432/db' found",
+                "unexpected argument 'postgres://u:***@h:5432/db' found",
+            ),
+            (
+                "`postgresql://me:a/b?c@db/x?sslmode=require` is not a duration",
+                "`postgresql://me:***@db/x?sslmode=require` is not a duration",
+            ),
+            (
+                "postgres://me@db/x and host=h",
+                "postgres://me@db/x and host=h",
+            ),
+            (
+                "host=h password=hunter2 port=1",
+                "host=h password=*** port=1",
+            ),
+            (
+                r"host=h PASSWORD = 'it\'s secret' user=u",
+                "host=h PASSWORD = '***' user=u",
+            ),
+            ("the password is needed", "the password is needed"),
+        ] {
+            assert_eq!(redact_secrets(text), expected, "{text}");
+        }
     }
 }

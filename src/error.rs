@@ -408,7 +408,8 @@ fn failed_message(
     }
     for index in &failure.invalid_indexes {
         text.push_str(&format!(
-            "\n  index {index} is INVALID (left by a failed CREATE INDEX CONCURRENTLY); drop it \
+            "\n  index {index} is INVALID (left by a failed or killed CREATE INDEX CONCURRENTLY or \
+             REINDEX CONCURRENTLY); drop it \
              with: DROP INDEX CONCURRENTLY IF EXISTS {index};"
         ));
     }

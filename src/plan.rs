@@ -156,6 +156,8 @@ pub enum Drift {
         actor: String,
         checksum: String,
         duration: Duration,
+        /// The file's checksum now.
+        current: String,
     },
 }
 
@@ -226,7 +228,9 @@ impl Serialize for Drifted {
         let (kind, recorded, current) = match &self.drift {
             Drift::Changed { recorded, current } => ("changed", Some(recorded), Some(current)),
             Drift::Missing => ("missing", None, None),
-            Drift::Unrecorded { checksum, .. } => ("unrecorded", Some(checksum), None),
+            Drift::Unrecorded {
+                checksum, current, ..
+            } => ("unrecorded", Some(checksum), Some(current)),
         };
         let mut out = s.serialize_struct("Drifted", 7)?;
         out.serialize_field("version", &self.version)?;
@@ -289,6 +293,7 @@ pub fn drift(files: &MigrationSet, state: &DbState) -> Vec<Drifted> {
                 actor: lost.actor.clone(),
                 checksum: lost.checksum.clone(),
                 duration: lost.duration,
+                current: file.up.checksum.as_str().to_owned(),
             },
             path: Some(file.up.path.clone()),
         });

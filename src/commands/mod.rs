@@ -154,14 +154,26 @@ mod libc_signal {
 /// A command line the parser refused (or `--help`, `--version`): clap's
 /// message, and with `--json` anywhere on the line the error document too.
 pub fn parse_failed(err: clap::Error) -> i32 {
+    // clap quotes what it refused: a DSN given without --dsn, say.
+    let shown = |styled: bool| {
+        let rendered = err.render();
+        crate::dsn::redact_secrets(&if styled {
+            rendered.ansi().to_string()
+        } else {
+            rendered.to_string()
+        })
+    };
     if !err.use_stderr() {
-        // --help, --version: not an error.
+        // --help, --version: not an error, and nothing the user typed.
         let _ = err.print();
         return exit::OK;
     }
-    let _ = err.print();
+    eprint!(
+        "{}",
+        shown(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    );
     if std::env::args_os().any(|a| a == "--json") {
-        let rendered = err.render().to_string();
+        let rendered = shown(false);
         let message = rendered
             .lines()
             .next()

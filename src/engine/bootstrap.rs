@@ -67,12 +67,12 @@ impl Bootstrap {
                 }]));
             }
         };
+        let mut problems = Vec::new();
         let mut paths: Vec<_> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .filter(|p| {
-                p.is_file()
-                    && p.extension().is_some_and(|e| e == "sql")
+                p.extension().is_some_and(|e| e == "sql")
                     && !p
                         .file_name()
                         .and_then(|n| n.to_str())
@@ -80,8 +80,26 @@ impl Bootstrap {
             })
             .collect();
         paths.sort();
+        // A script name that leads to no file (a dangling link, a folder)
+        // is a problem, not a script quietly left out.
+        paths.retain(|path| match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => true,
+            Ok(_) => {
+                problems.push(FileProblem {
+                    path: path.clone(),
+                    reason: "named like a bootstrap script, but not a file".into(),
+                });
+                false
+            }
+            Err(err) => {
+                problems.push(FileProblem {
+                    path: path.clone(),
+                    reason: format!("cannot be read: {err}"),
+                });
+                false
+            }
+        });
         let mut scripts = Vec::new();
-        let mut problems = Vec::new();
         for path in paths {
             match Script::read(&path) {
                 Ok(script) if !script.transactional => problems.push(FileProblem {

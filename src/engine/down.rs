@@ -134,7 +134,11 @@ impl Migrator {
             .map(|step| StepRun {
                 migration: step.migration,
                 script: &step.down,
-                action: Action::RollBack,
+                action: Action::RollBack {
+                    row_version: state
+                        .row(&step.migration.version)
+                        .map_or(step.migration.version.as_str(), |r| r.version.as_str()),
+                },
             })
             .collect();
         run_steps(

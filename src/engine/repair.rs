@@ -56,6 +56,9 @@ impl Migrator {
             if let Locked::Skipped = locked {
                 return Ok(report);
             }
+            // A state table dropped whole is made again for the rows the
+            // journal restores.
+            store.ensure_tracking_tables(&database.tracking).await?;
             // Only what still drifts the same way as confirmed.
             let mut state = store
                 .read_state(&database.tracking, StateDetail::Plan)
@@ -105,7 +108,8 @@ fn choose(drifted: Vec<Drifted>, versions: &[Version]) -> Result<Vec<Drifted>, E
         .collect();
     if !clean.is_empty() {
         return Err(Error::Usage(format!(
-            "nothing to repair for {}: not an applied migration whose file changed or is gone",
+            "nothing to repair for {}: not an applied migration whose file changed or is gone, \
+             nor one whose row is gone while the journal says it is applied",
             clean.join(", ")
         )));
     }

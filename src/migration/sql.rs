@@ -212,39 +212,82 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
     Ok(statements)
 }
 
-/// The index a `CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ON
-/// ...` statement names, as written (`app.idx`, `"Odd Name"`), for the
-/// server's `to_regclass`; `None` for other statements and for an index
-/// left for the server to name.
-pub fn created_index(statement: &str) -> Option<String> {
-    let mut tokens = prefix_tokens(statement, 12).into_iter().peekable();
-    let mut keyword = |word: &str| tokens.next_if(|t| t.eq_ignore_ascii_case(word)).is_some();
-    if !keyword("create") {
+/// The table an index statement works on, as the statement names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IndexTarget {
+    /// `CREATE INDEX ... ON table`, `REINDEX TABLE table`.
+    Table(String),
+    /// `REINDEX INDEX index`: the table is the index's.
+    Index(String),
+}
+
+/// What a `CREATE [UNIQUE] INDEX [CONCURRENTLY] [IF NOT EXISTS] [name] ON
+/// [ONLY] table` or `REINDEX [(...)] INDEX|TABLE [CONCURRENTLY] name`
+/// statement works on, as written (`app.t`, `"Odd Name"`), for the
+/// server's `to_regclass`; `None` for any other statement.
+pub fn index_target(statement: &str) -> Option<IndexTarget> {
+    let mut tokens: Tokens = prefix_tokens(statement, 40).into_iter().peekable();
+    let keyword = |tokens: &mut Tokens, word: &str| {
+        tokens.next_if(|t| t.eq_ignore_ascii_case(word)).is_some()
+    };
+    if keyword(&mut tokens, "reindex") {
+        if keyword(&mut tokens, "(") {
+            // Options: (VERBOSE, TABLESPACE x, CONCURRENTLY ...).
+            while !keyword(&mut tokens, ")") {
+                tokens.next()?;
+            }
+        }
+        let index = if keyword(&mut tokens, "index") {
+            true
+        } else if keyword(&mut tokens, "table") {
+            false
+        } else {
+            return None;
+        };
+        keyword(&mut tokens, "concurrently");
+        let name = qualified_name(&mut tokens)?;
+        return Some(if index {
+            IndexTarget::Index(name)
+        } else {
+            IndexTarget::Table(name)
+        });
+    }
+    if !keyword(&mut tokens, "create") {
         return None;
     }
-    keyword("unique");
-    if !(keyword("index") && keyword("concurrently")) {
+    keyword(&mut tokens, "unique");
+    if !keyword(&mut tokens, "index") {
         return None;
     }
-    if keyword("if") && !(keyword("not") && keyword("exists")) {
+    keyword(&mut tokens, "concurrently");
+    if keyword(&mut tokens, "if")
+        && !(keyword(&mut tokens, "not") && keyword(&mut tokens, "exists"))
+    {
         return None;
     }
-    let mut name = String::new();
-    loop {
-        let part = tokens.next()?;
-        if part.eq_ignore_ascii_case("on") || part == "." || part == "(" {
+    if !keyword(&mut tokens, "on") {
+        // The index's own name, never schema-qualified.
+        tokens.next()?;
+        if !keyword(&mut tokens, "on") {
             return None;
         }
-        name.push_str(&part);
-        if tokens.next_if(|t| t == ".").is_none() {
-            break;
-        }
-        name.push('.');
     }
-    tokens
-        .next()
-        .is_some_and(|t| t.eq_ignore_ascii_case("on"))
-        .then_some(name)
+    keyword(&mut tokens, "only");
+    qualified_name(&mut tokens).map(IndexTarget::Table)
+}
+
+/// `name` or `schema.name`, each part as written (quoted or not).
+type Tokens = std::iter::Peekable<std::vec::IntoIter<String>>;
+
+fn qualified_name(tokens: &mut Tokens) -> Option<String> {
+    let is_name =
+        |t: &String| t.starts_with('"') || t.bytes().next().is_some_and(is_identifier_start);
+    let mut name = tokens.next_if(is_name)?;
+    while tokens.next_if(|t| t == ".").is_some() {
+        name.push('.');
+        name.push_str(&tokens.next_if(is_name)?);
+    }
+    Some(name)
 }
 
 /// The first `limit` tokens of a statement: words, quoted identifiers (with
@@ -711,30 +754,35 @@ mod tests {
     }
 
     #[test]
-    fn created_index_names_what_a_concurrent_build_creates() {
+    fn index_target_names_the_table_an_index_statement_works_on() {
+        let table = |t: &str| Some(IndexTarget::Table(t.to_owned()));
         let cases = [
-            ("CREATE INDEX CONCURRENTLY i ON t (a)", Some("i")),
+            ("CREATE INDEX CONCURRENTLY i ON t (a)", table("t")),
             (
-                "create unique index concurrently if not exists users_email ON users (email)",
-                Some("users_email"),
-            ),
-            ("CREATE INDEX CONCURRENTLY app.i ON t (a)", Some("app.i")),
-            (
-                "CREATE INDEX /* c */ CONCURRENTLY -- c\n \"Odd \"\"Name\"\"\" ON t (a)",
-                Some("\"Odd \"\"Name\"\"\""),
+                "create unique index concurrently if not exists users_email ON app.users (email)",
+                table("app.users"),
             ),
             (
-                "CREATE INDEX CONCURRENTLY \"s\".\"i\" ON ONLY t (a)",
-                Some("\"s\".\"i\""),
+                "CREATE INDEX ON ONLY \"Odd \"\"T\"\"\" (a)",
+                table("\"Odd \"\"T\"\"\""),
             ),
-            // Named by the server: nothing to look up.
-            ("CREATE INDEX CONCURRENTLY ON t (a)", None),
-            ("CREATE INDEX i ON t (a)", None),
-            ("REINDEX INDEX CONCURRENTLY i", None),
+            (
+                "CREATE INDEX /* c */ CONCURRENTLY -- c\n \"i\" ON \"s\".t USING btree (a)",
+                table("\"s\".t"),
+            ),
+            ("CREATE INDEX i ON t (a)", table("t")),
+            (
+                "REINDEX (VERBOSE) INDEX CONCURRENTLY app.t_x",
+                Some(IndexTarget::Index("app.t_x".into())),
+            ),
+            ("reindex table t", table("t")),
+            ("REINDEX SCHEMA app", None),
             ("CREATE INDEX CONCURRENTLY IF EXISTS i ON t (a)", None),
+            ("CREATE TABLE t (a int)", None),
+            ("SELECT 'CREATE INDEX i ON t'", None),
         ];
         for (statement, expected) in cases {
-            assert_eq!(created_index(statement).as_deref(), expected, "{statement}");
+            assert_eq!(index_target(statement), expected, "{statement}");
         }
     }
 }

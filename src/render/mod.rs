@@ -11,6 +11,7 @@ pub use table::{history_table, lock_table, status_table};
 
 use crate::settings::Verbosity;
 
+use crate::dsn::redact_secrets;
 use crate::duration::format_duration;
 use crate::report::{Event, Reporter};
 use console::{Term, style};
@@ -321,16 +322,17 @@ impl Printer {
     /// What the command is for (a table, a summary): on stdout, even with
     /// `--quiet`. Not used with `--json`, whose document takes its place.
     pub fn result(&self, text: impl AsRef<str>) {
-        let _ = writeln!(self.out(), "{}", text.as_ref());
+        let _ = writeln!(self.out(), "{}", redact_secrets(text.as_ref()));
     }
 
     /// The `--json` document, alone on stdout.
     pub fn document(&self, document: &serde_json::Value) {
         self.finish_progress();
-        let _ = writeln!(self.out(), "{document:#}");
+        let _ = writeln!(self.out(), "{}", redact_secrets(&format!("{document:#}")));
     }
 
     fn emit(&self, text: &str) {
+        let text = &redact_secrets(text);
         let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         match progress.as_ref() {
             Some(bar) => bar.println(text),
@@ -356,7 +358,7 @@ impl Printer {
     pub fn error(&self, text: impl AsRef<str>) {
         self.finish_progress();
         let label = style("error:").for_stderr().red().bold();
-        let _ = writeln!(self.err(), "{label} {}", text.as_ref());
+        let _ = writeln!(self.err(), "{label} {}", redact_secrets(text.as_ref()));
     }
 
     fn finish_progress(&self) {

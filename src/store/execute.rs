@@ -29,7 +29,7 @@
 use super::sql::{self as bookkeeping, LOCK_NOT_AVAILABLE, SessionSettings};
 use super::{Store, Tracking};
 use crate::error::{DbFailure, Error, RunFailure};
-use crate::migration::sql;
+use crate::migration::sql::{self, IndexTarget};
 use crate::migration::{Migration, Script};
 use std::time::{Duration, Instant};
 use tokio_postgres::types::{ToSql, Type};
@@ -41,14 +41,22 @@ use tokio_postgres::{SimpleQueryMessage, Statement};
 pub(super) const RESET_FOR_BOOKKEEPING: &str =
     "RESET SESSION AUTHORIZATION; RESET ROLE; SET LOCAL statement_timeout = 0";
 
+/// Why a file that ran is not recorded: an INVALID index on a table it
+/// indexes.
+const INVALID_AFTER: &str = "the table this statement indexes has an INVALID index (left by an \
+     earlier CREATE INDEX CONCURRENTLY or REINDEX CONCURRENTLY that failed or was killed, or \
+     being built right now by another session): it is not used and enforces nothing, so the \
+     file is not recorded as applied";
+
 /// What a script does to the record when it succeeds.
 #[derive(Clone, Copy, Debug)]
 pub enum Action<'a> {
     /// An up file: the version becomes applied, replacing the failed row
     /// with this version text if there is one.
     Apply { failed_row_version: Option<&'a str> },
-    /// A down file: the applied row goes away.
-    RollBack,
+    /// A down file: the applied row goes away, found by the version text
+    /// it was recorded with (`7`, though the file now says `007`).
+    RollBack { row_version: &'a str },
 }
 
 /// One script to run.
@@ -231,12 +239,14 @@ impl Store {
                 _ => Ok(()),
             }
         };
-        let (begun, cleared, ran, reset, held) = tokio::join!(
+        let targets = index_targets(script);
+        let (begun, cleared, ran, reset, held, invalid) = tokio::join!(
             client.simple_query(&statements.begin),
             clear,
             client.batch_execute(&script.sql),
             client.batch_execute(RESET_FOR_BOOKKEEPING),
             self.holds_lock(run.lock_key),
+            self.invalid_on(&targets),
         );
         let duration = start.elapsed();
         let failure = match (begun, cleared, ran) {
@@ -252,11 +262,35 @@ impl Store {
                         return Err(RunError::Record(record_error(&run, err)));
                     }
                 }
+                match invalid {
+                    Ok(invalid) if invalid.is_empty() => {}
+                    Ok(invalid) => {
+                        client.batch_execute("ROLLBACK").await.ok();
+                        let failure = RunFailure {
+                            invalid_indexes: invalid,
+                            ..RunFailure::new(DbFailure::tool(INVALID_AFTER), duration)
+                        };
+                        return Err(self.record_failure(run, failure).await);
+                    }
+                    Err(err) => {
+                        client.batch_execute("ROLLBACK").await.ok();
+                        return Err(RunError::Record(record_error(&run, err)));
+                    }
+                }
                 let txid = transaction_id(&begun);
-                let (recorded, commit) = tokio::join!(
-                    self.record_done(&run, txid, duration),
-                    client.batch_execute("COMMIT"),
-                );
+                let (recorded, commit) = match run.action {
+                    Action::Apply { .. } => tokio::join!(
+                        self.record_done(&run, txid, duration),
+                        client.batch_execute("COMMIT"),
+                    ),
+                    // A down file's record may find no applied row: then its
+                    // work must not commit, so COMMIT waits for the answer
+                    // (one round trip more, on a rare path).
+                    Action::RollBack { .. } => match self.record_done(&run, txid, duration).await {
+                        Ok(1) => (Ok(1), client.batch_execute("COMMIT").await),
+                        other => (other, Ok(())),
+                    },
+                };
                 match (recorded, commit) {
                     (Ok(1), Ok(())) => return Ok(Done { duration }),
                     (Ok(_), Ok(())) => DbFailure::tool(match run.action {
@@ -266,10 +300,10 @@ impl Store {
                              or rolled back apart from its record; check the schema, remove the \
                              transaction statements from the file, and run up again"
                         }
-                        Action::RollBack => {
+                        Action::RollBack { .. } => {
                             "the down file ended its transaction itself, or the migration was no \
-                             longer applied; its record was left as it was: check with \
-                             `migrate status`"
+                             longer recorded as applied; what ran in its transaction was rolled \
+                             back and its record left as it was: check with `migrate status`"
                         }
                     }),
                     (recorded, commit) => {
@@ -345,7 +379,7 @@ impl Store {
                     )
                     .await
                     .map(|_| ()),
-                Action::RollBack => Ok(()),
+                Action::RollBack { .. } => Ok(()),
             }
         };
         let (session, marked) = tokio::join!(session, marked);
@@ -382,18 +416,32 @@ impl Store {
                     part.offset + position.map_or(0, |p| sql::position_to_offset(part.text, p)),
                 )
             };
+            let target = sql::index_target(part.text);
             if let Err(err) = ran {
                 let failure = DbFailure::from(err);
                 let location = failure.position.map(|p| at(Some(p)));
-                let invalid_indexes = if part.concurrently && !failure.connection_lost {
-                    self.invalid_indexes()
-                        .await
-                        .into_iter()
-                        .filter(|index| !invalid_before.contains(index))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
+                let mut invalid_indexes = Vec::new();
+                if !failure.connection_lost {
+                    // What this statement left INVALID, and what is INVALID
+                    // on the table it indexes (left by an earlier run: a
+                    // rerun then fails on "already exists").
+                    if part.concurrently {
+                        invalid_indexes.extend(
+                            self.invalid_indexes()
+                                .await
+                                .into_iter()
+                                .filter(|index| !invalid_before.contains(index)),
+                        );
+                    }
+                    if let Some(target) = &target {
+                        let on_table = self.invalid_on(std::slice::from_ref(target)).await;
+                        for index in on_table.unwrap_or_default() {
+                            if !invalid_indexes.contains(&index) {
+                                invalid_indexes.push(index);
+                            }
+                        }
+                    }
+                }
                 let failure = RunFailure {
                     location,
                     invalid_indexes,
@@ -401,30 +449,23 @@ impl Store {
                 };
                 return Err(self.record_failure(run, failure).await);
             }
-            // `CREATE INDEX CONCURRENTLY IF NOT EXISTS` succeeds over the
-            // INVALID index a failed or killed earlier run left, and that
-            // index enforces nothing: never record the file applied so.
-            if part.concurrently
-                && let Some(name) = sql::created_index(part.text)
-            {
-                match self.index_validity(&name).await {
-                    Ok(Some((index_name, false))) => {
+            // `CREATE INDEX ... IF NOT EXISTS` succeeds over the INVALID
+            // index a failed or killed earlier run left, and a REINDEX
+            // CONCURRENTLY leaves its failed copy behind: an INVALID index
+            // enforces nothing, so the file is never recorded applied while
+            // the table it indexes has one.
+            if let Some(target) = &target {
+                match self.invalid_on(std::slice::from_ref(target)).await {
+                    Ok(invalid) if invalid.is_empty() => {}
+                    Ok(invalid) => {
                         let failure = RunFailure {
                             location: Some(at(None)),
-                            invalid_indexes: vec![index_name.clone()],
-                            ..RunFailure::new(
-                                DbFailure::tool(&format!(
-                                    "index {index_name} is INVALID: an earlier CREATE INDEX \
-                                     CONCURRENTLY of it failed or was killed, and this statement \
-                                     left it as it was, so it is not used and enforces nothing"
-                                )),
-                                start.elapsed(),
-                            )
-                            .after_statements(index, total)
+                            invalid_indexes: invalid,
+                            ..RunFailure::new(DbFailure::tool(INVALID_AFTER), start.elapsed())
+                                .after_statements(index, total)
                         };
                         return Err(self.record_failure(run, failure).await);
                     }
-                    Ok(_) => {}
                     Err(err) => {
                         let failure = RunFailure::new(DbFailure::from(err), start.elapsed())
                             .after_statements(index + 1, total);
@@ -467,7 +508,7 @@ impl Store {
                         .execute(&statements.clear_failed, &[&version])
                         .await
                         .map(|_| ()),
-                    Action::RollBack => Ok(()),
+                    Action::RollBack { .. } => Ok(()),
                 }
             }
         );
@@ -535,7 +576,7 @@ impl Store {
                     )
                     .await
             }
-            Action::RollBack => {
+            Action::RollBack { .. } => {
                 let note = if script.transactional {
                     format!("ran {}", script.file_name())
                 } else {
@@ -593,7 +634,7 @@ impl Store {
                     tokio::join!(client.execute(&statements.upsert_failed, &params), journal);
                 row.and(journal)
             }
-            Action::RollBack => journal.await,
+            Action::RollBack { .. } => journal.await,
         };
         failure.recorded = recorded.map(|_| ()).map_err(DbFailure::from);
         RunError::Failed(Box::new(failure))
@@ -609,7 +650,7 @@ impl Store {
     ) -> Result<u64, tokio_postgres::Error> {
         let event = match run.action {
             Action::Apply { .. } => "failed",
-            Action::RollBack => "rollback_failed",
+            Action::RollBack { .. } => "rollback_failed",
         };
         let note: Option<String> = None;
         let params: [&(dyn ToSql + Sync); 8] = [
@@ -673,17 +714,30 @@ impl Store {
         Ok(rows.first().is_some_and(|row| row.get(0)))
     }
 
-    /// The index named `name` (resolved as the statement resolved it) and
-    /// whether it is valid; `None` if there is no such index.
-    async fn index_validity(
+    /// The INVALID indexes of the tables index statements work on; none
+    /// asked of the server when there are no targets.
+    async fn invalid_on(
         &self,
-        name: &str,
-    ) -> Result<Option<(String, bool)>, tokio_postgres::Error> {
+        targets: &[IndexTarget],
+    ) -> Result<Vec<String>, tokio_postgres::Error> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut tables, mut indexes): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        for target in targets {
+            match target {
+                IndexTarget::Table(name) => tables.push(name),
+                IndexTarget::Index(name) => indexes.push(name),
+            }
+        }
         let rows = self
             .client()
-            .query_typed(bookkeeping::INDEX_VALIDITY, &[(&name, Type::TEXT)])
+            .query_typed(
+                bookkeeping::INVALID_ON,
+                &[(&tables, Type::TEXT_ARRAY), (&indexes, Type::TEXT_ARRAY)],
+            )
             .await?;
-        Ok(rows.first().map(|row| (row.get(0), row.get(1))))
+        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     /// Indexes left INVALID anywhere in the database.
@@ -705,14 +759,40 @@ impl Store {
     }
 }
 
-/// The version text the record uses: an earlier failed row's, or the
-/// file's.
+/// The tables a transactional file's index statements work on; the file
+/// is split only when it mentions an index at all.
+fn index_targets(script: &Script) -> Vec<IndexTarget> {
+    let mentions = script
+        .sql
+        .as_bytes()
+        .windows(5)
+        .any(|w| w.eq_ignore_ascii_case(b"index"));
+    if !mentions {
+        return Vec::new();
+    }
+    sql::split(&script.sql)
+        .map(|parts| {
+            parts
+                .iter()
+                .filter_map(|part| sql::index_target(part.text))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The version text the record uses: the row's as recorded (a failed row
+/// an apply replaces, the applied row a rollback removes), or the file's.
 fn record_version<'a>(run: &Run<'a>) -> &'a str {
     match run.action {
         Action::Apply {
             failed_row_version: Some(version),
+        }
+        | Action::RollBack {
+            row_version: version,
         } => version,
-        _ => run.migration.version.as_str(),
+        Action::Apply {
+            failed_row_version: None,
+        } => run.migration.version.as_str(),
     }
 }
 

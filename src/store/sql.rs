@@ -100,14 +100,19 @@ SELECT format('%I.%I', n.nspname, c.relname)
  WHERE NOT i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'pg_toast')
  ORDER BY 1";
 
-/// The index a statement names, if it exists, and whether it is valid.
-/// $1 the name as the statement wrote it (resolved with the session's
-/// search_path, as the statement was).
-pub(super) const INDEX_VALIDITY: &str = "\
-SELECT format('%I.%I', n.nspname, c.relname), i.indisvalid
+/// The INVALID indexes of the tables index statements work on, as
+/// `schema.name`. $1 tables as the statements name them, $2 indexes whose
+/// tables count (`REINDEX INDEX`); both resolved with the session's
+/// search_path, as the statements were.
+pub(super) const INVALID_ON: &str = "\
+SELECT format('%I.%I', n.nspname, c.relname)
   FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE i.indexrelid = to_regclass($1)";
+ WHERE NOT i.indisvalid
+   AND (i.indrelid IN (SELECT to_regclass(t) FROM unnest($1::text[]) t)
+        OR i.indrelid IN (SELECT x.indrelid FROM pg_index x
+                           WHERE x.indexrelid IN (SELECT to_regclass(n) FROM unnest($2::text[]) n)))
+ ORDER BY 1";
 
 /// Whether this session still holds the migration lock (a session advisory
 /// lock on one bigint key: classid the high half, objid the low half,

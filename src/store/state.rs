@@ -51,22 +51,47 @@ fn select_journal(tracking: &Tracking) -> String {
     )
 }
 
-/// Versions whose last journal entry (failed rollbacks aside, which leave
-/// the row applied) is an apply, and that have no state row.
-fn select_unrecorded(tracking: &Tracking) -> String {
+/// A repair's journal note when it removed a row whose file is gone: the
+/// one repair after which the version is not applied.
+const FORGOT_NOTE: &str = "forgot it: its file is gone (this journal keeps its history)";
+
+/// Versions the journal says are applied, and that have no state row. The
+/// journal's last word on a version (failed rollbacks aside, which leave
+/// the row applied) says applied when it is an apply, or a repair other
+/// than one that forgot the row; the apply it goes back to gives when and
+/// by whom, and the checksum is the last one recorded. `state`: the state
+/// table does not exist (dropped whole: every version the journal says is
+/// applied lost its row).
+fn select_unrecorded(tracking: &Tracking, state: bool) -> String {
+    let no_row = if state {
+        format!(
+            "AND NOT EXISTS (SELECT 1 FROM {} s WHERE s.version = l.version)",
+            tracking.state_table()
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "SELECT j.version, coalesce(j.name, ''), coalesce(j.checksum, ''),
-                to_char(j.at AT TIME ZONE 'UTC', {TIMESTAMP_FORMAT}), j.actor,
-                coalesce((extract(epoch FROM j.duration) * 1000000)::bigint, 0)
-           FROM (SELECT DISTINCT ON (version) version, name, checksum, at, actor, duration, event
-                   FROM {journal}
-                  WHERE version IS NOT NULL AND event <> 'rollback_failed'
-                  ORDER BY version, id DESC) j
-          WHERE j.event = 'applied'
-            AND NOT EXISTS (SELECT 1 FROM {state} s WHERE s.version = j.version)
-          ORDER BY j.version",
+        "WITH last AS (
+             SELECT DISTINCT ON (version) version, event, note, checksum
+               FROM {journal}
+              WHERE version IS NOT NULL AND event <> 'rollback_failed'
+              ORDER BY version, id DESC),
+         applied AS (
+             SELECT DISTINCT ON (version) version, name, checksum, at, actor, duration
+               FROM {journal}
+              WHERE version IS NOT NULL AND event = 'applied'
+              ORDER BY version, id DESC)
+         SELECT l.version, coalesce(a.name, ''), coalesce(l.checksum, a.checksum, ''),
+                to_char(a.at AT TIME ZONE 'UTC', {TIMESTAMP_FORMAT}), a.actor,
+                coalesce((extract(epoch FROM a.duration) * 1000000)::bigint, 0)
+           FROM last l JOIN applied a ON a.version = l.version
+          WHERE (l.event = 'applied'
+                 OR (l.event = 'repaired' AND coalesce(l.note, '') <> '{forgot}'))
+            {no_row}
+          ORDER BY l.version",
         journal = tracking.journal_table(),
-        state = tracking.state_table(),
+        forgot = FORGOT_NOTE.replace('\'', "''"),
     )
 }
 
@@ -227,7 +252,19 @@ pub async fn read_unrecorded(
     client: &Client,
     tracking: &Tracking,
 ) -> Result<Vec<Unrecorded>, Error> {
-    let messages = match client.simple_query(&select_unrecorded(tracking)).await {
+    let mut query = client
+        .simple_query(&select_unrecorded(tracking, true))
+        .await;
+    // The state table gone and the journal kept: everything the journal
+    // says is applied lost its row.
+    if let Err(err) = &query
+        && err.code() == Some(&SqlState::UNDEFINED_TABLE)
+    {
+        query = client
+            .simple_query(&select_unrecorded(tracking, false))
+            .await;
+    }
+    let messages = match query {
         Ok(messages) => messages,
         Err(err)
             if matches!(
@@ -381,6 +418,12 @@ impl Store {
         let transaction = self.client_mut().transaction().await.map_err(failed)?;
         for (item, name) in items.iter().zip(names) {
             let version = item.version.as_str();
+            // The checksum the row now records (none: the row is gone).
+            let checksum: Option<&str> = match &item.drift {
+                Drift::Changed { current, .. } => Some(current),
+                Drift::Unrecorded { checksum, .. } => Some(checksum),
+                Drift::Missing => None,
+            };
             let (changed, note) = match &item.drift {
                 Drift::Changed { recorded, current } => (
                     transaction
@@ -404,6 +447,7 @@ impl Store {
                     actor: applied_by,
                     checksum,
                     duration,
+                    ..
                 } => (
                     transaction
                         .execute(
@@ -445,7 +489,7 @@ impl Store {
                         )
                         .await
                         .map_err(failed)?,
-                    "forgot it: its file is gone (this journal keeps its history)".to_owned(),
+                    FORGOT_NOTE.to_owned(),
                 ),
             };
             if changed != 1 {
@@ -458,10 +502,10 @@ impl Store {
             transaction
                 .execute(
                     &format!(
-                        "INSERT INTO {journal} (event, version, name, actor, note)
-                         VALUES ('repaired', $1, $2, $3, $4)"
+                        "INSERT INTO {journal} (event, version, name, checksum, actor, note)
+                         VALUES ('repaired', $1, $2, $5, $3, $4)"
                     ),
-                    &[&version, name, &actor, &note],
+                    &[&version, name, &actor, &note, &checksum],
                 )
                 .await
                 .map_err(failed)?;

@@ -372,3 +372,22 @@ fn application_name_defaults_to_migrate() {
     t.wait_for_migrate_running("pg_sleep(2)");
     assert!(child.wait().unwrap().success());
 }
+
+/// A DSN given without `--dsn` was quoted whole by the parser's error.
+#[test]
+fn a_dsn_given_as_an_argument_is_not_echoed_with_its_password() {
+    let t = TestEnv::new();
+    for args in [
+        vec!["up", "postgres://u:Zx9@Secret7@127.0.0.1:1/db"],
+        vec!["postgres://u:Zx9@Secret7@127.0.0.1:1/db"],
+        vec!["up", "host=h password=Zx9Secret7", "--json"],
+        vec!["up", "--lock-wait", "postgres://u:Zx9@Secret7@h/db"],
+    ] {
+        let out = t.migrate_bare().args(&args).run();
+        out.code(2);
+        for text in [&out.stdout, &out.stderr] {
+            assert!(!text.contains("Secret7"), "{args:?}: {text}");
+            assert!(!text.contains("Zx9"), "{args:?}: {text}");
+        }
+    }
+}

@@ -198,3 +198,49 @@ fn a_statement_by_statement_down_file_that_fails_says_how_far_it_got() {
         .unwrap();
     assert!(error.contains("1 of 2 statements ran"), "{error}");
 }
+
+/// A file renamed from `7_a.sql` to `007_a.sql` (the same version) made
+/// `down` commit its down file while the row, recorded as `7`, stayed.
+#[test]
+fn down_finds_the_row_by_the_version_text_it_was_recorded_with() {
+    let t = TestEnv::new();
+    t.migration("7_a.sql", "CREATE TABLE a (x int);")
+        .file("migrations/7_a.down.sql", "DROP TABLE a;");
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    std::fs::rename(
+        t.migrations().join("7_a.sql"),
+        t.migrations().join("007_a.sql"),
+    )
+    .unwrap();
+    std::fs::rename(
+        t.migrations().join("7_a.down.sql"),
+        t.migrations().join("007_a.down.sql"),
+    )
+    .unwrap();
+    t.migrate()
+        .args(["down", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("rolled back 007_a");
+    assert!(!t.table_exists("public.a"));
+    assert_eq!(t.state(), Vec::<String>::new());
+    assert_eq!(t.journal(), ["applied:7", "rolled_back:7"]);
+}
+
+/// A down file whose record finds no applied row must not commit.
+#[test]
+fn a_down_file_whose_row_is_gone_is_rolled_back() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (x int);").file(
+        "migrations/001_a.down.sql",
+        "DROP TABLE a;\nDELETE FROM schema_migrations WHERE version = '001';",
+    );
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    t.migrate()
+        .args(["down", "--yes"])
+        .run()
+        .code(1)
+        .stderr_has("what ran in its transaction was rolled back");
+    assert!(t.table_exists("public.a"));
+    assert_eq!(t.state(), ["001:applied"]);
+}

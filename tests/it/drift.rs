@@ -252,3 +252,59 @@ fn a_deleted_state_row_is_drift_not_a_second_apply() {
         .stdout_has("applied 002_backfill");
     assert_eq!(t.value("SELECT count(*) FROM audit"), Some("1".into()));
 }
+
+/// After a repair, the journal's last word on a version was `repaired`,
+/// and a row deleted after that went unnoticed: the migration ran twice.
+#[test]
+fn a_row_deleted_after_a_repair_is_still_drift() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (x int);")
+        .migration("002_b.sql", "INSERT INTO a VALUES (1);");
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    t.migration("002_b.sql", "INSERT INTO a VALUES (1); -- edit");
+    t.migrate().args(["repair", "--yes"]).run().code(0);
+    t.client()
+        .batch_execute("DELETE FROM schema_migrations WHERE version = '002'")
+        .unwrap();
+    t.migrate()
+        .arg("validate")
+        .run()
+        .code(3)
+        .stderr_has("002_b has no row in the state table, but the journal says it was applied");
+    t.migrate().args(["up", "--yes"]).run().code(3);
+    assert_eq!(t.value("SELECT count(*) FROM a"), Some("1".into()));
+    // Restored with the checksum the repair accepted: the file agrees.
+    t.migrate().args(["repair", "002", "--yes"]).run().code(0);
+    t.migrate().arg("validate").run().code(0);
+    // A repair that forgot a row whose file was gone is not an apply.
+    std::fs::remove_file(t.migrations().join("002_b.sql")).unwrap();
+    t.migrate().args(["repair", "--yes"]).run().code(0);
+    t.migration("002_b.sql", "INSERT INTO a VALUES (2);");
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    assert_eq!(t.value("SELECT count(*) FROM a"), Some("2".into()));
+}
+
+/// With the state table dropped and the journal kept, status and validate
+/// said all was well and up then refused.
+#[test]
+fn a_dropped_state_table_with_its_journal_is_drift_for_validate_too() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (x int);");
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    t.client()
+        .batch_execute("DROP TABLE schema_migrations")
+        .unwrap();
+    t.migrate()
+        .arg("validate")
+        .run()
+        .code(3)
+        .stderr_has("001_a has no row in the state table");
+    t.migrate()
+        .arg("status")
+        .run()
+        .code(0)
+        .stdout_has("`migrate repair 001` restores its row");
+    t.migrate().args(["up", "--yes"]).run().code(3);
+    t.migrate().args(["repair", "--yes"]).run().code(0);
+    t.migrate().arg("validate").run().code(0);
+}

@@ -195,3 +195,17 @@ fn a_symlink_to_a_migration_file_is_applied() {
         .code(0)
         .stdout_has("files and database agree: 2 applied, 0 pending");
 }
+
+/// A dangling link in the bootstrap folder was skipped without a word.
+#[test]
+fn a_dangling_bootstrap_script_link_is_a_file_problem() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "SELECT 1;");
+    std::fs::create_dir_all(t.migrations().join("bootstrap")).unwrap();
+    std::os::unix::fs::symlink("/nowhere", t.migrations().join("bootstrap/002_y.sql")).unwrap();
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(2)
+        .stderr_has("002_y.sql: cannot be read");
+}

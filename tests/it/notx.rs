@@ -127,7 +127,7 @@ fn a_failed_concurrent_index_is_named_with_the_command_that_drops_it() {
         .run()
         .code(1)
         .stderr_has("could not create unique index \"t_email_key\"")
-        .stderr_has("index public.t_email_key is INVALID (left by a failed CREATE INDEX CONCURRENTLY); drop it with: DROP INDEX CONCURRENTLY IF EXISTS public.t_email_key;");
+        .stderr_has("index public.t_email_key is INVALID (left by a failed or killed CREATE INDEX CONCURRENTLY or REINDEX CONCURRENTLY); drop it with: DROP INDEX CONCURRENTLY IF EXISTS public.t_email_key;");
     let error = t
         .value("SELECT error FROM schema_migrations WHERE version = '002'")
         .unwrap();
@@ -368,7 +368,7 @@ fn an_invalid_index_left_by_a_failed_run_is_never_recorded_applied() {
         .args(["up", "--yes"])
         .run()
         .code(1)
-        .stderr_has("migration 002_unique failed at migrations/002_unique.sql:3:1: index public.t_email_key is INVALID: an earlier CREATE INDEX CONCURRENTLY of it failed or was killed")
+        .stderr_has("migration 002_unique failed at migrations/002_unique.sql:3:1: the table this statement indexes has an INVALID index")
         .stderr_has("drop it with: DROP INDEX CONCURRENTLY IF EXISTS public.t_email_key;");
     assert_eq!(t.state(), ["001:applied", "002:failed"]);
     assert_eq!(
@@ -377,7 +377,7 @@ fn an_invalid_index_left_by_a_failed_run_is_never_recorded_applied() {
             .lines()
             .next(),
         Some(
-            "index public.t_email_key is INVALID: an earlier CREATE INDEX CONCURRENTLY of it failed or was killed, and this statement left it as it was, so it is not used and enforces nothing"
+            "the table this statement indexes has an INVALID index (left by an earlier CREATE INDEX CONCURRENTLY or REINDEX CONCURRENTLY that failed or was killed, or being built right now by another session): it is not used and enforces nothing, so the file is not recorded as applied"
         )
     );
     // Cleared as the message says, the rerun builds it.
@@ -432,4 +432,82 @@ fn a_no_transaction_file_that_releases_the_lock_stops_the_run() {
     assert!(!t.table_exists("public.b"));
     assert!(!t.table_exists("public.c"));
     assert_eq!(t.state(), ["001:failed"]);
+}
+
+/// The check resolved the index through search_path alone, so an index on
+/// a table in another schema was recorded applied while INVALID.
+#[test]
+fn an_invalid_index_on_a_table_in_another_schema_is_caught() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_t.sql",
+        "CREATE SCHEMA other; CREATE TABLE other.t (x int); INSERT INTO other.t VALUES (1), (1);",
+    )
+    .migration(
+        "002_idx.sql",
+        "-- migrate:no-transaction\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_x ON other.t (x);\n",
+    );
+    for _ in 0..2 {
+        t.migrate()
+            .args(["up", "--yes", "--schema", "app"])
+            .run()
+            .code(1)
+            .stderr_has("DROP INDEX CONCURRENTLY IF EXISTS other.t_x;");
+    }
+    assert_eq!(
+        t.value("SELECT status FROM app.schema_migrations WHERE version = '002'"),
+        Some("failed".into())
+    );
+}
+
+/// A rerun without IF NOT EXISTS failed on "already exists" without naming
+/// the INVALID index or the command that clears it.
+#[test]
+fn a_rerun_that_finds_the_invalid_index_names_it() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_t.sql",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (1);",
+    )
+    .migration(
+        "002_idx.sql",
+        "-- migrate:no-transaction\nCREATE UNIQUE INDEX CONCURRENTLY t_x ON t (x);\n",
+    );
+    t.migrate().args(["up", "--yes"]).run().code(1);
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(1)
+        .stderr_has("relation \"t_x\" already exists")
+        .stderr_has("drop it with: DROP INDEX CONCURRENTLY IF EXISTS public.t_x;");
+}
+
+/// Without CONCURRENTLY, in a transaction, `CREATE INDEX IF NOT EXISTS`
+/// skipped the INVALID index an earlier run left, and was recorded.
+#[test]
+fn a_transactional_file_is_not_recorded_over_an_invalid_index() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_t.sql",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (1);",
+    )
+    .migration(
+        "002_idx.sql",
+        "-- migrate:no-transaction\nCREATE UNIQUE INDEX CONCURRENTLY t_x ON t (x);\n",
+    );
+    t.migrate().args(["up", "--yes"]).run().code(1);
+    t.client()
+        .batch_execute("DELETE FROM t WHERE ctid = (SELECT max(ctid) FROM t)")
+        .unwrap();
+    t.migration(
+        "002_idx.sql",
+        "CREATE UNIQUE INDEX IF NOT EXISTS t_x ON t (x);\n",
+    );
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(1)
+        .stderr_has("the table this statement indexes has an INVALID index")
+        .stderr_has("DROP INDEX CONCURRENTLY IF EXISTS public.t_x;");
+    assert_eq!(t.state(), ["001:applied", "002:failed"]);
 }
