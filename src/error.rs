@@ -230,11 +230,6 @@ impl DbFailure {
             connection_lost: false,
         }
     }
-
-    /// The text stored in the state table and the journal.
-    pub fn record_text(&self) -> String {
-        self.to_string()
-    }
 }
 
 impl From<tokio_postgres::Error> for DbFailure {

@@ -125,10 +125,6 @@ enum Running {
 }
 
 impl Printer {
-    pub fn new(terminal: Terminal, assume_yes: bool) -> Printer {
-        Printer::with_output(terminal, assume_yes, Output::default())
-    }
-
     pub fn with_output(terminal: Terminal, assume_yes: bool, output: Output) -> Printer {
         Printer::with_writers(
             terminal,

@@ -111,6 +111,8 @@ pub(super) struct Statements {
     upsert_failed: Statement,
     progress: Statement,
     journal: Statement,
+    lock_held: Statement,
+    invalid_on: Statement,
 }
 
 impl Store {
@@ -137,6 +139,8 @@ impl Store {
                 upsert_failed,
                 progress,
                 journal,
+                lock_held,
+                invalid_on,
             ) = tokio::join!(
                 client.prepare_typed(&texts.0, &[T::TEXT]),
                 client.prepare_typed(
@@ -181,6 +185,8 @@ impl Store {
                         T::TEXT
                     ]
                 ),
+                client.prepare_typed(bookkeeping::LOCK_HELD, &[T::INT8, T::INT8]),
+                client.prepare_typed(bookkeeping::INVALID_ON, &[T::TEXT_ARRAY, T::TEXT_ARRAY]),
             );
             let prepare_error =
                 |err| Error::database("cannot prepare the bookkeeping statements", err);
@@ -197,6 +203,8 @@ impl Store {
                 upsert_failed: upsert_failed.map_err(prepare_error)?,
                 progress: progress.map_err(prepare_error)?,
                 journal: journal.map_err(prepare_error)?,
+                lock_held: lock_held.map_err(prepare_error)?,
+                invalid_on: invalid_on.map_err(prepare_error)?,
             });
         }
         Ok(self.statements.as_ref().expect("set above"))
@@ -704,13 +712,23 @@ impl Store {
             return Ok(true);
         };
         let (classid, objid) = bookkeeping::lock_key_halves(key);
-        let rows = self
-            .client()
-            .query_typed(
-                bookkeeping::LOCK_HELD,
-                &[(&classid, Type::INT8), (&objid, Type::INT8)],
-            )
-            .await?;
+        // Prepared with the bookkeeping when migrations run; a run with
+        // only bootstrap scripts has none.
+        let rows = match &self.statements {
+            Some(statements) => {
+                self.client()
+                    .query(&statements.lock_held, &[&classid, &objid])
+                    .await?
+            }
+            None => {
+                self.client()
+                    .query_typed(
+                        bookkeeping::LOCK_HELD,
+                        &[(&classid, Type::INT8), (&objid, Type::INT8)],
+                    )
+                    .await?
+            }
+        };
         Ok(rows.first().is_some_and(|row| row.get(0)))
     }
 
@@ -732,10 +750,7 @@ impl Store {
         }
         let rows = self
             .client()
-            .query_typed(
-                bookkeeping::INVALID_ON,
-                &[(&tables, Type::TEXT_ARRAY), (&indexes, Type::TEXT_ARRAY)],
-            )
+            .query(&self.prepared().invalid_on, &[&tables, &indexes])
             .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }

@@ -105,13 +105,14 @@ SELECT format('%I.%I', n.nspname, c.relname)
 /// tables count (`REINDEX INDEX`); both resolved with the session's
 /// search_path, as the statements were.
 pub(super) const INVALID_ON: &str = "\
-SELECT format('%I.%I', n.nspname, c.relname)
+SELECT format('%s.%I', c.relnamespace::regnamespace, c.relname)
   FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-  JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE NOT i.indisvalid
-   AND (i.indrelid IN (SELECT to_regclass(t) FROM unnest($1::text[]) t)
-        OR i.indrelid IN (SELECT x.indrelid FROM pg_index x
-                           WHERE x.indexrelid IN (SELECT to_regclass(n) FROM unnest($2::text[]) n)))
+   AND i.indrelid = ANY (ARRAY(
+         SELECT to_regclass(t) FROM unnest($1::text[]) t
+         UNION ALL
+         SELECT x.indrelid FROM pg_index x
+          WHERE x.indexrelid = ANY (ARRAY(SELECT to_regclass(n) FROM unnest($2::text[]) n))))
  ORDER BY 1";
 
 /// Whether this session still holds the migration lock (a session advisory
@@ -119,10 +120,10 @@ SELECT format('%I.%I', n.nspname, c.relname)
 /// objsubid 1). $1 classid, $2 objid.
 pub(super) const LOCK_HELD: &str = "\
 SELECT EXISTS (
-  SELECT 1 FROM pg_locks
-   WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() AND objsubid = 1
-     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-     AND classid::bigint = $1 AND objid::bigint = $2)";
+  SELECT 1 FROM pg_lock_status() l
+   WHERE l.locktype = 'advisory' AND l.granted AND l.pid = pg_backend_pid() AND l.objsubid = 1
+     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+     AND l.classid::bigint = $1 AND l.objid::bigint = $2)";
 
 /// The two halves of a lock key, as `pg_locks` shows them.
 pub(super) fn lock_key_halves(key: i64) -> (i64, i64) {
