@@ -47,6 +47,9 @@ pub enum Error {
         target: String,
         message: String,
         retryable: bool,
+        /// The server turned the connection away for now: too many
+        /// clients, or starting up or shutting down.
+        busy: bool,
     },
 
     /// Another instance kept the migration lock for longer than allowed.

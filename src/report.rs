@@ -126,6 +126,9 @@ pub enum Event<'a> {
     },
     /// The first connection failed; trying again (`--wait-for-db`).
     WaitingForDatabase { error: &'a str, waited: Duration },
+    /// The server turned the connection away (too many clients, starting
+    /// up, shutting down); trying again for up to `limit`. Sent once.
+    ServerBusy { error: &'a str, limit: Duration },
     /// A migration failed and was rolled back.
     Failed {
         migration: &'a Migration,

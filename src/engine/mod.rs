@@ -25,6 +25,10 @@ pub use down::DownOptions;
 pub use repair::RepairOptions;
 pub use up::UpOptions;
 
+/// How long a busy server is tried again when the lock is not waited for
+/// (`--skip-if-locked`, `--safe=false`).
+pub const BUSY_WAIT: Duration = Duration::from_secs(60);
+
 /// How `up`, `down` and `repair` treat the migration lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LockMode {
@@ -127,10 +131,23 @@ impl Migrator {
 
     /// Connects, trying again for `--wait-for-db`.
     async fn connect(&self, reporter: &dyn Reporter) -> Result<Store, Error> {
+        let busy_wait = self.busy_wait();
+        let mut said_busy = false;
         let store = Store::connect_waiting(
             &self.database.dsn,
             self.database.wait_for_db,
-            |error, waited| reporter.event(Event::WaitingForDatabase { error, waited }),
+            busy_wait,
+            |error, waited, busy| {
+                if !busy {
+                    reporter.event(Event::WaitingForDatabase { error, waited });
+                } else if !said_busy {
+                    said_busy = true;
+                    reporter.event(Event::ServerBusy {
+                        error,
+                        limit: busy_wait,
+                    });
+                }
+            },
         )
         .await?;
         reporter.event(Event::Connected {
@@ -138,6 +155,16 @@ impl Migrator {
             server_version: store.server_version(),
         });
         Ok(store)
+    }
+
+    /// How long a connection the server turns away busy (too many clients,
+    /// starting, stopping) is tried again: as long as the lock may be
+    /// waited for, else [`BUSY_WAIT`].
+    fn busy_wait(&self) -> Duration {
+        match self.database.lock {
+            LockMode::Wait(limit) => limit,
+            LockMode::SkipIfLocked | LockMode::Off => BUSY_WAIT,
+        }
     }
 
     /// Reads the files and, at the same time, connects and reads the state.
@@ -269,13 +296,17 @@ impl Migrator {
                 // Keeps trying while the failure may pass (the server
                 // down or starting); a refused password ends the wait.
                 let waited_before = start.elapsed();
-                let connect =
-                    Store::connect_waiting(&self.database.dsn, remaining, |error, waited| {
+                let connect = Store::connect_waiting(
+                    &self.database.dsn,
+                    remaining,
+                    remaining,
+                    |error, waited, _busy| {
                         reporter.event(Event::WaitingForDatabase {
                             error,
                             waited: waited_before + waited,
                         })
-                    });
+                    },
+                );
                 match tokio::time::timeout(bound, connect).await {
                     Ok(open) => store = Some(open?),
                     Err(_) => return Err(timed_out(&waiting)),

@@ -656,6 +656,10 @@ impl Reporter for Printer {
                 style("bootstrap").cyan(),
                 format_duration(duration)
             )),
+            Event::ServerBusy { error, limit } => self.line(format!(
+                "the server turned the connection away ({error}); trying again for up to {}",
+                format_duration(limit)
+            )),
             Event::WaitingForDatabase { error, waited } => self.line(format!(
                 "waiting for the database ({} so far): {error}",
                 format_duration(waited)

@@ -57,6 +57,16 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Half to one and a half times `pause`, from the clock's nanoseconds:
+/// enough to spread instances that were turned away at the same moment.
+fn jitter(pause: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    pause.mul_f64(0.5 + f64::from(nanos % 1000) / 1000.0)
+}
+
 /// One open connection and what was learnt while opening it.
 pub struct Store {
     client: Client,
@@ -84,10 +94,14 @@ impl Store {
             // starting or full. Not: a refused password or certificate.
             let retryable = !failure.code.as_deref().is_some_and(|c| c.starts_with("28"))
                 && !failure.message.contains("TLS");
+            // Connection pressure, which passes by itself: too many clients
+            // (53300), or the server starting up or shutting down (57P03).
+            let busy = matches!(failure.code.as_deref(), Some("53300" | "57P03"));
             Error::Connect {
                 target: dsn.describe(),
                 message: failure.to_string(),
                 retryable,
+                busy,
             }
         };
         let (client, server_version, connection) = if dsn.tls_mode() == TlsMode::Disable {
@@ -123,24 +137,40 @@ impl Store {
 
     /// Connects, trying again with backoff (250 ms doubling to 5 s, the
     /// last try at the deadline) for up to `wait` while the failure is one
-    /// that may pass (the server is down or starting); `retrying` hears of
-    /// each failed try. The last error is returned when the time runs out.
+    /// that may pass (the server is down or starting), and for up to
+    /// `busy_wait` while the server is full or starting or stopping (100 ms
+    /// doubling to 2 s, with jitter, so that many instances turned away
+    /// together do not come back together). `retrying` hears of each failed
+    /// try, and whether it was turned away busy. The last error is returned
+    /// when the time runs out.
     pub async fn connect_waiting(
         dsn: &Dsn,
         wait: Duration,
-        mut retrying: impl FnMut(&str, Duration),
+        busy_wait: Duration,
+        mut retrying: impl FnMut(&str, Duration, bool),
     ) -> Result<Store, Error> {
         let start = std::time::Instant::now();
         let mut pause = Duration::from_millis(250);
+        let mut busy_pause = Duration::from_millis(100);
         loop {
             match Store::connect(dsn).await {
                 Ok(store) => return Ok(store),
                 Err(Error::Connect {
                     message,
+                    busy: true,
+                    ..
+                }) if start.elapsed() < busy_wait.max(wait) => {
+                    retrying(&message, start.elapsed(), true);
+                    let left = busy_wait.max(wait).saturating_sub(start.elapsed());
+                    tokio::time::sleep(jitter(busy_pause).min(left)).await;
+                    busy_pause = (busy_pause * 2).min(Duration::from_secs(2));
+                }
+                Err(Error::Connect {
+                    message,
                     retryable: true,
                     ..
                 }) if start.elapsed() < wait => {
-                    retrying(&message, start.elapsed());
+                    retrying(&message, start.elapsed(), false);
                     tokio::time::sleep(pause.min(wait.saturating_sub(start.elapsed()))).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }

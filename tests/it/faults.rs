@@ -218,3 +218,49 @@ fn a_migration_that_releases_the_lock_is_rolled_back_and_the_run_stops() {
     assert!(!t.table_exists("public.b"));
     assert_eq!(t.state(), ["001:applied"]);
 }
+
+/// "too many clients" made a racing `up` exit 5 at once; it is connection
+/// pressure, which passes, and is waited out.
+#[test]
+fn too_many_clients_is_waited_out() {
+    let t = TestEnv::on_own_server_with(migrate::pgserver::ClusterOptions {
+        settings: vec![
+            ("max_connections".into(), "8".into()),
+            ("superuser_reserved_connections".into(), "0".into()),
+        ],
+        ..Default::default()
+    });
+    t.migration("000_base.sql", "CREATE TABLE counter (v int PRIMARY KEY);");
+    for v in 1..20 {
+        t.migration(
+            &format!("{v:03}_step.sql"),
+            &format!("INSERT INTO counter VALUES ({v});"),
+        );
+    }
+    // Six of the eight connections taken while the race starts.
+    let hogs: Vec<_> = (0..6).map(|_| t.client()).collect();
+    let children: Vec<_> = (0..24)
+        .map(|_| t.migrate().args(["up", "--yes"]).spawn())
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    drop(hogs);
+    let outs: Vec<Outcome> = children
+        .into_iter()
+        .map(|c| Outcome::from_output(c.wait_with_output().unwrap()))
+        .collect();
+    for out in &outs {
+        out.code(0);
+    }
+    assert!(
+        outs.iter().any(
+            |o| o.stdout.contains("the server turned the connection away")
+                && o.stdout.contains("too many clients")
+        ),
+        "no run met the limit: the test proves nothing"
+    );
+    assert_eq!(t.value("SELECT count(*) FROM counter"), Some("19".into()));
+    assert_eq!(
+        t.value("SELECT count(*) FROM schema_migrations_log WHERE event = 'applied'"),
+        Some("20".into())
+    );
+}
