@@ -148,6 +148,13 @@ pub trait Reporter: Send + Sync {
     fn confirm(&self) -> bool {
         true
     }
+
+    /// Whether `confirm` puts the question to a person. When it does not,
+    /// `up` shows its plan only once it holds the lock (a replica waiting
+    /// behind another says what it will apply when that is settled).
+    fn asks(&self) -> bool {
+        false
+    }
 }
 
 /// A reporter that ignores everything and always proceeds.

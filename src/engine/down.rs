@@ -110,7 +110,9 @@ impl Migrator {
         let database = &self.database;
         let locked = acquire(store, database, &state.database, reporter).await?;
         match locked {
-            Locked::Held { waited, .. } => report.done.lock_waited = waited,
+            Locked::Held { waited, .. } | Locked::NothingLeft { waited } => {
+                report.done.lock_waited = waited
+            }
             Locked::Unlocked | Locked::Skipped => {}
         }
         if let Locked::Skipped = locked {

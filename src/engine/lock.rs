@@ -4,7 +4,8 @@
 use super::{Database, LockMode};
 use crate::error::Error;
 use crate::report::{Event, Reporter};
-use crate::store::{Store, default_lock_key};
+use crate::state::DbState;
+use crate::store::{LockWait, Store, Watch, default_lock_key};
 use std::time::Duration;
 
 /// What taking the lock came to.
@@ -15,6 +16,8 @@ pub(super) enum Locked {
     Unlocked,
     /// `--skip-if-locked` and another session holds it.
     Skipped,
+    /// While waiting, another instance left nothing to do; not taken.
+    NothingLeft { waited: Duration },
 }
 
 impl Locked {
@@ -22,7 +25,7 @@ impl Locked {
     pub(super) fn key(&self) -> Option<i64> {
         match self {
             Locked::Held { key, .. } => Some(*key),
-            Locked::Unlocked | Locked::Skipped => None,
+            Locked::Unlocked | Locked::Skipped | Locked::NothingLeft { .. } => None,
         }
     }
 
@@ -31,7 +34,7 @@ impl Locked {
     pub(super) async fn release(self, store: &Store) -> Result<(), Error> {
         match self {
             Locked::Held { key, .. } => store.unlock(key).await,
-            Locked::Unlocked | Locked::Skipped => Ok(()),
+            Locked::Unlocked | Locked::Skipped | Locked::NothingLeft { .. } => Ok(()),
         }
     }
 }
@@ -42,6 +45,19 @@ pub(super) async fn acquire(
     store: &mut Store,
     database: &Database,
     database_name: &str,
+    reporter: &dyn Reporter,
+) -> Result<Locked, Error> {
+    acquire_watching(store, database, database_name, None, reporter).await
+}
+
+/// As [`acquire`]; a waiter given `work_left` also watches the state while
+/// it waits, and stops waiting, without the lock, once a state read leaves
+/// it nothing to do ([`Locked::NothingLeft`]).
+pub(super) async fn acquire_watching(
+    store: &mut Store,
+    database: &Database,
+    database_name: &str,
+    work_left: Option<&(dyn Fn(&DbState) -> bool + Sync)>,
     reporter: &dyn Reporter,
 ) -> Result<Locked, Error> {
     let tracking = &database.tracking;
@@ -75,8 +91,12 @@ pub(super) async fn acquire(
                     waited: Duration::ZERO,
                 });
             }
+            let watch = work_left.map(|work_left| Watch {
+                tracking,
+                work_left,
+            });
             let waited = store
-                .wait_for_lock(key, limit, |holder, waited| {
+                .wait_for_lock(key, limit, watch, |holder, waited| {
                     reporter.event(Event::LockWaiting {
                         holder,
                         waited,
@@ -84,8 +104,13 @@ pub(super) async fn acquire(
                     })
                 })
                 .await?;
-            reporter.event(Event::LockAcquired { waited });
-            Ok(Locked::Held { key, waited })
+            match waited {
+                LockWait::Acquired(waited) => {
+                    reporter.event(Event::LockAcquired { waited });
+                    Ok(Locked::Held { key, waited })
+                }
+                LockWait::NothingLeft(waited) => Ok(Locked::NothingLeft { waited }),
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `up`: apply pending migrations in order, then run the bootstrap scripts.
 
 use super::bootstrap::{self, Bootstrap};
-use super::lock::{Locked, acquire};
+use super::lock::{Locked, acquire_watching};
 use super::run::{Direction, StepRun, run_steps};
 use super::{Migrator, applied_count, check_drift, check_scripts, known_version, out_of_order};
 use crate::error::Error;
@@ -167,16 +167,25 @@ impl Migrator {
             if bootstrap.is_none() {
                 return Ok(());
             }
-        } else {
+        }
+        // A person is shown the plan and asked before the lock is taken.
+        // Otherwise the plan is shown once the lock is held and the state
+        // read again: a replica waiting behind another says only what it
+        // does itself, and if the other leaves nothing to do, it stops
+        // waiting without taking the lock.
+        let shown_first = !steps.is_empty() && (options.dry_run || reporter.asks());
+        if !steps.is_empty() {
             check_scripts(steps.iter().map(|s| &s.migration.up))?;
-            reporter.event(Event::Plan {
-                steps: &steps,
-                after_target,
-                bootstrap: &bootstrap_names,
-                dry_run: options.dry_run,
-            });
-            if held_back {
-                reporter.event(Event::BootstrapHeldBack { after_target });
+            if shown_first {
+                reporter.event(Event::Plan {
+                    steps: &steps,
+                    after_target,
+                    bootstrap: &bootstrap_names,
+                    dry_run: options.dry_run,
+                });
+                if held_back {
+                    reporter.event(Event::BootstrapHeldBack { after_target });
+                }
             }
             if options.dry_run {
                 report.outcome = UpOutcome::DryRun;
@@ -188,10 +197,30 @@ impl Migrator {
         }
 
         let database = &self.database;
-        let locked = acquire(store, database, &state.database, reporter).await?;
+        let work_left =
+            |state: &DbState| !plan::pending(migrations, &state.rows, target).is_empty();
+        // Bootstrap scripts run under the lock every time: then it is taken
+        // whatever the state says.
+        let watch: Option<&(dyn Fn(&DbState) -> bool + Sync)> =
+            (bootstrap.is_none() && !steps.is_empty()).then_some(&work_left);
+        let locked = acquire_watching(store, database, &state.database, watch, reporter).await?;
         match locked {
             Locked::Skipped => {
                 report.outcome = UpOutcome::SkippedLocked;
+                return Ok(());
+            }
+            Locked::NothingLeft { waited } => {
+                report.done.lock_waited = waited;
+                report.done.pending = Some(after_target);
+                reporter.event(Event::DoneElsewhere {
+                    applied: applied_count(
+                        &store
+                            .read_state(&database.tracking, StateDetail::Plan)
+                            .await?
+                            .rows,
+                    ),
+                });
+                report.outcome = UpOutcome::DoneElsewhere;
                 return Ok(());
             }
             Locked::Held { waited, .. } => report.done.lock_waited = waited,
@@ -213,6 +242,21 @@ impl Migrator {
                 report.outcome = UpOutcome::DoneElsewhere;
             }
         } else {
+            if !shown_first {
+                reporter.event(Event::Plan {
+                    steps: &steps,
+                    after_target,
+                    bootstrap: &bootstrap_names,
+                    dry_run: false,
+                });
+                if held_back {
+                    reporter.event(Event::BootstrapHeldBack { after_target });
+                }
+                report.planned = steps
+                    .iter()
+                    .map(|s| MigrationRef::of(s.migration))
+                    .collect();
+            }
             let runs: Vec<StepRun> = steps
                 .iter()
                 .map(|step| StepRun {

@@ -679,6 +679,11 @@ impl Reporter for Printer {
     /// terminal, and so is stderr, where the prompt goes (or else stdout:
     /// `up 2>log`). `migrate up | tee run.log` at a terminal still asks.
     /// Without one, or with `--yes`, it proceeds, saying so.
+    fn asks(&self) -> bool {
+        let t = self.terminal;
+        !self.assume_yes && t.stdin_tty && (t.stderr_tty || t.stdout_tty)
+    }
+
     fn confirm(&self) -> bool {
         if self.assume_yes {
             return true;

@@ -1,8 +1,9 @@
 //! The migration lock: a session advisory lock on the connection that
 //! applies the migrations, released by the server if that connection drops.
 
-use super::Store;
+use super::{StateDetail, Store, Tracking};
 use crate::error::Error;
+use crate::state::DbState;
 use crate::state::{Blocker, LockHolder};
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
@@ -47,13 +48,31 @@ SELECT a.pid, coalesce(a.application_name, ''), a.usename::text,
    AND l.classid::bigint = $1 AND l.objid::bigint = $2
  LIMIT 1";
 
-/// The first pause between tries for the lock, doubling up to the most.
-const POLL_FIRST: Duration = Duration::from_millis(50);
-const POLL_MAX: Duration = Duration::from_millis(500);
+/// The first pause between tries for the lock, growing by half up to the
+/// most: short, so that a waiter learns soon that the holder is done.
+const POLL_FIRST: Duration = Duration::from_millis(20);
+const POLL_MAX: Duration = Duration::from_millis(100);
 /// How often a waiter looks at who holds the lock, and reports it even if
 /// unchanged.
 const HOLDER_CHECK: Duration = Duration::from_secs(2);
 const REPORT_EVERY: Duration = Duration::from_secs(30);
+
+/// How a wait for the lock ended.
+#[derive(Debug)]
+pub enum LockWait {
+    /// The lock is held now, after waiting this long.
+    Acquired(Duration),
+    /// While waiting, the state showed nothing left to do: the lock was
+    /// not taken.
+    NothingLeft(Duration),
+}
+
+/// What a waiter watches while it waits: the tracking tables, and whether
+/// a state read still leaves it work to do.
+pub struct Watch<'a> {
+    pub tracking: &'a Tracking,
+    pub work_left: &'a (dyn Fn(&DbState) -> bool + Sync),
+}
 
 impl Store {
     /// Takes the lock if it is free; never waits.
@@ -67,10 +86,12 @@ impl Store {
     }
 
     /// Waits for the lock up to `limit`, calling `waiting` with the holder
-    /// whenever it changes and every 30 s. Returns how long it waited.
+    /// whenever it changes and every 30 s. With a `watch`, each try also
+    /// reads the state (in the same round trip), and the wait ends without
+    /// the lock once another instance has left nothing to do.
     ///
-    /// The wait polls `pg_try_advisory_lock` (every 50 ms at first, backing
-    /// off to 500 ms) instead of blocking in `pg_advisory_lock`: a blocked
+    /// The wait polls `pg_try_advisory_lock` (every 20 ms at first, backing
+    /// off to 100 ms) instead of blocking in `pg_advisory_lock`: a blocked
     /// statement keeps its snapshot open for the whole wait, and the holder's
     /// `CREATE INDEX CONCURRENTLY` waits for every such snapshot to go away,
     /// while the waiter waits for the holder: a deadlock. Polling holds no
@@ -79,16 +100,35 @@ impl Store {
         &self,
         key: i64,
         limit: Duration,
+        watch: Option<Watch<'_>>,
         mut waiting: impl FnMut(Option<&LockHolder>, Duration),
-    ) -> Result<Duration, Error> {
+    ) -> Result<LockWait, Error> {
         let start = Instant::now();
         let mut last_holder: Option<LockHolder> = None;
         let mut last_report: Option<Instant> = None;
         let mut last_check: Option<Instant> = None;
         let mut pause = POLL_FIRST;
         loop {
-            if self.try_lock(key).await? {
-                return Ok(start.elapsed());
+            match &watch {
+                Some(watch) => {
+                    let (state, locked) = tokio::join!(
+                        self.read_state(watch.tracking, StateDetail::Plan),
+                        self.try_lock(key)
+                    );
+                    match (state, locked?) {
+                        (_, true) => return Ok(LockWait::Acquired(start.elapsed())),
+                        (Ok(state), false) if !(watch.work_left)(&state) => {
+                            return Ok(LockWait::NothingLeft(start.elapsed()));
+                        }
+                        (Ok(_), false) => {}
+                        (Err(err), false) => return Err(err),
+                    }
+                }
+                None => {
+                    if self.try_lock(key).await? {
+                        return Ok(LockWait::Acquired(start.elapsed()));
+                    }
+                }
             }
             let waited = start.elapsed();
             if waited >= limit {
@@ -116,7 +156,7 @@ impl Store {
                 }
             }
             tokio::time::sleep(pause.min(limit - waited)).await;
-            pause = (pause * 2).min(POLL_MAX);
+            pause = pause.mul_f64(1.5).min(POLL_MAX);
         }
     }
 

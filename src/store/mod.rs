@@ -10,7 +10,7 @@ pub(crate) mod tls;
 
 pub use bootstrap::BootstrapFailure;
 pub use execute::{Action, Done, Run, RunError};
-pub use lock::default_lock_key;
+pub use lock::{LockWait, Watch, default_lock_key};
 pub use sql::{ACTIVE_SQL_TRANSACTION, LOCK_NOT_AVAILABLE, SessionSettings};
 pub use state::{StateDetail, read_journal, read_state, read_unrecorded};
 

@@ -370,3 +370,38 @@ fn a_blocker_hidden_from_the_role_is_named_without_empty_details() {
         assert!(!text.contains(empty), "{empty:?} in:\n{text}");
     }
 }
+
+/// A waiter took the lock in turn though nothing was left, and printed a
+/// plan it never ran: it now stops waiting, without the lock, once the
+/// work is done, and says only that.
+#[test]
+fn a_waiter_whose_work_was_done_meanwhile_leaves_without_the_lock() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);")
+        .migration("002_b.sql", "CREATE TABLE b (id int);");
+    let _holder = hold_lock(&t, t.default_lock_key());
+    let waiter = t.migrate().args(["up", "--yes"]).spawn();
+    wait_until(Duration::from_secs(20), "the waiter to wait", || {
+        t.value(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'migrate' \
+             AND query LIKE '%pg_try_advisory_lock%'",
+        ) == Some("1".into())
+    });
+    // The work done by another instance (here one without the lock, which
+    // the test session keeps).
+    t.migrate()
+        .args(["up", "--yes", "--safe=false"])
+        .run()
+        .code(0);
+    let started = std::time::Instant::now();
+    let out = Outcome::from_output(waiter.wait_with_output().unwrap());
+    out.code(0)
+        .stdout_has("another instance applied the pending migrations while this one waited")
+        .stdout_lacks("to apply:");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "it took {:?} to notice",
+        started.elapsed()
+    );
+    assert_eq!(t.journal(), ["applied:001", "applied:002"]);
+}

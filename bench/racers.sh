@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Many replicas starting at once: wall time of N concurrent `migrate up
+# --yes` (and with --skip-if-locked) on an empty database with 100 small
+# migrations, against one process alone, in the same sitting, on one
+# throwaway PostgreSQL (default durability, Unix socket). Median of ROUNDS.
+# Usage: bench/racers.sh [N] [ROUNDS] [MIGRATE]   (default 64, 5, this
+# checkout's release build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+racers=${1:-64}
+rounds=${2:-5}
+if [ -n "${3:-}" ]; then
+    bin=$(realpath "$3")
+else
+    cargo build --release --locked >&2
+    bin=$(realpath target/release/migrate)
+fi
+
+as_owner() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pg_bin=$(dirname "$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
+work=$(mktemp -d)
+trap 'as_owner "$pg_bin/pg_ctl" -D "$work/data" stop -m immediate >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+if [ "$(id -u)" = 0 ]; then chown postgres "$work"; fi
+as_owner "$pg_bin/initdb" -D "$work/data" -A trust -U postgres >/dev/null
+as_owner "$pg_bin/pg_ctl" -D "$work/data" -l "$work/log" -w \
+    -o "-c listen_addresses= -c unix_socket_directories=$work -c max_connections=200" start >/dev/null
+psql_admin() { psql -X -q -h "$work" -U postgres -d postgres "$@"; }
+
+mkdir -p "$work/migrations"
+for v in $(seq 1 100); do
+    printf 'CREATE TABLE step_%d (id bigint PRIMARY KEY, name text NOT NULL);\nINSERT INTO step_%d VALUES (1, %s);\n' \
+        "$v" "$v" "'one'" > "$work/migrations/$(printf %03d "$v")_step.sql"
+done
+dsn="host=$work user=postgres dbname=bench"
+now() { date +%s%N; }
+fresh() { psql_admin -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench" 2>/dev/null; }
+
+# Runs $1 processes with extra arguments $2..., prints the wall time in ms.
+race() {
+    local n=$1
+    shift
+    fresh
+    local start pids=()
+    start=$(now)
+    for _ in $(seq "$n"); do
+        (cd "$work" && "$bin" up --yes -q --dsn "$dsn" "$@") &
+        pids+=($!)
+    done
+    local failed=0
+    for pid in "${pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
+    echo "$(( ($(now) - start) / 1000000 ))"
+    if [ "$failed" -gt 0 ]; then echo "$failed runs failed" >&2; exit 1; fi
+    local applied
+    applied=$(psql -X -q -A -t -h "$work" -U postgres -d bench -c "SELECT count(*) FROM schema_migrations_log WHERE event = 'applied'")
+    if [ "$applied" != 100 ]; then echo "applied $applied times, not 100" >&2; exit 1; fi
+}
+
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+declare -A times
+for _ in $(seq "$rounds"); do
+    times[one]+="$(race 1) "
+    times[many]+="$(race "$racers") "
+    times[skip]+="$(race "$racers" --skip-if-locked) "
+done
+one=$(median <<<"${times[one]}")
+many=$(median <<<"${times[many]}")
+skip=$(median <<<"${times[skip]}")
+echo "one process:                  ${times[one]}-> median $one ms"
+echo "$racers at once:                ${times[many]}-> median $many ms ($(echo "scale=2; $many / $one" | bc)x)"
+echo "$racers with --skip-if-locked:  ${times[skip]}-> median $skip ms ($(echo "scale=2; $skip / $one" | bc)x)"
