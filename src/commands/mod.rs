@@ -90,7 +90,8 @@ pub fn run(cli: Cli) -> i32 {
     };
     let result = match command {
         // A person or Kubernetes may stop a run: say what that leaves.
-        Command::Up | Command::Down(_) => runtime.block_on(interruptible(
+        // (repair asks too: Ctrl-C at its prompt is handled the same way.)
+        Command::Up | Command::Down(_) | Command::Repair(_) => runtime.block_on(interruptible(
             run_command(&command, &settings, &printer),
             &printer,
         )),
@@ -139,9 +140,16 @@ async fn interruptible(
         _ = int.recv() => ("SIGINT", libc_signal::SIGINT),
         _ = term.recv() => ("SIGTERM", libc_signal::SIGTERM),
     };
+    // Ctrl-C at the prompt raises SIGINT too, which may arrive while the
+    // run is still closing its connection after the refusal.
+    let message = if printer.prompt_interrupted() {
+        "interrupted at the prompt: nothing was changed".to_owned()
+    } else {
+        printer.interrupted(signal.0)
+    };
     Err(Failure::from(Error::Interrupted {
         signal: signal.1,
-        message: printer.interrupted(signal.0),
+        message,
     }))
 }
 
