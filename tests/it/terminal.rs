@@ -190,3 +190,23 @@ fn ctrl_c_at_the_prompt_shows_the_cursor_and_says_nothing_changed() {
     assert!(shown > hidden, "the cursor stays hidden: {:?}", out.output);
     assert!(!t.table_exists("public.schema_migrations"));
 }
+
+/// Ctrl-C at repair's prompt ended the process with the cursor hidden.
+#[test]
+fn ctrl_c_at_the_repair_prompt_changes_nothing() {
+    let t = TestEnv::new();
+    two(&t);
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    t.migration("001_a.sql", "CREATE TABLE a (id int); -- edited");
+    let mut run = t.migrate();
+    run.arg("repair");
+    let out = run_on_pty(run.into_command(), Some(("Continue?", "\u{3}")));
+    assert_eq!(out.code, 130, "{}", out.output);
+    assert!(
+        out.output
+            .contains("interrupted at the prompt: nothing was changed"),
+        "{}",
+        out.output
+    );
+    t.migrate().arg("validate").run().code(3);
+}
