@@ -252,6 +252,18 @@ pub struct RunFailed {
 }
 
 impl RunFailed {
+    /// A run that ended on `cause`, having done `done`; a lock wait that
+    /// ran out counts as waited.
+    pub(crate) fn new(mut done: Progress, cause: Error) -> RunFailed {
+        if let Error::LockTimeout { waited, .. } = &cause {
+            done.lock_waited = *waited;
+        }
+        RunFailed {
+            done,
+            cause: Box::new(cause),
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         self.cause.exit_code()
     }

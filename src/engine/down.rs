@@ -63,15 +63,7 @@ impl Migrator {
         .await;
         match result {
             Ok(()) => Ok(report),
-            Err(cause) => {
-                if let Error::LockTimeout { waited, .. } = &cause {
-                    report.done.lock_waited = *waited;
-                }
-                Err(RunFailed {
-                    done: report.done,
-                    cause: Box::new(cause),
-                })
-            }
+            Err(cause) => Err(RunFailed::new(report.done, cause)),
         }
     }
 

@@ -266,24 +266,8 @@ pub async fn read_unrecorded(
     }
     let messages = match query {
         Ok(messages) => messages,
-        Err(err)
-            if matches!(
-                err.code(),
-                Some(&SqlState::UNDEFINED_TABLE) | Some(&SqlState::INVALID_SCHEMA_NAME)
-            ) =>
-        {
-            return Ok(Vec::new());
-        }
-        Err(err) => {
-            return Err(Error::database(
-                format!(
-                    "cannot read {}.{}",
-                    tracking.schema,
-                    tracking.journal_name()
-                ),
-                err,
-            ));
-        }
+        Err(err) if missing(&err) => return Ok(Vec::new()),
+        Err(err) => return Err(journal_error(tracking, err)),
     };
     Ok(messages
         .into_iter()
@@ -304,6 +288,25 @@ pub async fn read_unrecorded(
         .collect())
 }
 
+/// The schema or table is not there (yet).
+fn missing(err: &tokio_postgres::Error) -> bool {
+    matches!(
+        err.code(),
+        Some(&SqlState::UNDEFINED_TABLE) | Some(&SqlState::INVALID_SCHEMA_NAME)
+    )
+}
+
+fn journal_error(tracking: &Tracking, err: tokio_postgres::Error) -> Error {
+    Error::database(
+        format!(
+            "cannot read {}.{}",
+            tracking.schema,
+            tracking.journal_name()
+        ),
+        err,
+    )
+}
+
 /// [`Store::read_journal`] on any connection.
 pub async fn read_journal(
     client: &Client,
@@ -311,24 +314,8 @@ pub async fn read_journal(
 ) -> Result<Vec<JournalEntry>, Error> {
     let messages = match client.simple_query(&select_journal(tracking)).await {
         Ok(messages) => messages,
-        Err(err)
-            if matches!(
-                err.code(),
-                Some(&SqlState::UNDEFINED_TABLE) | Some(&SqlState::INVALID_SCHEMA_NAME)
-            ) =>
-        {
-            return Ok(Vec::new());
-        }
-        Err(err) => {
-            return Err(Error::database(
-                format!(
-                    "cannot read {}.{}",
-                    tracking.schema,
-                    tracking.journal_name()
-                ),
-                err,
-            ));
-        }
+        Err(err) if missing(&err) => return Ok(Vec::new()),
+        Err(err) => return Err(journal_error(tracking, err)),
     };
     let mut entries = Vec::new();
     for message in messages {
