@@ -235,6 +235,20 @@ impl DbFailure {
     }
 }
 
+impl DbFailure {
+    /// As `From`, without taking the error.
+    pub(crate) fn from_ref(err: &tokio_postgres::Error) -> DbFailure {
+        match err.as_db_error() {
+            Some(db) => DbFailure {
+                message: db.message().to_owned(),
+                code: Some(db.code().code().to_owned()),
+                ..DbFailure::tool("")
+            },
+            None => DbFailure::tool(&err.to_string()),
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for DbFailure {
     fn from(err: tokio_postgres::Error) -> DbFailure {
         match err.as_db_error() {

@@ -126,13 +126,62 @@ impl Store {
             });
             (client, version, task)
         };
-        Ok(Store {
+        let store = Store {
             client,
             connection,
             server_version,
             statements: None,
             backend_pid: None,
-        })
+        };
+        store.refuse_statement_pooling(dsn).await?;
+        Ok(store)
+    }
+
+    /// A pooler in statement mode (PgBouncer's `pool_mode=statement`)
+    /// allows no transaction of more than one statement, and every
+    /// migration is one with its record: refused before anything runs. A
+    /// `BEGIN` sent on its own (pipelined with its `COMMIT`, so it costs one
+    /// round trip) is what such a pooler refuses.
+    async fn refuse_statement_pooling(&self, dsn: &Dsn) -> Result<(), Error> {
+        let (begun, committed) = tokio::join!(
+            self.client.batch_execute("BEGIN"),
+            self.client.batch_execute("COMMIT")
+        );
+        match begun.and(committed) {
+            Ok(()) => Ok(()),
+            Err(err)
+                if DbFailure::from_ref(&err)
+                    .message
+                    .contains("statement pooling") =>
+            {
+                Err(Error::Usage(format!(
+                    "{} goes through a connection pooler in statement mode (PgBouncer's \
+                     pool_mode=statement), which allows no transaction of more than one \
+                     statement, and each migration commits in one with its record: connect \
+                     directly, or through a pool in transaction or session mode",
+                    dsn.describe()
+                )))
+            }
+            Err(err) => {
+                let failure = DbFailure::from(err);
+                let busy = matches!(failure.code.as_deref(), Some("53300" | "57P03"));
+                if failure.connection_lost || busy || failure.severity.as_deref() == Some("FATAL") {
+                    // The connection did not last its first statement: as
+                    // good as not connected.
+                    Err(Error::Connect {
+                        target: dsn.describe(),
+                        message: failure.to_string(),
+                        retryable: true,
+                        busy,
+                    })
+                } else {
+                    Err(Error::Database {
+                        context: "cannot start a transaction".into(),
+                        failure: Box::new(failure),
+                    })
+                }
+            }
+        }
     }
 
     /// Connects, trying again with backoff (250 ms doubling to 5 s, the

@@ -2,6 +2,7 @@
 //! server named by `MIGRATE_TEST_DSN`), a fresh database and folder per
 //! test, and a builder that runs the real `migrate` binary.
 
+pub mod bouncer;
 pub mod pty;
 pub mod tls;
 
