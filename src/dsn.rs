@@ -630,7 +630,10 @@ pub fn redact_secrets(text: &str) -> String {
                 }
                 start + 1 + close
             } else {
-                value.find(ends).map_or(text.len(), |n| start + n)
+                // As libpq reads it: an unquoted value ends at whitespace.
+                value
+                    .find(char::is_whitespace)
+                    .map_or(text.len(), |n| start + n)
             };
             let start = if value.starts_with('\'') {
                 start + 1

@@ -324,7 +324,7 @@ impl Printer {
     /// The `--json` document, alone on stdout.
     pub fn document(&self, document: &serde_json::Value) {
         self.finish_progress();
-        let _ = writeln!(self.out(), "{}", redact_secrets(&format!("{document:#}")));
+        let _ = writeln!(self.out(), "{:#}", redact_strings(document.clone()));
     }
 
     fn emit(&self, text: &str) {
@@ -386,6 +386,22 @@ impl Printer {
         if let Some(bar) = progress.as_ref() {
             f(bar);
         }
+    }
+}
+
+/// A JSON document with passwords hidden in each of its strings (so the
+/// document stays valid JSON).
+fn redact_strings(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => Value::String(redact_secrets(&text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(redact_strings).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, value)| (key, redact_strings(value)))
+                .collect(),
+        ),
+        other => other,
     }
 }
 
@@ -798,6 +814,21 @@ mod tests {
         applied 001_users (12ms)
         ");
         insta::assert_snapshot!(captured.stderr(), @"error: interrupted by SIGTERM while applying 002_index, which runs outside a transaction: the server cancels the statement that was running, the ones before it stay done, and its row says how far it got (the next `up` runs it again); the 1 migration that finished before stays so");
+    }
+
+    #[test]
+    fn a_document_stays_json_with_its_secrets_hidden() {
+        let (printer, captured) = Printer::capture(Output {
+            json: true,
+            verbosity: Verbosity::Normal,
+        });
+        printer.document(&serde_json::json!({
+            "message": "host=h password=ab\"cd port=1",
+            "nested": ["postgres://u:Zx9@Secret7@h/db"],
+        }));
+        let parsed: serde_json::Value = serde_json::from_str(&captured.stdout()).unwrap();
+        assert_eq!(parsed["message"], "host=h password=*** port=1");
+        assert_eq!(parsed["nested"][0], "postgres://u:***@h/db");
     }
 
     #[test]
