@@ -452,7 +452,9 @@ fn lock_released_message(
     }
     text.push_str(
         "; the run stops here, since no migration runs without the lock: remove the unlock \
-         from the file",
+         from the file (or, if the connection goes through a pooler in transaction mode, the \
+         transaction ran on a server connection that does not hold the lock: connect directly \
+         or through a session pool)",
     );
     for note in notes {
         text.push_str(&format!("\n  ({note})"));

@@ -32,8 +32,8 @@ use crate::error::{DbFailure, Error, RunFailure};
 use crate::migration::sql::{self, IndexTarget};
 use crate::migration::{Migration, Script};
 use std::time::{Duration, Instant};
+use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{SimpleQueryMessage, Statement};
 
 /// Sent after a transactional script, before the bookkeeping in the same
 /// transaction: the file's SET ROLE must not decide who writes the record,
@@ -101,95 +101,52 @@ pub enum RunError {
     Record(Error),
 }
 
-/// The bookkeeping statements and session preambles, prepared once per run.
+/// The bookkeeping statements and session preambles, built once per run.
+/// Each is sent as an unnamed statement with its parameter types (parse,
+/// bind and execute in one request): nothing outlives the request on the
+/// server, so a pooler may hand each transaction to another server
+/// connection.
 pub(super) struct Statements {
     begin: String,
     session: String,
-    clear_failed: Statement,
-    record_applied: Statement,
-    record_rolled_back: Statement,
-    upsert_failed: Statement,
-    progress: Statement,
-    journal: Statement,
-    lock_held: Statement,
-    invalid_on: Statement,
+    clear_failed: Sql,
+    record_applied: Sql,
+    record_rolled_back: Sql,
+    upsert_failed: Sql,
+    progress: Sql,
+    journal: Sql,
+}
+
+/// A statement's text and the types of its parameters.
+struct Sql {
+    text: String,
+    types: &'static [Type],
+}
+
+impl Sql {
+    fn new(text: String, types: &'static [Type]) -> Sql {
+        Sql { text, types }
+    }
 }
 
 impl Store {
-    async fn statements(
-        &mut self,
-        tracking: &Tracking,
-        settings: &SessionSettings,
-    ) -> Result<&Statements, Error> {
+    /// Runs a bookkeeping statement; returns the rows it changed.
+    async fn exec(
+        &self,
+        sql: &Sql,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
+            .iter()
+            .zip(sql.types)
+            .map(|(param, ty)| (*param, ty.clone()))
+            .collect();
+        self.client().execute_typed(&sql.text, &typed).await
+    }
+
+    fn statements(&mut self, tracking: &Tracking, settings: &SessionSettings) -> &Statements {
         if self.statements.is_none() {
-            let client = self.client();
-            let texts = (
-                bookkeeping::clear_failed(tracking),
-                bookkeeping::record_applied(tracking),
-                bookkeeping::record_rolled_back(tracking),
-                bookkeeping::upsert_failed(tracking),
-                bookkeeping::progress(tracking),
-                bookkeeping::journal(tracking),
-            );
             use Type as T;
-            let (
-                clear_failed,
-                record_applied,
-                record_rolled_back,
-                upsert_failed,
-                progress,
-                journal,
-                lock_held,
-                invalid_on,
-            ) = tokio::join!(
-                client.prepare_typed(&texts.0, &[T::TEXT]),
-                client.prepare_typed(
-                    &texts.1,
-                    &[
-                        T::TEXT,
-                        T::TEXT,
-                        T::TEXT,
-                        T::INT8,
-                        T::TEXT,
-                        T::BOOL,
-                        T::INT8
-                    ]
-                ),
-                client.prepare_typed(
-                    &texts.2,
-                    &[T::TEXT, T::INT8, T::TEXT, T::INT8, T::TEXT, T::TEXT]
-                ),
-                client.prepare_typed(
-                    &texts.3,
-                    &[
-                        T::TEXT,
-                        T::TEXT,
-                        T::TEXT,
-                        T::INT8,
-                        T::TEXT,
-                        T::BOOL,
-                        T::TEXT
-                    ]
-                ),
-                client.prepare_typed(&texts.4, &[T::TEXT, T::TEXT]),
-                client.prepare_typed(
-                    &texts.5,
-                    &[
-                        T::TEXT,
-                        T::TEXT,
-                        T::TEXT,
-                        T::TEXT,
-                        T::INT8,
-                        T::TEXT,
-                        T::TEXT,
-                        T::TEXT
-                    ]
-                ),
-                client.prepare_typed(bookkeeping::LOCK_HELD, &[T::INT8, T::INT8]),
-                client.prepare_typed(bookkeeping::INVALID_ON, &[T::TEXT_ARRAY, T::TEXT_ARRAY]),
-            );
-            let prepare_error =
-                |err| Error::database("cannot prepare the bookkeeping statements", err);
             let major = self.server_major();
             self.statements = Some(Statements {
                 begin: format!(
@@ -197,21 +154,56 @@ impl Store {
                     bookkeeping::session(tracking, major, settings, true)
                 ),
                 session: bookkeeping::session(tracking, major, settings, false),
-                clear_failed: clear_failed.map_err(prepare_error)?,
-                record_applied: record_applied.map_err(prepare_error)?,
-                record_rolled_back: record_rolled_back.map_err(prepare_error)?,
-                upsert_failed: upsert_failed.map_err(prepare_error)?,
-                progress: progress.map_err(prepare_error)?,
-                journal: journal.map_err(prepare_error)?,
-                lock_held: lock_held.map_err(prepare_error)?,
-                invalid_on: invalid_on.map_err(prepare_error)?,
+                clear_failed: Sql::new(bookkeeping::clear_failed(tracking), &[T::TEXT]),
+                record_applied: Sql::new(
+                    bookkeeping::record_applied(tracking),
+                    &[
+                        T::TEXT,
+                        T::TEXT,
+                        T::TEXT,
+                        T::INT8,
+                        T::TEXT,
+                        T::BOOL,
+                        T::INT8,
+                    ],
+                ),
+                record_rolled_back: Sql::new(
+                    bookkeeping::record_rolled_back(tracking),
+                    &[T::TEXT, T::INT8, T::TEXT, T::INT8, T::TEXT, T::TEXT],
+                ),
+                upsert_failed: Sql::new(
+                    bookkeeping::upsert_failed(tracking),
+                    &[
+                        T::TEXT,
+                        T::TEXT,
+                        T::TEXT,
+                        T::INT8,
+                        T::TEXT,
+                        T::BOOL,
+                        T::TEXT,
+                    ],
+                ),
+                progress: Sql::new(bookkeeping::progress(tracking), &[T::TEXT, T::TEXT]),
+                journal: Sql::new(
+                    bookkeeping::journal(tracking),
+                    &[
+                        T::TEXT,
+                        T::TEXT,
+                        T::TEXT,
+                        T::TEXT,
+                        T::INT8,
+                        T::TEXT,
+                        T::TEXT,
+                        T::TEXT,
+                    ],
+                ),
             });
         }
-        Ok(self.statements.as_ref().expect("set above"))
+        self.statements.as_ref().expect("set above")
     }
 
     fn prepared(&self) -> &Statements {
-        self.statements.as_ref().expect("prepared by run_script")
+        self.statements.as_ref().expect("built by run_script")
     }
 
     /// Runs one script and records the outcome.
@@ -221,9 +213,7 @@ impl Store {
         settings: &SessionSettings,
         run: Run<'_>,
     ) -> Result<Done, RunError> {
-        self.statements(tracking, settings)
-            .await
-            .map_err(RunError::Record)?;
+        self.statements(tracking, settings);
         if run.script.transactional {
             self.run_in_transaction(run).await
         } else {
@@ -240,8 +230,8 @@ impl Store {
             match run.action {
                 Action::Apply {
                     failed_row_version: Some(version),
-                } => client
-                    .execute(&statements.clear_failed, &[&version])
+                } => self
+                    .exec(&statements.clear_failed, &[&version])
                     .await
                     .map(|_| ()),
                 _ => Ok(()),
@@ -372,8 +362,8 @@ impl Store {
         let session = client.batch_execute(&statements.session);
         let marked = async {
             match run.action {
-                Action::Apply { .. } => client
-                    .execute(
+                Action::Apply { .. } => self
+                    .exec(
                         &statements.upsert_failed,
                         &[
                             &version,
@@ -487,8 +477,8 @@ impl Store {
                     // statement, and a file that SET ROLE to a role that
                     // may not write the state table keeps that role for its
                     // later statements.
-                    let _ = client
-                        .execute(&statements.progress, &[&version, &progress_text(index + 1)])
+                    let _ = self
+                        .exec(&statements.progress, &[&version, &progress_text(index + 1)])
                         .await;
                 }
             };
@@ -512,8 +502,8 @@ impl Store {
             ),
             async {
                 match run.action {
-                    Action::Apply { .. } => client
-                        .execute(&statements.clear_failed, &[&version])
+                    Action::Apply { .. } => self
+                        .exec(&statements.clear_failed, &[&version])
                         .await
                         .map(|_| ()),
                     Action::RollBack { .. } => Ok(()),
@@ -563,26 +553,24 @@ impl Store {
         duration: Duration,
     ) -> Result<u64, tokio_postgres::Error> {
         let statements = self.prepared();
-        let client = self.client();
         let script = run.script;
         let micros = duration.as_micros() as i64;
         let version = record_version(run);
         match run.action {
             Action::Apply { .. } => {
-                client
-                    .execute(
-                        &statements.record_applied,
-                        &[
-                            &version,
-                            &run.migration.name,
-                            &script.checksum.as_str(),
-                            &micros,
-                            &run.actor,
-                            &script.transactional,
-                            &txid,
-                        ],
-                    )
-                    .await
+                self.exec(
+                    &statements.record_applied,
+                    &[
+                        &version,
+                        &run.migration.name,
+                        &script.checksum.as_str(),
+                        &micros,
+                        &run.actor,
+                        &script.transactional,
+                        &txid,
+                    ],
+                )
+                .await
             }
             Action::RollBack { .. } => {
                 let note = if script.transactional {
@@ -590,19 +578,18 @@ impl Store {
                 } else {
                     format!("ran {} statement by statement", script.file_name())
                 };
-                client
-                    .execute(
-                        &statements.record_rolled_back,
-                        &[
-                            &version,
-                            &txid,
-                            &script.checksum.as_str(),
-                            &micros,
-                            &run.actor,
-                            &note,
-                        ],
-                    )
-                    .await
+                self.exec(
+                    &statements.record_rolled_back,
+                    &[
+                        &version,
+                        &txid,
+                        &script.checksum.as_str(),
+                        &micros,
+                        &run.actor,
+                        &note,
+                    ],
+                )
+                .await
             }
         }
     }
@@ -639,7 +626,7 @@ impl Store {
                     &error_text,
                 ];
                 let (row, journal) =
-                    tokio::join!(client.execute(&statements.upsert_failed, &params), journal);
+                    tokio::join!(self.exec(&statements.upsert_failed, &params), journal);
                 row.and(journal)
             }
             Action::RollBack { .. } => journal.await,
@@ -671,9 +658,7 @@ impl Store {
             &error_text,
             &note,
         ];
-        self.client()
-            .execute(&self.prepared().journal, &params)
-            .await
+        self.exec(&self.prepared().journal, &params).await
     }
 
     /// A script released the migration lock: journalled, and nothing else
@@ -712,23 +697,13 @@ impl Store {
             return Ok(true);
         };
         let (classid, objid) = bookkeeping::lock_key_halves(key);
-        // Prepared with the bookkeeping when migrations run; a run with
-        // only bootstrap scripts has none.
-        let rows = match &self.statements {
-            Some(statements) => {
-                self.client()
-                    .query(&statements.lock_held, &[&classid, &objid])
-                    .await?
-            }
-            None => {
-                self.client()
-                    .query_typed(
-                        bookkeeping::LOCK_HELD,
-                        &[(&classid, Type::INT8), (&objid, Type::INT8)],
-                    )
-                    .await?
-            }
-        };
+        let rows = self
+            .client()
+            .query_typed(
+                bookkeeping::LOCK_HELD,
+                &[(&classid, Type::INT8), (&objid, Type::INT8)],
+            )
+            .await?;
         Ok(rows.first().is_some_and(|row| row.get(0)))
     }
 
@@ -750,7 +725,10 @@ impl Store {
         }
         let rows = self
             .client()
-            .query(&self.prepared().invalid_on, &[&tables, &indexes])
+            .query_typed(
+                bookkeeping::INVALID_ON,
+                &[(&tables, Type::TEXT_ARRAY), (&indexes, Type::TEXT_ARRAY)],
+            )
             .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }

@@ -62,3 +62,28 @@ fn session_pooling_works_as_a_direct_connection_does() {
         t.advisory_locks() == 0
     });
 }
+
+/// The bookkeeping statements were prepared by name once per run, so the
+/// next run to land on the same pooled server connection failed with
+/// `prepared statement "s0" already exists`.
+#[test]
+fn runs_after_one_another_through_a_transaction_pool_share_no_prepared_statement() {
+    let t = TestEnv::new();
+    // One server connection: every run lands on it.
+    let Some(bouncer) = Bouncer::start("transaction", 1) else {
+        return;
+    };
+    let dsn = bouncer.dsn(&t.db_name);
+    for v in 1..=3 {
+        t.migration(
+            &format!("00{v}_t.sql"),
+            &format!("CREATE TABLE t{v} (id int);"),
+        );
+        t.migrate_bare()
+            .args(["up", "--yes", "--dsn", &dsn])
+            .run()
+            .code(0)
+            .stdout_has(&format!("applied 00{v}_t"));
+    }
+    assert_eq!(t.journal(), ["applied:001", "applied:002", "applied:003"]);
+}
