@@ -167,7 +167,9 @@ impl Migrator {
         }
     }
 
-    /// Reads the files and, at the same time, connects and reads the state.
+    /// Reads the files and, at the same time, connects and reads the state
+    /// (with the applies the journal remembers and the state table lost,
+    /// when something is pending).
     /// A problem with the files wins over one with the connection: it is
     /// the operator's to fix either way, and it is certain.
     async fn open(
@@ -188,7 +190,17 @@ impl Migrator {
         };
         let (files, connected) = tokio::join!(self.load(), connect);
         match (files, connected) {
-            (Ok(files), Ok((store, state))) => Ok((files, store, state)),
+            (Ok(files), Ok((store, mut state))) => {
+                // Only with something pending can a lost row matter: the
+                // start-up path of a replica with nothing to do skips it.
+                match look_for_lost_rows(store.client(), tracking, &files, &mut state).await {
+                    Ok(()) => Ok((files, store, state)),
+                    Err(err) => {
+                        store.close().await;
+                        Err(err)
+                    }
+                }
+            }
             (Err(err), Ok((store, _))) => {
                 store.close().await;
                 Err(err)
@@ -199,16 +211,8 @@ impl Migrator {
 
     /// Every version with its status; reads only, creates nothing.
     pub async fn status(&self, reporter: &dyn Reporter) -> Result<StatusReport, Error> {
-        let (migrations, store, mut state) = self.open(StateDetail::Full, reporter).await?;
-        let lost = look_for_lost_rows(
-            store.client(),
-            &self.database.tracking,
-            &migrations,
-            &mut state,
-        )
-        .await;
+        let (migrations, store, state) = self.open(StateDetail::Full, reporter).await?;
         store.close().await;
-        lost?;
         Ok(status_report(&migrations, &state))
     }
 
@@ -408,16 +412,8 @@ impl Migrator {
     /// applied files, pending files older than the newest applied one) is
     /// an error, exit 3.
     pub async fn validate(&self, reporter: &dyn Reporter) -> Result<ValidateReport, Error> {
-        let (migrations, store, mut state) = self.open(StateDetail::Plan, reporter).await?;
-        let lost = look_for_lost_rows(
-            store.client(),
-            &self.database.tracking,
-            &migrations,
-            &mut state,
-        )
-        .await;
+        let (migrations, store, state) = self.open(StateDetail::Plan, reporter).await?;
         store.close().await;
-        lost?;
         let steps = plan::pending(&migrations, &state.rows, None);
         check_drift(&migrations, &state, &out_of_order(&steps, &state))?;
         let rows = plan::status_rows(&migrations, &state.rows);
@@ -445,7 +441,7 @@ fn status_report(migrations: &MigrationSet, state: &DbState) -> StatusReport {
 
 /// Reads which versions the journal says were applied while their rows are
 /// gone, when anything is pending: only then can it matter.
-async fn look_for_lost_rows(
+pub(super) async fn look_for_lost_rows(
     client: &tokio_postgres::Client,
     tracking: &Tracking,
     migrations: &MigrationSet,

@@ -27,9 +27,8 @@ impl Migrator {
         options: &RepairOptions,
         reporter: &dyn Reporter,
     ) -> Result<RepairReport, Error> {
-        let (migrations, mut store, mut state) = self.open(StateDetail::Plan, reporter).await?;
+        let (migrations, mut store, state) = self.open(StateDetail::Plan, reporter).await?;
         let result = async {
-            state.unrecorded = store.read_unrecorded(&self.database.tracking).await?;
             let drifted = plan::drift(&migrations, &state);
             let chosen = choose(drifted, &options.versions)?;
             let mut report = RepairReport {
@@ -63,7 +62,8 @@ impl Migrator {
             let mut state = store
                 .read_state(&database.tracking, StateDetail::Plan)
                 .await?;
-            state.unrecorded = store.read_unrecorded(&database.tracking).await?;
+            super::look_for_lost_rows(store.client(), &database.tracking, &migrations, &mut state)
+                .await?;
             let now = plan::drift(&migrations, &state);
             let chosen: Vec<Drifted> = chosen.into_iter().filter(|c| now.contains(c)).collect();
             if chosen.is_empty() {

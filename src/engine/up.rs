@@ -3,7 +3,10 @@
 use super::bootstrap::{self, Bootstrap};
 use super::lock::{Locked, acquire_watching};
 use super::run::{Direction, StepRun, run_steps};
-use super::{Migrator, applied_count, check_drift, check_scripts, known_version, out_of_order};
+use super::{
+    Migrator, applied_count, check_drift, check_scripts, known_version, look_for_lost_rows,
+    out_of_order,
+};
 use crate::error::Error;
 use crate::migration::{MigrationSet, Version};
 use crate::plan::{self, Step};
@@ -101,7 +104,7 @@ impl Migrator {
         &self,
         migrations: &MigrationSet,
         store: &mut Store,
-        mut state: DbState,
+        state: DbState,
         bootstrap: Option<&Bootstrap>,
         options: &UpOptions,
         report: &mut UpReport,
@@ -111,7 +114,7 @@ impl Migrator {
         if let Some(target) = target {
             known_version(migrations, target, "--target")?;
         }
-        let steps = self.plan(store, migrations, &mut state, options).await?;
+        let steps = self.plan(migrations, &state, options)?;
         // The bootstrap scripts are written for the newest schema: a run
         // that `--target` stops short of it leaves them for a later run.
         let after_target = match target {
@@ -224,7 +227,8 @@ impl Migrator {
         let mut state = store
             .read_state(&database.tracking, StateDetail::Plan)
             .await?;
-        let steps = self.plan(store, migrations, &mut state, options).await?;
+        look_for_lost_rows(store.client(), &database.tracking, migrations, &mut state).await?;
+        let steps = self.plan(migrations, &state, options)?;
         report.done.pending = Some(steps.len() + after_target);
         if steps.is_empty() {
             if !report.planned.is_empty() {
@@ -286,20 +290,15 @@ impl Migrator {
         Ok(())
     }
 
-    /// The steps to run, after refusing drift and out-of-order files. With
-    /// something to run, the journal is asked whether any of it was applied
-    /// before and lost its row (a replica with nothing to do never asks).
-    async fn plan<'m>(
+    /// The steps to run, after refusing drift (lost rows included: the
+    /// state was read with them) and out-of-order files.
+    fn plan<'m>(
         &self,
-        store: &Store,
         migrations: &'m MigrationSet,
-        state: &mut DbState,
+        state: &DbState,
         options: &UpOptions,
     ) -> Result<Vec<Step<'m>>, Error> {
         let steps = plan::pending(migrations, &state.rows, options.target.as_ref());
-        if !steps.is_empty() {
-            state.unrecorded = store.read_unrecorded(&self.database.tracking).await?;
-        }
         let late = if options.out_of_order {
             Vec::new()
         } else {

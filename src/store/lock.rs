@@ -162,8 +162,7 @@ impl Store {
 
     /// Who holds the lock, if anyone.
     pub async fn lock_holder(&self, key: i64) -> Result<Option<LockHolder>, Error> {
-        let classid = (key as u64 >> 32) as i64;
-        let objid = (key as u64 & 0xffff_ffff) as i64;
+        let (classid, objid) = super::sql::lock_key_halves(key);
         let rows = self
             .client()
             .query_typed(HOLDER, &[(&classid, Type::INT8), (&objid, Type::INT8)])

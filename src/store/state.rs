@@ -151,11 +151,6 @@ impl Store {
         read_state(self.client(), tracking, detail).await
     }
 
-    /// See [`read_unrecorded`].
-    pub async fn read_unrecorded(&self, tracking: &Tracking) -> Result<Vec<Unrecorded>, Error> {
-        read_unrecorded(self.client(), tracking).await
-    }
-
     /// The journal, oldest first; empty when it does not exist yet.
     pub async fn read_journal(&self, tracking: &Tracking) -> Result<Vec<JournalEntry>, Error> {
         read_journal(self.client(), tracking).await
