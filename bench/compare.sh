@@ -13,15 +13,8 @@ pairs=${2:-8}
 cargo build --release --locked >&2
 this=$(realpath target/release/migrate)
 
-as_owner() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-pg_bin=$(dirname "$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
-work=$(mktemp -d)
-trap 'as_owner "$pg_bin/pg_ctl" -D "$work/data" stop -m immediate >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-if [ "$(id -u)" = 0 ]; then chown postgres "$work"; fi
-as_owner "$pg_bin/initdb" -D "$work/data" -A trust -U postgres >/dev/null
-as_owner "$pg_bin/pg_ctl" -D "$work/data" -l "$work/log" -w \
-    -o "-c listen_addresses= -c unix_socket_directories=$work" start >/dev/null
-psql_admin() { psql -X -q -h "$work" -U postgres -d postgres "$@"; }
+# shellcheck source=bench/cluster.sh
+source bench/cluster.sh
 
 mkdir -p "$work/migrations"
 for v in $(seq 1 1000); do
@@ -30,7 +23,6 @@ for v in $(seq 1 1000); do
 done
 dsn="host=$work user=postgres dbname=bench"
 run() { (cd "$work" && "$1" up --yes -q --dsn "$dsn"); }
-now() { date +%s%N; }
 
 echo "(b) 1000 from empty, per run"
 declare -A applied

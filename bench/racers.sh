@@ -16,15 +16,9 @@ else
     bin=$(realpath target/release/migrate)
 fi
 
-as_owner() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-pg_bin=$(dirname "$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
-work=$(mktemp -d)
-trap 'as_owner "$pg_bin/pg_ctl" -D "$work/data" stop -m immediate >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-if [ "$(id -u)" = 0 ]; then chown postgres "$work"; fi
-as_owner "$pg_bin/initdb" -D "$work/data" -A trust -U postgres >/dev/null
-as_owner "$pg_bin/pg_ctl" -D "$work/data" -l "$work/log" -w \
-    -o "-c listen_addresses= -c unix_socket_directories=$work -c max_connections=200" start >/dev/null
-psql_admin() { psql -X -q -h "$work" -U postgres -d postgres "$@"; }
+cluster_settings="-c max_connections=200"
+# shellcheck source=bench/cluster.sh
+source bench/cluster.sh
 
 mkdir -p "$work/migrations"
 for v in $(seq 1 100); do
@@ -32,7 +26,6 @@ for v in $(seq 1 100); do
         "$v" "$v" "'one'" > "$work/migrations/$(printf %03d "$v")_step.sql"
 done
 dsn="host=$work user=postgres dbname=bench"
-now() { date +%s%N; }
 fresh() { psql_admin -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench" 2>/dev/null; }
 
 # Runs $1 processes with extra arguments $2..., prints the wall time in ms.
