@@ -264,3 +264,36 @@ fn too_many_clients_is_waited_out() {
         Some("20".into())
     );
 }
+
+/// A server that stays full is waited for only as long as --lock-wait, then
+/// exit 5 with the server's words, said once while waiting.
+#[test]
+fn a_server_that_stays_full_is_exit_5_once_the_wait_runs_out() {
+    let t = TestEnv::on_own_server_with(migrate::pgserver::ClusterOptions {
+        settings: vec![
+            ("max_connections".into(), "3".into()),
+            ("superuser_reserved_connections".into(), "0".into()),
+        ],
+        ..Default::default()
+    });
+    t.migration("001_a.sql", "CREATE TABLE a (id int);");
+    let _hogs: Vec<_> = (0..3).map(|_| t.client()).collect();
+    let started = Instant::now();
+    let out = t.migrate().args(["up", "--yes", "--lock-wait", "1s"]).run();
+    out.code(5)
+        .stderr_has("too many clients")
+        .stdout_has("the server turned the connection away");
+    assert_eq!(
+        out.stdout
+            .matches("the server turned the connection away")
+            .count(),
+        1,
+        "{}",
+        out.stdout
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
