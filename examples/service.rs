@@ -77,6 +77,8 @@ async fn migrate_at_start_up() -> Result<(), String> {
         },
         lock: LockMode::Wait(Duration::from_secs(300)),
         lock_key: None,
+        pooler: migrate::Pooler::Auto,
+        lease: migrate::DEFAULT_LEASE,
         actor: None,
         session: SessionSettings {
             lock_timeout: Duration::from_secs(5),

@@ -153,6 +153,14 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DURATION")]
     pub lock_wait: Option<String>,
 
+    /// What stands in front of the server: auto, none, session or transaction (a pooler in transaction mode gets a lease lock instead of a session advisory lock) [env: MIGRATE_POOLER] [config: pooler] [default: auto]
+    #[arg(long, global = true, value_name = "KIND")]
+    pub pooler: Option<String>,
+
+    /// Through a pooler in transaction mode: how long the lock's lease lasts unless renewed, so how soon a killed run's lock is taken over, e.g. 30s [env: MIGRATE_LOCK_LEASE] [config: lock_lease] [default: 30s]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub lock_lease: Option<String>,
+
     /// Exit 0 at once if another instance holds the migration lock [env: MIGRATE_SKIP_IF_LOCKED]
     #[arg(long, global = true)]
     pub skip_if_locked: bool,

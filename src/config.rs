@@ -54,6 +54,8 @@ pub struct DbEntry {
     pub table: Option<ConfigValue>,
     pub lock_key: Option<ConfigValue>,
     pub lock_wait: Option<ConfigValue>,
+    pub pooler: Option<ConfigValue>,
+    pub lock_lease: Option<ConfigValue>,
     pub migrations_path: Option<ConfigValue>,
     pub lock_timeout: Option<ConfigValue>,
     pub statement_timeout: Option<ConfigValue>,
@@ -67,12 +69,14 @@ pub struct DbEntry {
 /// Keys of an entry that this tool reads; any other key (an application's
 /// pool size, say) is left alone, since the same file usually serves the
 /// application too.
-const ENTRY_KEYS: [&str; 10] = [
+const ENTRY_KEYS: [&str; 12] = [
     "dsn",
     "schema",
     "table",
     "lock_key",
     "lock_wait",
+    "pooler",
+    "lock_lease",
     "migrations_path",
     "lock_timeout",
     "statement_timeout",
@@ -216,6 +220,8 @@ impl ConfigFolder {
                 "table" => &mut entry.table,
                 "lock_key" => &mut entry.lock_key,
                 "lock_wait" => &mut entry.lock_wait,
+                "pooler" => &mut entry.pooler,
+                "lock_lease" => &mut entry.lock_lease,
                 "lock_timeout" => &mut entry.lock_timeout,
                 "statement_timeout" => &mut entry.statement_timeout,
                 "wait_for_db" => &mut entry.wait_for_db,

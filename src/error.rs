@@ -60,7 +60,7 @@ pub enum Error {
     )]
     LockTimeout {
         waited: Duration,
-        holder: Option<LockHolder>,
+        holder: Option<Box<LockHolder>>,
     },
 
     /// A script failed: its transaction was rolled back (a statement-by-
@@ -81,8 +81,11 @@ pub enum Error {
     /// (`pg_advisory_unlock_all()`, or `pg_advisory_unlock` of the key). A
     /// transactional one was rolled back; nothing further runs without the
     /// lock.
-    #[error("{}", lock_released_message(.label, .path, .statements, .notes))]
+    /// Through a pooler (`lease`): the lease was no longer this run's when
+    /// a record or a statement came, so nothing more was done.
+    #[error("{}", lock_released_message(*.lease, .label, .path, .statements, .notes))]
     LockReleased {
+        lease: bool,
         label: String,
         path: PathBuf,
         /// Of a statement-by-statement script: how many ran, of how many.
@@ -432,16 +435,26 @@ fn failed_message(
 }
 
 fn lock_released_message(
+    lease: bool,
     label: &str,
     path: &std::path::Path,
     statements: &Option<(usize, usize)>,
     notes: &[String],
 ) -> String {
-    let mut text = format!(
-        "{label} ({}) released the migration lock while it ran (pg_advisory_unlock_all(), or \
-         pg_advisory_unlock of the lock's key): ",
-        path.display()
-    );
+    let mut text = if lease {
+        format!(
+            "{label} ({}): the migration lease was no longer this run's (it ran out: this \
+             process did not renew it within --lock-lease, being stopped, paused or cut off from \
+             the database, and another run may have taken it over): ",
+            path.display()
+        )
+    } else {
+        format!(
+            "{label} ({}) released the migration lock while it ran (pg_advisory_unlock_all(), \
+             or pg_advisory_unlock of the lock's key): ",
+            path.display()
+        )
+    };
     match statements {
         None => text
             .push_str("its transaction was rolled back, so nothing of it was applied or recorded"),
@@ -450,12 +463,18 @@ fn lock_released_message(
              its row still says it did not finish",
         )),
     }
-    text.push_str(
-        "; the run stops here, since no migration runs without the lock: remove the unlock \
-         from the file (or, if the connection goes through a pooler in transaction mode, the \
-         transaction ran on a server connection that does not hold the lock: connect directly \
-         or through a session pool)",
-    );
+    if lease {
+        text.push_str(
+            "; the run stops here, since nothing is recorded without the lock: see `migrate \
+             status`, and run up again",
+        );
+    } else {
+        text.push_str(
+            "; the run stops here, since no migration runs without the lock: remove the unlock \
+             from the file (or, if the connection goes through a pooler in transaction mode \
+             that listens on the server's own port, say so with --pooler transaction)",
+        );
+    }
     for note in notes {
         text.push_str(&format!("\n  ({note})"));
     }
@@ -474,7 +493,7 @@ fn files_message(problems: &[FileProblem]) -> String {
     text
 }
 
-fn holder_message(holder: &Option<LockHolder>) -> String {
+fn holder_message(holder: &Option<Box<LockHolder>>) -> String {
     match holder {
         Some(holder) => format!("it is held by {holder}"),
         None => "it was released just as the wait ran out; try again".into(),

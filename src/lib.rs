@@ -21,6 +21,8 @@
 //!     tracking: Tracking { schema: "public".into(), table: "schema_migrations".into() },
 //!     lock: LockMode::Wait(Duration::from_secs(300)),
 //!     lock_key: None,
+//!     pooler: migrate::Pooler::Auto,
+//!     lease: migrate::DEFAULT_LEASE,
 //!     actor: None,
 //!     session: migrate::store::SessionSettings {
 //!         lock_timeout: Duration::from_secs(5),
@@ -66,7 +68,7 @@ pub mod store;
 pub use include_dir;
 
 pub use dsn::Dsn;
-pub use engine::{Database, LockMode, Migrator, UpOptions, default_actor};
+pub use engine::{DEFAULT_LEASE, Database, LockMode, Migrator, Pooler, UpOptions, default_actor};
 pub use error::Error;
 pub use migration::{Migration, MigrationSet, Version, discover};
 pub use report::{Event, Reporter, Silent, UpOutcome, UpReport};

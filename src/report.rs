@@ -115,8 +115,12 @@ pub enum Event<'a> {
         target: &'a str,
         server_version: &'a str,
     },
-    /// The key of the migration lock (shown with `--verbose`).
-    LockKey { key: i64 },
+    /// The key of the migration lock and which kind of lock the run takes,
+    /// with why (shown with `--verbose`).
+    LockKey { key: i64, kind: &'a str },
+    /// The lease of another run had run out without being renewed: this
+    /// run took it over.
+    LeaseTakenOver { holder: &'a str, ran_out: &'a str },
     /// `wait`: migrations are still pending or failed (sent when the counts
     /// change).
     WaitingForMigrations {

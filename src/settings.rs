@@ -6,7 +6,7 @@ use crate::cli::GlobalArgs;
 use crate::config::{ConfigFolder, ConfigValue, DbEntry};
 use crate::dsn::Dsn;
 use crate::duration::parse_duration;
-use crate::engine::{Bootstrap, Database, LockMode};
+use crate::engine::{Bootstrap, DEFAULT_LEASE, Database, LockMode, Pooler};
 pub use crate::environment::Environment;
 use crate::error::Error;
 use crate::migration::Version;
@@ -44,6 +44,10 @@ pub struct Settings {
     pub tracking: Tracking,
     pub lock: LockMode,
     pub lock_key: Option<i64>,
+    /// What stands in front of the server (`--pooler`).
+    pub pooler: Pooler,
+    /// How long a lease lasts unless renewed (`--lock-lease`).
+    pub lease: Duration,
     pub yes: bool,
     pub dry_run: bool,
     pub target: Option<Version>,
@@ -132,6 +136,9 @@ impl std::fmt::Debug for Secret {
 /// table behind it for long. Retried three times with backoff.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The shortest `--lock-lease`.
+pub const MIN_LEASE: Duration = Duration::from_secs(3);
+
 /// A raw value and where it came from (`--dsn`, `DB_DSN`, `config/x.yaml:3 (db_main.dsn)`).
 #[derive(Clone)]
 struct Sourced {
@@ -147,6 +154,8 @@ impl std::fmt::Debug for Settings {
             .field("tracking", &self.tracking)
             .field("lock", &self.lock)
             .field("lock_key", &self.lock_key)
+            .field("pooler", &self.pooler)
+            .field("lease", &self.lease)
             .field("yes", &self.yes)
             .field("dry_run", &self.dry_run)
             .field("target", &self.target)
@@ -272,6 +281,44 @@ impl Settings {
             &entry.lock_wait,
         )?
         .unwrap_or(Duration::from_secs(5 * 60));
+        let pooler = flag(args.pooler.as_deref(), "--pooler")
+            .or_else(|| var("MIGRATE_POOLER"))
+            .or_else(|| from_config(&entry.pooler))
+            .map(|s| {
+                Pooler::parse(&s.value).ok_or_else(|| Error::Config {
+                    origin: s.origin.clone(),
+                    message: format!(
+                        "`{}` is not one of auto, none, session, transaction",
+                        s.value
+                    ),
+                })
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let lease = match flag(args.lock_lease.as_deref(), "--lock-lease")
+            .or_else(|| var("MIGRATE_LOCK_LEASE"))
+            .or_else(|| from_config(&entry.lock_lease))
+        {
+            None => DEFAULT_LEASE,
+            Some(s) => {
+                let lease = parse_duration(&s.value).map_err(|message| Error::Config {
+                    origin: s.origin.clone(),
+                    message,
+                })?;
+                if lease < MIN_LEASE {
+                    return Err(Error::Config {
+                        origin: s.origin.clone(),
+                        message: format!(
+                            "`{}` is shorter than the shortest lease, {} s: it is renewed every \
+                             third of it, and a renewal must not be due before the last one is back",
+                            s.value,
+                            MIN_LEASE.as_secs()
+                        ),
+                    });
+                }
+                lease
+            }
+        };
         let lock_timeout = duration(
             args.lock_timeout.as_deref(),
             "--lock-timeout",
@@ -378,6 +425,8 @@ impl Settings {
             tracking: Tracking { schema, table },
             lock,
             lock_key,
+            pooler,
+            lease,
             yes: args.yes,
             dry_run: args.dry_run,
             target,
@@ -481,6 +530,8 @@ impl Settings {
             tracking: self.tracking.clone(),
             lock: self.lock,
             lock_key: self.lock_key,
+            pooler: self.pooler,
+            lease: self.lease,
             actor: None,
             session: self.session.clone(),
             wait_for_db: self.wait_for_db,

@@ -94,13 +94,17 @@ pub struct Unrecorded {
     pub duration: Duration,
 }
 
-/// The session holding the migration lock, as `pg_stat_activity` shows it.
+/// Who holds the migration lock: the session holding the advisory lock, as
+/// `pg_stat_activity` shows it, or the run holding the lease (through a
+/// pooler), as its row says.
 ///
-/// A role sees the client and start time only of its own sessions (or of
+/// For the advisory lock, a role sees the client and start time only of its own sessions (or of
 /// all, with `pg_read_all_stats`); for another role's session they are
 /// `None`, and the pid, application and user are all there is.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct LockHolder {
+    /// The server process of the session holding the advisory lock; for a
+    /// lease, the holding `migrate`'s process on its own machine.
     pub pid: i32,
     /// Empty when the session set no `application_name`.
     pub application: String,
@@ -112,8 +116,21 @@ pub struct LockHolder {
     /// hidden. PostgreSQL does not record when an advisory lock was
     /// granted; `migrate` takes it right after connecting, so for another
     /// `migrate` this is the time.
+    /// For a lease: when it was claimed.
     #[serde(rename = "connected_since")]
     pub since: Option<String>,
+    /// `None`: the advisory lock.
+    pub lease: Option<LeaseHolder>,
+}
+
+/// What a lease row says beyond the session's fields.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseHolder {
+    /// `user@host` of the holding run (in Kubernetes, the pod).
+    pub actor: String,
+    /// When it runs out unless renewed (RFC 3339, UTC).
+    pub expires_at: String,
+    pub expires_in_seconds: i64,
 }
 
 /// Said in place of what `pg_stat_activity` hides from the role.
@@ -129,6 +146,16 @@ impl LockHolder {
 
 impl fmt::Display for LockHolder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(lease) = &self.lease {
+            let mut parts = session_parts(&self.application, self.user.as_deref());
+            parts.push(format!("process {}", self.pid));
+            parts.extend(self.since.as_ref().map(|s| format!("claimed {s}")));
+            parts.push(format!(
+                "runs out {} unless renewed, in {} s",
+                lease.expires_at, lease.expires_in_seconds
+            ));
+            return write!(f, "lease of {} ({})", lease.actor, parts.join(", "));
+        }
         let mut parts = session_parts(&self.application, self.user.as_deref());
         parts.extend(self.client.as_ref().map(|c| format!("from {c}")));
         parts.extend(self.since.as_ref().map(|s| format!("connected since {s}")));

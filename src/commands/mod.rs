@@ -140,6 +140,8 @@ async fn interruptible(
         _ = int.recv() => ("SIGINT", libc_signal::SIGINT),
         _ = term.recv() => ("SIGTERM", libc_signal::SIGTERM),
     };
+    // The run is gone; a lease it held goes too, rather than running out.
+    crate::store::give_up_leases(std::time::Duration::from_secs(2)).await;
     // Ctrl-C at the prompt raises SIGINT too, which may arrive while the
     // run is still closing its connection after the refusal.
     let message = if printer.prompt_interrupted() {

@@ -40,6 +40,8 @@ pub async fn run(settings: &Settings, printer: &Printer) -> Result<(), Error> {
         tracking: settings.tracking.clone(),
         lock: LockMode::Wait(Duration::from_secs(60)),
         lock_key: None,
+        pooler: crate::engine::Pooler::None,
+        lease: crate::engine::DEFAULT_LEASE,
         actor: None,
         session: settings.session.clone(),
         wait_for_db: Duration::ZERO,

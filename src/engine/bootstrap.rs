@@ -8,7 +8,7 @@ use crate::error::DbFailure;
 use crate::error::Error;
 use crate::migration::{FileProblem, Script};
 use crate::report::{BootstrapRun, Event, Reporter};
-use crate::store::{BootstrapFailure, Store};
+use crate::store::{BootstrapFailure, Lock, Store};
 use std::path::Path;
 
 /// The scripts and the values they read.
@@ -229,7 +229,7 @@ pub(super) async fn run(
     store: &Store,
     database: &Database,
     bootstrap: &Bootstrap,
-    lock_key: Option<i64>,
+    lock: Option<&Lock>,
     runs: &mut Vec<BootstrapRun>,
     reporter: &dyn Reporter,
 ) -> Result<(), Error> {
@@ -253,7 +253,7 @@ pub(super) async fn run(
                 &database.session,
                 script,
                 (&names, &values),
-                lock_key,
+                lock,
             )
             .await
         {
@@ -276,6 +276,7 @@ pub(super) async fn run(
             }
             Err(BootstrapFailure::LockReleased) => {
                 return Err(Error::LockReleased {
+                    lease: matches!(lock, Some(Lock::Lease(_))),
                     label: format!("bootstrap script {name}"),
                     path: script.path.clone(),
                     statements: None,

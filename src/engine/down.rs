@@ -111,43 +111,47 @@ impl Migrator {
             report.outcome = DownOutcome::SkippedLocked;
             return Ok(());
         }
-        // What was confirmed must still be what the options choose: another
-        // instance may have applied or rolled back meanwhile.
-        let state = store
-            .read_state(&database.tracking, StateDetail::Full)
+        let result = async {
+            // What was confirmed must still be what the options choose:
+            // another instance may have applied or rolled back meanwhile.
+            let state = store
+                .read_state(&database.tracking, StateDetail::Full)
+                .await?;
+            if choose(&state, options)? != chosen {
+                return Err(Error::Conflict(
+                    "the applied migrations changed while down waited for the lock; nothing was \
+                     rolled back: run it again to see the new plan"
+                        .into(),
+                ));
+            }
+            let runs: Vec<StepRun> = steps
+                .iter()
+                .map(|step| StepRun {
+                    migration: step.migration,
+                    script: &step.down,
+                    action: Action::RollBack {
+                        row_version: state
+                            .row(&step.migration.version)
+                            .map_or(step.migration.version.as_str(), |r| r.version.as_str()),
+                    },
+                })
+                .collect();
+            run_steps(
+                store,
+                database,
+                &runs,
+                Direction::Down,
+                locked.lock(),
+                &mut report.done,
+                reporter,
+            )
             .await?;
-        if choose(&state, options)? != chosen {
-            return Err(Error::Conflict(
-                "the applied migrations changed while down waited for the lock; nothing was \
-                 rolled back: run it again to see the new plan"
-                    .into(),
-            ));
+            report.outcome = DownOutcome::RolledBack;
+            Ok(())
         }
-        let runs: Vec<StepRun> = steps
-            .iter()
-            .map(|step| StepRun {
-                migration: step.migration,
-                script: &step.down,
-                action: Action::RollBack {
-                    row_version: state
-                        .row(&step.migration.version)
-                        .map_or(step.migration.version.as_str(), |r| r.version.as_str()),
-                },
-            })
-            .collect();
-        run_steps(
-            store,
-            database,
-            &runs,
-            Direction::Down,
-            locked.key(),
-            &mut report.done,
-            reporter,
-        )
-        .await?;
-        locked.release(store).await?;
-        report.outcome = DownOutcome::RolledBack;
-        Ok(())
+        .await;
+        let released = locked.release(store, database).await;
+        result.and(released)
     }
 }
 

@@ -29,6 +29,40 @@ pub use up::UpOptions;
 /// (`--skip-if-locked`, `--safe=false`).
 pub const BUSY_WAIT: Duration = Duration::from_secs(60);
 
+/// The lease's length unless set otherwise (`--lock-lease`): how long a
+/// killed runner's claim through a pooler lasts before another run may take
+/// it over.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// What stands between `migrate` and the server, as the operator says
+/// (`--pooler`); it decides the kind of migration lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Pooler {
+    /// Decided per connection: a server listening on another port than the
+    /// one dialled is taken to be behind a pooler.
+    #[default]
+    Auto,
+    /// A direct connection: a session advisory lock.
+    None,
+    /// A pooler in session mode, which keeps each client's server
+    /// connection: a session advisory lock.
+    Session,
+    /// A pooler in transaction mode: a lease.
+    Transaction,
+}
+
+impl Pooler {
+    pub fn parse(value: &str) -> Option<Pooler> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(Pooler::Auto),
+            "none" | "direct" => Some(Pooler::None),
+            "session" => Some(Pooler::Session),
+            "transaction" => Some(Pooler::Transaction),
+            _ => None,
+        }
+    }
+}
+
 /// How `up`, `down` and `repair` treat the migration lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LockMode {
@@ -48,6 +82,10 @@ pub struct Database {
     pub lock: LockMode,
     /// `None`: derived from database, schema and table.
     pub lock_key: Option<i64>,
+    /// What stands in front of the server: decides advisory lock or lease.
+    pub pooler: Pooler,
+    /// How long a lease lasts unless renewed.
+    pub lease: Duration,
     /// Recorded as `applied_by` and in the journal. `None`: `user@host` of
     /// this process, looked up only when there is something to record.
     pub actor: Option<String>,
@@ -254,8 +292,9 @@ impl Migrator {
             if let lock::Locked::Skipped = locked {
                 return Ok(());
             }
-            store.ensure_tracking_tables(tracking).await?;
-            locked.release(&store).await
+            let created = store.ensure_tracking_tables(tracking).await;
+            let released = locked.release(&store, &self.database).await;
+            created.and(released)
         }
         .await;
         store.close().await;
@@ -391,16 +430,12 @@ impl Migrator {
                 Some(key) => key,
                 None => {
                     let state = store.read_state(tracking, StateDetail::Plan).await?;
-                    crate::store::default_lock_key(
-                        &state.database,
-                        &tracking.schema,
-                        &tracking.table,
-                    )
+                    lock::key_of(&self.database, &state.database, tracking)
                 }
             };
             Ok(LockReport {
                 key,
-                holder: store.lock_holder(key).await?,
+                holder: store.lock_holder(tracking, key).await?,
             })
         }
         .await;

@@ -55,34 +55,46 @@ impl Migrator {
             if let Locked::Skipped = locked {
                 return Ok(report);
             }
-            // A state table dropped whole is made again for the rows the
-            // journal restores.
-            store.ensure_tracking_tables(&database.tracking).await?;
-            // Only what still drifts the same way as confirmed.
-            let mut state = store
-                .read_state(&database.tracking, StateDetail::Plan)
+            let result = async {
+                // A state table dropped whole is made again for the rows the
+                // journal restores.
+                store.ensure_tracking_tables(&database.tracking).await?;
+                // Only what still drifts the same way as confirmed.
+                let mut state = store
+                    .read_state(&database.tracking, StateDetail::Plan)
+                    .await?;
+                super::look_for_lost_rows(
+                    store.client(),
+                    &database.tracking,
+                    &migrations,
+                    &mut state,
+                )
                 .await?;
-            super::look_for_lost_rows(store.client(), &database.tracking, &migrations, &mut state)
-                .await?;
-            let now = plan::drift(&migrations, &state);
-            let chosen: Vec<Drifted> = chosen.into_iter().filter(|c| now.contains(c)).collect();
-            if chosen.is_empty() {
-                reporter.event(Event::NothingToRepair);
-                return Ok(report);
+                let now = plan::drift(&migrations, &state);
+                let chosen: Vec<Drifted> = chosen.into_iter().filter(|c| now.contains(c)).collect();
+                if chosen.is_empty() {
+                    reporter.event(Event::NothingToRepair);
+                    return Ok(None);
+                }
+                let actor = database.actor.clone().unwrap_or_else(super::default_actor);
+                let names: Vec<String> = chosen
+                    .iter()
+                    .map(|item| {
+                        migrations
+                            .find(&item.version)
+                            .map_or_else(|| item.name.clone(), |m| m.name.clone())
+                    })
+                    .collect();
+                store
+                    .repair(&database.tracking, &chosen, &names, &actor, locked.lock())
+                    .await?;
+                Ok(Some(chosen))
             }
-            let actor = database.actor.clone().unwrap_or_else(super::default_actor);
-            let names: Vec<String> = chosen
-                .iter()
-                .map(|item| {
-                    migrations
-                        .find(&item.version)
-                        .map_or_else(|| item.name.clone(), |m| m.name.clone())
-                })
-                .collect();
-            store
-                .repair(&database.tracking, &chosen, &names, &actor)
-                .await?;
-            locked.release(&store).await?;
+            .await;
+            let released = locked.release(&store, database).await;
+            let Some(chosen) = result.and_then(|chosen| released.map(|()| chosen))? else {
+                return Ok(report);
+            };
             reporter.event(Event::Repaired {
                 count: chosen.len(),
             });

@@ -8,7 +8,7 @@ use crate::migration::{Migration, Script};
 use crate::report::{AppliedMigration, Event, MigrationRef, Progress, Reporter};
 use crate::state::Blocker;
 use crate::store::{
-    ACTIVE_SQL_TRANSACTION, Action, Done, LOCK_NOT_AVAILABLE, Run, RunError, Store,
+    ACTIVE_SQL_TRANSACTION, Action, Done, LOCK_NOT_AVAILABLE, Lock, Run, RunError, Store,
 };
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ pub(super) struct StepRun<'a> {
     pub action: Action<'a>,
 }
 
-/// Runs the steps in order, under the lock whose key is `lock_key`, and
+/// Runs the steps in order, under `lock`, and
 /// stops at the first failure. What committed goes into `done` as it
 /// commits, so a failure still tells it.
 pub(super) async fn run_steps(
@@ -34,7 +34,7 @@ pub(super) async fn run_steps(
     database: &Database,
     steps: &[StepRun<'_>],
     direction: Direction,
-    lock_key: Option<i64>,
+    lock: Option<&Lock>,
     done: &mut Progress,
     reporter: &dyn Reporter,
 ) -> Result<(), Error> {
@@ -61,7 +61,7 @@ pub(super) async fn run_steps(
             action: step.action,
             actor: &actor,
             retries_lock_timeout: false,
-            lock_key,
+            lock,
         };
         match run_with_retries(store, database, run, reporter).await {
             Ok(finished) => {
@@ -274,10 +274,12 @@ pub(super) fn into_error(run: &Run<'_>, down: bool, err: RunError, waited: &Wait
     match err {
         RunError::Record(err) => err,
         RunError::LockReleased {
+            lease,
             statements,
             journalled,
             ..
         } => Error::LockReleased {
+            lease,
             label: run.migration.label(),
             path: run.script.path.clone(),
             statements,

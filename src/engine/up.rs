@@ -222,6 +222,39 @@ impl Migrator {
             Locked::Unlocked => {}
         }
 
+        let result = self
+            .up_locked(
+                migrations,
+                store,
+                &locked,
+                bootstrap,
+                options,
+                (after_target, held_back, shown_first, &bootstrap_names),
+                report,
+                reporter,
+            )
+            .await;
+        // A lease is given up on every path; the advisory lock would go with
+        // the connection anyway.
+        let released = locked.release(store, database).await;
+        result.and(released)
+    }
+
+    /// The part of `up` under the lock.
+    #[allow(clippy::too_many_arguments)]
+    async fn up_locked(
+        &self,
+        migrations: &MigrationSet,
+        store: &mut Store,
+        locked: &Locked,
+        bootstrap: Option<&Bootstrap>,
+        options: &UpOptions,
+        shown: (usize, bool, bool, &[String]),
+        report: &mut UpReport,
+        reporter: &dyn Reporter,
+    ) -> Result<(), Error> {
+        let (after_target, held_back, shown_first, bootstrap_names) = shown;
+        let database = &self.database;
         // Another instance may have worked while this one waited or prompted.
         store.ensure_tracking_tables(&database.tracking).await?;
         let mut state = store
@@ -242,7 +275,7 @@ impl Migrator {
                 reporter.event(Event::Plan {
                     steps: &steps,
                     after_target,
-                    bootstrap: &bootstrap_names,
+                    bootstrap: bootstrap_names,
                     dry_run: false,
                 });
                 if held_back {
@@ -268,7 +301,7 @@ impl Migrator {
                 database,
                 &runs,
                 Direction::Up,
-                locked.key(),
+                locked.lock(),
                 &mut report.done,
                 reporter,
             )
@@ -280,13 +313,12 @@ impl Migrator {
                 store,
                 database,
                 bootstrap,
-                locked.key(),
+                locked.lock(),
                 &mut report.done.bootstrap,
                 reporter,
             )
             .await?;
         }
-        locked.release(store).await?;
         Ok(())
     }
 

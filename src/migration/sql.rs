@@ -60,6 +60,21 @@ impl Statement<'_> {
     }
 }
 
+impl Statement<'_> {
+    /// Whether this is a `SET` for the session (`SET x = y`, `SET ROLE`,
+    /// `SET SESSION x`), which lasts beyond its statement; not `SET LOCAL`,
+    /// `SET TRANSACTION`, `SET CONSTRAINTS` or `SET SESSION CHARACTERISTICS`.
+    pub fn is_session_set(&self) -> bool {
+        let word = |i: usize| self.words.get(i).map(String::as_str);
+        word(0) == Some("set")
+            && !matches!(
+                word(1),
+                Some("local" | "transaction" | "constraints") | None
+            )
+            && !(word(1) == Some("session") && word(2) == Some("characteristics"))
+    }
+}
+
 /// A place in a file, for error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Location {
@@ -539,6 +554,24 @@ impl<'a> Lexer<'a> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn session_sets_are_told_from_transaction_ones() {
+        let kinds: Vec<bool> = split(
+            "SET search_path TO app; set local lock_timeout = 0; SET ROLE owner; \
+             SET TRANSACTION READ ONLY; SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY; \
+             SET SESSION work_mem = '1MB'; SET CONSTRAINTS ALL DEFERRED; SELECT 1; \
+             /* c */ Set maintenance_work_mem = '1GB'",
+        )
+        .unwrap()
+        .iter()
+        .map(Statement::is_session_set)
+        .collect();
+        assert_eq!(
+            kinds,
+            [true, false, true, false, false, true, false, false, true]
+        );
+    }
+
     use super::*;
 
     fn texts(sql: &str) -> Vec<&str> {

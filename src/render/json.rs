@@ -105,6 +105,7 @@ pub fn error_value(err: &Error) -> Value {
             path,
             statements,
             notes,
+            ..
         } => json!({
             "migration": label,
             "file": path.display().to_string(),
@@ -136,6 +137,7 @@ fn kind(err: &Error) -> &'static str {
         Error::Connect { .. } => "connect",
         Error::LockTimeout { .. } => "lock_timeout",
         Error::MigrationFailed { .. } => "migration_failed",
+        Error::LockReleased { lease: true, .. } => "lease_lost",
         Error::LockReleased { .. } => "lock_released",
         Error::Drift { .. } => "drift",
         Error::ForeignStateTable { .. } => "foreign_state_table",

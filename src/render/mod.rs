@@ -652,7 +652,13 @@ impl Reporter for Printer {
                 target,
                 server_version,
             } => self.detail(format!("connected to {target} (PostgreSQL {server_version})")),
-            Event::LockKey { key } => self.detail(format!("migration lock key {key}")),
+            Event::LockKey { key, kind } => {
+                self.detail(format!("migration lock key {key}: {kind}"))
+            }
+            Event::LeaseTakenOver { holder, ran_out } => self.warn(format!(
+                "took over the migration lease of {holder}, which ran out at {ran_out} without \
+                 being renewed (its run was killed, stopped or cut off from the database)"
+            )),
             Event::SkippedByEnvironment => self.line("SKIP_MIGRATIONS is set: not migrating"),
             Event::Bootstrapping { .. } => {}
             Event::BootstrapHeldBack { after_target } => self.line(format!(

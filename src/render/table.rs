@@ -111,6 +111,32 @@ pub fn lock_table(report: &LockReport, color: bool) -> String {
     let Some(holder) = &report.holder else {
         return format!("nobody holds the migration lock (key {})", report.key);
     };
+    if let Some(lease) = &holder.lease {
+        let mut table = new_table(
+            color,
+            &[
+                "Held by",
+                "Process",
+                "Application",
+                "User",
+                "Claimed (UTC)",
+                "Runs out (UTC)",
+            ],
+        );
+        table.add_row(vec![
+            Cell::new(&lease.actor),
+            Cell::new(holder.pid),
+            Cell::new(&holder.application),
+            Cell::new(holder.user.as_deref().unwrap_or("(unknown)")),
+            Cell::new(holder.since.as_deref().map_or_else(String::new, timestamp)),
+            Cell::new(timestamp(&lease.expires_at)),
+        ]);
+        return format!(
+            "{table}\nthe migration lock (key {}) is held as a lease, through a pooler; it runs \
+             out in {} s unless its run renews it",
+            report.key, lease.expires_in_seconds
+        );
+    }
     let mut table = new_table(
         color,
         &[

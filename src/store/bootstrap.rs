@@ -2,8 +2,8 @@
 //! with the bootstrap variables as transaction-local settings.
 
 use super::execute::RESET_FOR_BOOKKEEPING;
-use super::sql::{self as bookkeeping, SessionSettings};
-use super::{Store, Tracking};
+use super::sql::SessionSettings;
+use super::{Lock, Store, Tracking};
 use crate::error::DbFailure;
 use crate::migration::{Script, sql};
 use std::time::{Duration, Instant};
@@ -38,29 +38,27 @@ impl Store {
     /// Runs a bootstrap script in a transaction, with each `names[i]` set to
     /// `values[i]` for that transaction only (never spliced into SQL, and
     /// never in a statement the server could log). A script that releases
-    /// the migration lock (`lock_key`) is rolled back.
+    /// the migration lock (or runs when the lease is no longer this run's)
+    /// is rolled back.
     pub async fn run_bootstrap_script(
         &self,
         tracking: &Tracking,
         settings: &SessionSettings,
         script: &Script,
         variables: (&[String], &[String]),
-        lock_key: Option<i64>,
+        lock: Option<&Lock>,
     ) -> Result<Duration, BootstrapFailure> {
         let (names, values) = variables;
         let client = self.client();
         let start = Instant::now();
         let result = async {
             if names.is_empty() {
-                let begin = format!(
-                    "BEGIN; {}",
-                    bookkeeping::session(tracking, self.server_major(), settings, true)
-                );
+                let begin = format!("BEGIN; {}", self.transaction_preamble(tracking, settings));
                 let (begun, ran, reset, held) = tokio::join!(
                     client.batch_execute(&begin),
                     client.batch_execute(&script.sql),
                     client.batch_execute(RESET_FOR_BOOKKEEPING),
-                    self.holds_lock(lock_key)
+                    self.holds_claim(lock, Duration::ZERO)
                 );
                 begun.map_err(Failed::Setup)?;
                 ran.map_err(Failed::Script)?;
@@ -73,7 +71,7 @@ impl Store {
             // script runs.
             let begin = format!(
                 "BEGIN; {} CREATE TEMPORARY TABLE {VALUES_TABLE} (name text, value text) ON COMMIT DROP;",
-                bookkeeping::session(tracking, self.server_major(), settings, true)
+                self.transaction_preamble(tracking, settings)
             );
             let copy = format!("COPY {VALUES_TABLE} FROM STDIN");
             let (begun, sink) = tokio::join!(
@@ -100,7 +98,7 @@ impl Store {
                 client.batch_execute(&set),
                 client.batch_execute(&script.sql),
                 client.batch_execute(RESET_FOR_BOOKKEEPING),
-                self.holds_lock(lock_key)
+                self.holds_claim(lock, Duration::ZERO)
             );
             set.map_err(Failed::Setup)?;
             ran.map_err(Failed::Script)?;

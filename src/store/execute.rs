@@ -27,7 +27,7 @@
 //! success, [`Store::record_failure`] for a failure.
 
 use super::sql::{self as bookkeeping, LOCK_NOT_AVAILABLE, SessionSettings};
-use super::{Store, Tracking};
+use super::{Lock, Store, Tracking};
 use crate::error::{DbFailure, Error, RunFailure};
 use crate::migration::sql::{self, IndexTarget};
 use crate::migration::{Migration, Script};
@@ -71,9 +71,10 @@ pub struct Run<'a> {
     /// The engine tries again if this attempt fails on `lock_timeout`:
     /// such a failure is rolled back but not recorded.
     pub retries_lock_timeout: bool,
-    /// The key of the migration lock this session holds (`None` without
-    /// one, `--safe=false`). A script that releases it is not recorded.
-    pub lock_key: Option<i64>,
+    /// The migration lock this run holds (`None` without one,
+    /// `--safe=false`). A script that releases it, or that runs when the
+    /// lease is no longer this run's, is not recorded.
+    pub lock: Option<&'a Lock>,
 }
 
 /// A script that completed, with its record.
@@ -88,11 +89,13 @@ pub enum RunError {
     /// It failed. `recorded` says whether the failure reached the state
     /// table and journal.
     Failed(Box<RunFailure>),
-    /// It released the migration lock (`pg_advisory_unlock_all()`, say).
-    /// A transactional script was rolled back; of a statement-by-statement
-    /// one, `statements` ran. Only the journal heard of it: without the
-    /// lock, the state table is another instance's to write.
+    /// It released the migration lock (`pg_advisory_unlock_all()`, say),
+    /// or the lease was no longer this run's (`lease`). A transactional
+    /// script was rolled back; of a statement-by-statement one,
+    /// `statements` ran. Only the journal heard of it: without the lock,
+    /// the state table is another instance's to write.
     LockReleased {
+        lease: bool,
         statements: Option<(usize, usize)>,
         duration: Duration,
         journalled: Result<(), DbFailure>,
@@ -148,11 +151,9 @@ impl Store {
         if self.statements.is_none() {
             use Type as T;
             let major = self.server_major();
+            let preamble = self.transaction_preamble(tracking, settings);
             self.statements = Some(Statements {
-                begin: format!(
-                    "BEGIN; {}SELECT txid_current()",
-                    bookkeeping::session(tracking, major, settings, true)
-                ),
+                begin: format!("BEGIN; {preamble}SELECT txid_current()"),
                 session: bookkeeping::session(tracking, major, settings, false),
                 clear_failed: Sql::new(bookkeeping::clear_failed(tracking), &[T::TEXT]),
                 record_applied: Sql::new(
@@ -243,7 +244,7 @@ impl Store {
             clear,
             client.batch_execute(&script.sql),
             client.batch_execute(RESET_FOR_BOOKKEEPING),
-            self.holds_lock(run.lock_key),
+            self.holds_claim(run.lock, Duration::ZERO),
             self.invalid_on(&targets),
         );
         let duration = start.elapsed();
@@ -359,7 +360,24 @@ impl Store {
         let progress_text = |ran: usize| format!("not finished: {ran} of {total} statements ran");
 
         // The session, and for an up file a row that says how far it got.
-        let session = client.batch_execute(&statements.session);
+        // Through a pooler nothing is set for the session (each statement
+        // brings its settings), and the row is written only if the lease is
+        // still this run's with time to spare.
+        let pooled = self.pooled.is_some();
+        let session = async {
+            if pooled {
+                client.batch_execute("BEGIN").await
+            } else {
+                client.batch_execute(&statements.session).await
+            }
+        };
+        let held = async {
+            if pooled {
+                self.holds_claim(run.lock, margin(run.lock)).await
+            } else {
+                Ok(true)
+            }
+        };
         let marked = async {
             match run.action {
                 Action::Apply { .. } => self
@@ -380,13 +398,30 @@ impl Store {
                 Action::RollBack { .. } => Ok(()),
             }
         };
-        let (session, marked) = tokio::join!(session, marked);
-        if let Err(err) = session.and(marked) {
+        let (session, held, marked) = tokio::join!(session, held, marked);
+        let started = match (session, held, marked) {
+            (Ok(()), Ok(false), _) => {
+                client.batch_execute("ROLLBACK").await.ok();
+                return Err(self
+                    .lock_released(run, Some((0, total)), start.elapsed())
+                    .await);
+            }
+            (Ok(()), Ok(true), Ok(())) if pooled => client.batch_execute("COMMIT").await,
+            (session, held, marked) => session.and(held.map(|_| ())).and(marked),
+        };
+        if let Err(err) = started {
+            if pooled {
+                client.batch_execute("ROLLBACK").await.ok();
+            }
             let failure =
                 RunFailure::new(DbFailure::from(err), start.elapsed()).after_statements(0, total);
             return Err(self.record_failure(run, failure).await);
         }
 
+        // Through a pooler: the file's own SET statements so far, sent again
+        // before each later statement (which may run on another server
+        // connection).
+        let mut carried = String::new();
         for (index, part) in parts.iter().enumerate() {
             // A CONCURRENTLY statement waits for every older transaction of
             // the database, which lock_timeout would cut short; it blocks
@@ -397,17 +432,34 @@ impl Store {
             } else {
                 Vec::new()
             };
-            let ran = if part.concurrently && !settings.lock_timeout.is_zero() {
+            // Through a pooler, the settings go with each statement (and
+            // with each look at the indexes it names).
+            let preamble = pooled.then(|| format!("{}{carried}", statements.session));
+            let ran = if let Some(preamble) = &preamble {
+                let mut preamble = preamble.clone();
+                if part.concurrently {
+                    preamble.push_str("SET lock_timeout = 0; ");
+                }
+                self.in_own_session(&preamble, client.batch_execute(part.text))
+                    .await
+            } else if part.concurrently && !settings.lock_timeout.is_zero() {
                 let restore = bookkeeping::restore_lock_timeout(settings);
                 let (lifted, ran, restored) = tokio::join!(
                     client.batch_execute("SET lock_timeout = 0"),
                     client.batch_execute(part.text),
                     client.batch_execute(&restore),
                 );
-                lifted.and(ran).and(restored)
+                lifted.and(ran).and(restored).map_err(DbFailure::from)
             } else {
-                client.batch_execute(part.text).await
+                client
+                    .batch_execute(part.text)
+                    .await
+                    .map_err(DbFailure::from)
             };
+            if pooled && part.is_session_set() {
+                carried.push_str(part.text.trim_end().trim_end_matches(';'));
+                carried.push_str("; ");
+            }
             let at = |position: Option<u32>| {
                 sql::locate(
                     &script.sql,
@@ -415,8 +467,7 @@ impl Store {
                 )
             };
             let target = sql::index_target(part.text);
-            if let Err(err) = ran {
-                let failure = DbFailure::from(err);
+            if let Err(failure) = ran {
                 let location = failure.position.map(|p| at(Some(p)));
                 let mut invalid_indexes = Vec::new();
                 if !failure.connection_lost {
@@ -432,7 +483,9 @@ impl Store {
                         );
                     }
                     if let Some(target) = &target {
-                        let on_table = self.invalid_on(std::slice::from_ref(target)).await;
+                        let on_table = self
+                            .invalid_on_in(preamble.as_deref(), std::slice::from_ref(target))
+                            .await;
                         for index in on_table.unwrap_or_default() {
                             if !invalid_indexes.contains(&index) {
                                 invalid_indexes.push(index);
@@ -453,7 +506,10 @@ impl Store {
             // enforces nothing, so the file is never recorded applied while
             // the table it indexes has one.
             if let Some(target) = &target {
-                match self.invalid_on(std::slice::from_ref(target)).await {
+                match self
+                    .invalid_on_in(preamble.as_deref(), std::slice::from_ref(target))
+                    .await
+                {
                     Ok(invalid) if invalid.is_empty() => {}
                     Ok(invalid) => {
                         let failure = RunFailure {
@@ -465,7 +521,7 @@ impl Store {
                         return Err(self.record_failure(run, failure).await);
                     }
                     Err(err) => {
-                        let failure = RunFailure::new(DbFailure::from(err), start.elapsed())
+                        let failure = RunFailure::new(err, start.elapsed())
                             .after_statements(index + 1, total);
                         return Err(self.record_failure(run, failure).await);
                     }
@@ -486,7 +542,7 @@ impl Store {
             // session, whose SET statement_timeout or SET ROLE may fail it:
             // only a certain answer counts (a lost connection shows at the
             // next statement).
-            let (held, ()) = tokio::join!(self.holds_lock(run.lock_key), progress);
+            let (held, ()) = tokio::join!(self.holds_claim(run.lock, margin(run.lock)), progress);
             if let Ok(false) = held {
                 return Err(self
                     .lock_released(run, Some((index + 1, total)), start.elapsed())
@@ -495,8 +551,9 @@ impl Store {
         }
         let duration = start.elapsed();
 
-        // Done: the record, in a transaction of its own.
-        let (begun, cleared) = tokio::join!(
+        // Done: the record, in a transaction of its own, if the lock is
+        // still this run's.
+        let (begun, cleared, held) = tokio::join!(
             client.simple_query(
                 "RESET SESSION AUTHORIZATION; RESET ROLE; BEGIN; SELECT txid_current()"
             ),
@@ -508,10 +565,17 @@ impl Store {
                         .map(|_| ()),
                     Action::RollBack { .. } => Ok(()),
                 }
-            }
+            },
+            self.holds_claim(run.lock, Duration::ZERO),
         );
-        let recorded = match (begun, cleared) {
-            (Ok(begun), Ok(())) => {
+        if let (Ok(_), Ok(()), Ok(false)) = (&begun, &cleared, &held) {
+            client.batch_execute("ROLLBACK").await.ok();
+            return Err(self
+                .lock_released(run, Some((total, total)), duration)
+                .await);
+        }
+        let recorded = match (begun, cleared, held) {
+            (Ok(begun), Ok(()), Ok(_)) => {
                 let txid = transaction_id(&begun);
                 let (recorded, commit) = tokio::join!(
                     self.record_done(&run, txid, duration),
@@ -519,7 +583,7 @@ impl Store {
                 );
                 recorded.and_then(|n| commit.map(|()| n))
             }
-            (Err(err), _) | (_, Err(err)) => Err(err),
+            (Err(err), _, _) | (_, Err(err), _) | (_, _, Err(err)) => Err(err),
         };
         match recorded {
             Ok(1) => Ok(Done { duration }),
@@ -613,6 +677,27 @@ impl Store {
         let micros = failure.duration.as_micros() as i64;
         let error_text = failure.record_text();
         let checksum = run.script.checksum.as_str();
+        // Through a pooler the failure is recorded in a transaction of its
+        // own, if the lease is still this run's.
+        let pooled = self.pooled.is_some();
+        if pooled {
+            let (begun, held) = tokio::join!(
+                client.batch_execute("BEGIN"),
+                self.holds_claim(run.lock, Duration::ZERO)
+            );
+            let refused = match (begun, held) {
+                (Ok(()), Ok(true)) => None,
+                (Ok(()), Ok(false)) => Some(DbFailure::tool(
+                    "not recorded: the lease was no longer this run's",
+                )),
+                (Err(err), _) | (_, Err(err)) => Some(DbFailure::from(err)),
+            };
+            if let Some(refused) = refused {
+                client.batch_execute("ROLLBACK").await.ok();
+                failure.recorded = Err(refused);
+                return RunError::Failed(Box::new(failure));
+            }
+        }
         let journal = self.journal_failure(&run, &error_text, failure.duration);
         let recorded = match run.action {
             Action::Apply { .. } => {
@@ -631,7 +716,17 @@ impl Store {
             }
             Action::RollBack { .. } => journal.await,
         };
-        failure.recorded = recorded.map(|_| ()).map_err(DbFailure::from);
+        let recorded = match recorded {
+            Ok(_) if pooled => client.batch_execute("COMMIT").await,
+            Ok(_) => Ok(()),
+            Err(err) => {
+                if pooled {
+                    client.batch_execute("ROLLBACK").await.ok();
+                }
+                Err(err)
+            }
+        };
+        failure.recorded = recorded.map_err(DbFailure::from);
         RunError::Failed(Box::new(failure))
     }
 
@@ -669,10 +764,19 @@ impl Store {
         statements: Option<(usize, usize)>,
         duration: Duration,
     ) -> RunError {
-        let mut text = format!(
-            "{} released the migration lock while it ran",
-            run.script.file_name()
-        );
+        let lease = matches!(run.lock, Some(Lock::Lease(_)));
+        let mut text = if lease {
+            format!(
+                "the migration lease was no longer this run's when {} came to be recorded or to \
+                 run its next statement",
+                run.script.file_name()
+            )
+        } else {
+            format!(
+                "{} released the migration lock while it ran",
+                run.script.file_name()
+            )
+        };
         match statements {
             None => text.push_str("; it was rolled back"),
             Some((ran, total)) => text.push_str(&format!("; {ran} of {total} statements ran")),
@@ -683,28 +787,104 @@ impl Store {
             .map(|_| ())
             .map_err(DbFailure::from);
         RunError::LockReleased {
+            lease,
             statements,
             duration,
             journalled,
         }
     }
 
-    /// Whether this session still holds the migration lock (`None`: there
-    /// is none to hold). Sent as one request, so it can follow a script in
-    /// the same pipeline.
-    pub(super) async fn holds_lock(&self, key: Option<i64>) -> Result<bool, tokio_postgres::Error> {
-        let Some(key) = key else {
-            return Ok(true);
-        };
-        let (classid, objid) = bookkeeping::lock_key_halves(key);
-        let rows = self
-            .client()
-            .query_typed(
-                bookkeeping::LOCK_HELD,
-                &[(&classid, Type::INT8), (&objid, Type::INT8)],
-            )
-            .await?;
-        Ok(rows.first().is_some_and(|row| row.get(0)))
+    /// Whether this run still holds the migration lock (`None`: there is
+    /// none to hold): the advisory lock on this session, or the lease with
+    /// `margin` to spare (in a transaction, its row stays locked until the
+    /// end, so a takeover waits for it). Sent as one request, so it can
+    /// follow a script in the same pipeline.
+    pub(super) async fn holds_claim(
+        &self,
+        lock: Option<&Lock>,
+        margin: Duration,
+    ) -> Result<bool, tokio_postgres::Error> {
+        match lock {
+            None => Ok(true),
+            Some(Lock::Lease(claim)) => self.holds_lease(claim, margin).await,
+            Some(Lock::Advisory(key)) => {
+                let (classid, objid) = bookkeeping::lock_key_halves(*key);
+                let rows = self
+                    .client()
+                    .query_typed(
+                        bookkeeping::LOCK_HELD,
+                        &[(&classid, Type::INT8), (&objid, Type::INT8)],
+                    )
+                    .await?;
+                Ok(rows.first().is_some_and(|row| row.get(0)))
+            }
+        }
+    }
+
+    /// Through a pooler: runs `work` with `preamble` sent before it and
+    /// the session reset after it, all in one pipeline, which a pooler in
+    /// transaction mode keeps on one server connection. Whether it did is
+    /// checked: the server process before and after must be the same.
+    async fn in_own_session<T>(
+        &self,
+        preamble: &str,
+        work: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, DbFailure> {
+        let client = self.client();
+        let before = format!("{preamble}SELECT pg_backend_pid()");
+        let (before, done, after) = tokio::join!(
+            client.simple_query(&before),
+            work,
+            client.simple_query(
+                "SELECT pg_backend_pid(); RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE"
+            ),
+        );
+        let before = before.map_err(DbFailure::from)?;
+        let done = done.map_err(DbFailure::from)?;
+        let after = after.map_err(DbFailure::from)?;
+        if first_number(&before) != first_number(&after) {
+            return Err(DbFailure::tool(
+                "the pooler ran this statement on another server connection than its settings \
+                 (search_path, timeouts), so what it did is uncertain; check it, and run up \
+                 again (the file runs again from its start)",
+            ));
+        }
+        Ok(done)
+    }
+
+    /// [`Store::invalid_on`], through a pooler with the statement's
+    /// settings (`preamble`), so names resolve as they did for it.
+    async fn invalid_on_in(
+        &self,
+        preamble: Option<&str>,
+        targets: &[IndexTarget],
+    ) -> Result<Vec<String>, DbFailure> {
+        match preamble {
+            Some(preamble) if !targets.is_empty() => {
+                self.in_own_session(preamble, self.invalid_on(targets))
+                    .await
+            }
+            _ => self.invalid_on(targets).await.map_err(DbFailure::from),
+        }
+    }
+
+    /// What a transaction of the run starts with: the session settings for
+    /// the transaction, and, through a pooler, the longest it may sit idle
+    /// (the lease's length), so a holder stopped mid-transaction does not
+    /// keep its row lock on the lease past the lease.
+    pub(super) fn transaction_preamble(
+        &self,
+        tracking: &Tracking,
+        settings: &SessionSettings,
+    ) -> String {
+        let mut preamble = bookkeeping::session(tracking, self.server_major(), settings, true);
+        if let Some(length) = self.pooled {
+            preamble.push_str(&format!(
+                "SET LOCAL idle_in_transaction_session_timeout = '{}ms'; ",
+                length.as_millis()
+            ));
+        }
+        preamble
     }
 
     /// The INVALID indexes of the tables index statements work on; none
@@ -752,6 +932,14 @@ impl Store {
     }
 }
 
+/// What a no-transaction file's statement needs left of the lease.
+fn margin(lock: Option<&Lock>) -> Duration {
+    match lock {
+        Some(Lock::Lease(claim)) => claim.margin(),
+        _ => Duration::ZERO,
+    }
+}
+
 /// The tables a transactional file's index statements work on; the file
 /// is split only when it mentions an index at all.
 fn index_targets(script: &Script) -> Vec<IndexTarget> {
@@ -790,6 +978,11 @@ fn record_version<'a>(run: &Run<'a>) -> &'a str {
 }
 
 pub(super) fn transaction_id(messages: &[SimpleQueryMessage]) -> i64 {
+    first_number(messages)
+}
+
+/// The first column of the first row, as a number (0 if none).
+fn first_number(messages: &[SimpleQueryMessage]) -> i64 {
     messages
         .iter()
         .find_map(|m| match m {

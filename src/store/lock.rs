@@ -1,6 +1,8 @@
 //! The migration lock: a session advisory lock on the connection that
-//! applies the migrations, released by the server if that connection drops.
+//! applies the migrations, released by the server if that connection drops;
+//! or, through a pooler in transaction mode, a lease ([`super::lease`]).
 
+use super::lease::{Claimed, LeaseClaim};
 use super::{StateDetail, Store, Tracking};
 use crate::error::Error;
 use crate::state::DbState;
@@ -57,11 +59,50 @@ const POLL_MAX: Duration = Duration::from_millis(100);
 const HOLDER_CHECK: Duration = Duration::from_secs(2);
 const REPORT_EVERY: Duration = Duration::from_secs(30);
 
+/// The migration lock as a run holds it.
+#[derive(Clone, Debug)]
+pub enum Lock {
+    /// A session advisory lock on this key, on the run's connection.
+    Advisory(i64),
+    /// A lease row (through a pooler in transaction mode).
+    Lease(LeaseClaim),
+}
+
+impl Lock {
+    pub fn key(&self) -> i64 {
+        match self {
+            Lock::Advisory(key) => *key,
+            Lock::Lease(claim) => claim.key,
+        }
+    }
+}
+
+/// Who takes the lock, as a lease records it.
+pub struct Taker<'a> {
+    pub tracking: &'a Tracking,
+    pub actor: &'a str,
+    pub application: &'a str,
+}
+
+/// How one try for the lock went.
+#[derive(Debug)]
+pub enum Taken {
+    /// Held now; `took_over` names the holder whose lease had run out, and
+    /// when it ran out.
+    Held {
+        took_over: Option<(String, String)>,
+    },
+    Busy,
+}
+
 /// How a wait for the lock ended.
 #[derive(Debug)]
 pub enum LockWait {
     /// The lock is held now, after waiting this long.
-    Acquired(Duration),
+    Acquired {
+        waited: Duration,
+        took_over: Option<(String, String)>,
+    },
     /// While waiting, the state showed nothing left to do: the lock was
     /// not taken.
     NothingLeft(Duration),
@@ -75,14 +116,66 @@ pub struct Watch<'a> {
 }
 
 impl Store {
-    /// Takes the lock if it is free; never waits.
-    pub async fn try_lock(&self, key: i64) -> Result<bool, Error> {
-        let rows = self
-            .client()
-            .query_typed("SELECT pg_try_advisory_lock($1)", &[(&key, Type::INT8)])
-            .await
-            .map_err(|err| Error::database("cannot take the migration lock", err))?;
-        Ok(rows[0].get(0))
+    /// Takes the lock if it is free; never waits. An advisory lock is let go
+    /// again when a live lease holds the key, and a lease when a session
+    /// holds the advisory lock: a run through a pooler and one on a direct
+    /// connection exclude each other.
+    pub async fn try_take(&self, lock: &Lock, taker: &Taker<'_>) -> Result<Taken, Error> {
+        match lock {
+            Lock::Advisory(key) => {
+                let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
+                    [(key, Type::INT8)];
+                let (locked, lease) = tokio::join!(
+                    self.client()
+                        .query_typed("SELECT pg_try_advisory_lock($1)", &params),
+                    self.lease_holder(taker.tracking, *key)
+                );
+                let locked: bool = locked
+                    .map_err(|err| Error::database("cannot take the migration lock", err))?[0]
+                    .get(0);
+                if !locked {
+                    return Ok(Taken::Busy);
+                }
+                match lease {
+                    Ok(None) => Ok(Taken::Held { took_over: None }),
+                    Ok(Some(_)) => {
+                        self.unlock(*key).await?;
+                        Ok(Taken::Busy)
+                    }
+                    Err(err) => {
+                        self.unlock(*key).await?;
+                        Err(err)
+                    }
+                }
+            }
+            Lock::Lease(claim) => {
+                match self
+                    .try_claim(taker.tracking, claim, taker.actor, taker.application)
+                    .await?
+                {
+                    Claimed::Busy => Ok(Taken::Busy),
+                    Claimed::Held { took_over } => match self.advisory_holder(claim.key).await {
+                        Ok(None) => Ok(Taken::Held { took_over }),
+                        Ok(Some(_)) => {
+                            self.release_lease(claim).await?;
+                            Ok(Taken::Busy)
+                        }
+                        Err(err) => {
+                            self.release_lease(claim).await?;
+                            Err(err)
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// Gives the lock up.
+    pub async fn release(&self, lock: &Lock) -> Result<(), Error> {
+        match lock {
+            Lock::Advisory(key) => self.unlock(*key).await,
+            Lock::Lease(claim) => self.release_lease(claim).await,
+        }
     }
 
     /// Waits for the lock up to `limit`, calling `waiting` with the holder
@@ -98,7 +191,8 @@ impl Store {
     /// snapshot between tries. Waiters are not served in arrival order.
     pub async fn wait_for_lock(
         &self,
-        key: i64,
+        lock: &Lock,
+        taker: &Taker<'_>,
         limit: Duration,
         watch: Option<Watch<'_>>,
         mut waiting: impl FnMut(Option<&LockHolder>, Duration),
@@ -111,22 +205,30 @@ impl Store {
         loop {
             match &watch {
                 Some(watch) => {
-                    let (state, locked) = tokio::join!(
+                    let (state, taken) = tokio::join!(
                         self.read_state(watch.tracking, StateDetail::Plan),
-                        self.try_lock(key)
+                        self.try_take(lock, taker)
                     );
-                    match (state, locked?) {
-                        (_, true) => return Ok(LockWait::Acquired(start.elapsed())),
-                        (Ok(state), false) if !(watch.work_left)(&state) => {
+                    match (state, taken?) {
+                        (_, Taken::Held { took_over }) => {
+                            return Ok(LockWait::Acquired {
+                                waited: start.elapsed(),
+                                took_over,
+                            });
+                        }
+                        (Ok(state), Taken::Busy) if !(watch.work_left)(&state) => {
                             return Ok(LockWait::NothingLeft(start.elapsed()));
                         }
-                        (Ok(_), false) => {}
-                        (Err(err), false) => return Err(err),
+                        (Ok(_), Taken::Busy) => {}
+                        (Err(err), Taken::Busy) => return Err(err),
                     }
                 }
                 None => {
-                    if self.try_lock(key).await? {
-                        return Ok(LockWait::Acquired(start.elapsed()));
+                    if let Taken::Held { took_over } = self.try_take(lock, taker).await? {
+                        return Ok(LockWait::Acquired {
+                            waited: start.elapsed(),
+                            took_over,
+                        });
                     }
                 }
             }
@@ -136,12 +238,17 @@ impl Store {
                 // must not turn a timeout into another error.
                 return Err(Error::LockTimeout {
                     waited: limit,
-                    holder: self.lock_holder(key).await.ok().flatten(),
+                    holder: self
+                        .lock_holder(taker.tracking, lock.key())
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(Box::new),
                 });
             }
             if last_check.is_none_or(|at| at.elapsed() >= HOLDER_CHECK) {
                 last_check = Some(Instant::now());
-                let holder = self.lock_holder(key).await?;
+                let holder = self.lock_holder(taker.tracking, lock.key()).await?;
                 let due = last_report.is_none_or(|at| at.elapsed() >= REPORT_EVERY);
                 if due || holder.as_ref().map(|h| h.pid) != last_holder.as_ref().map(|h| h.pid) {
                     // The first report says "waiting", later ones "still waiting".
@@ -160,8 +267,21 @@ impl Store {
         }
     }
 
-    /// Who holds the lock, if anyone.
-    pub async fn lock_holder(&self, key: i64) -> Result<Option<LockHolder>, Error> {
+    /// Who holds the lock, if anyone: the session with the advisory lock,
+    /// else the run with a live lease.
+    pub async fn lock_holder(
+        &self,
+        tracking: &Tracking,
+        key: i64,
+    ) -> Result<Option<LockHolder>, Error> {
+        match self.advisory_holder(key).await? {
+            Some(holder) => Ok(Some(holder)),
+            None => self.lease_holder(tracking, key).await,
+        }
+    }
+
+    /// The session holding the advisory lock, if any.
+    async fn advisory_holder(&self, key: i64) -> Result<Option<LockHolder>, Error> {
         let (classid, objid) = super::sql::lock_key_halves(key);
         let rows = self
             .client()
@@ -174,6 +294,7 @@ impl Store {
             user: row.get(2),
             client: row.get(3),
             since: row.get(4),
+            lease: None,
         }))
     }
 
@@ -198,9 +319,9 @@ impl Store {
             .collect())
     }
 
-    /// Releases the lock. Closing the connection would too; this keeps the
-    /// release explicit on the success path.
-    pub async fn unlock(&self, key: i64) -> Result<(), Error> {
+    /// Releases the advisory lock. Closing the connection would too; this
+    /// keeps the release explicit on the success path.
+    async fn unlock(&self, key: i64) -> Result<(), Error> {
         self.client()
             .query_typed("SELECT pg_advisory_unlock($1)", &[(&key, Type::INT8)])
             .await
@@ -222,6 +343,7 @@ mod tests {
             user: Some("app".into()),
             client: Some("10.0.0.5".into()),
             since: Some("2026-11-21T08:40:50Z".into()),
+            lease: None,
         };
         assert_eq!(
             seen.to_string(),

@@ -3,6 +3,7 @@
 
 mod bootstrap;
 mod execute;
+mod lease;
 mod lock;
 mod sql;
 mod state;
@@ -10,7 +11,8 @@ pub(crate) mod tls;
 
 pub use bootstrap::BootstrapFailure;
 pub use execute::{Action, Done, Run, RunError};
-pub use lock::{LockWait, Watch, default_lock_key};
+pub use lease::{LeaseClaim, Renewer, forget_lease, give_up_leases, remember_lease};
+pub use lock::{Lock, LockWait, Taken, Taker, Watch, default_lock_key};
 pub use sql::{ACTIVE_SQL_TRANSACTION, LOCK_NOT_AVAILABLE, SessionSettings};
 pub use state::{StateDetail, read_journal, read_state, read_unrecorded};
 
@@ -74,6 +76,12 @@ pub struct Store {
     server_version: String,
     statements: Option<execute::Statements>,
     backend_pid: Option<i32>,
+    /// The server's `port` setting, as read at connect.
+    server_port: Option<u16>,
+    /// Through a pooler in transaction mode, the length of the lease: then
+    /// nothing is set for the session, and each migration's transaction
+    /// may stay idle at most that long.
+    pooled: Option<Duration>,
 }
 
 impl Store {
@@ -132,23 +140,36 @@ impl Store {
             server_version,
             statements: None,
             backend_pid: None,
+            server_port: None,
+            pooled: None,
         };
-        store.refuse_statement_pooling(dsn).await?;
+        let mut store = store;
+        store.server_port = store.refuse_statement_pooling(dsn).await?;
         Ok(store)
     }
 
     /// A pooler in statement mode (PgBouncer's `pool_mode=statement`)
     /// allows no transaction of more than one statement, and every
     /// migration is one with its record: refused before anything runs. A
-    /// `BEGIN` sent on its own (pipelined with its `COMMIT`, so it costs one
-    /// round trip) is what such a pooler refuses.
-    async fn refuse_statement_pooling(&self, dsn: &Dsn) -> Result<(), Error> {
-        let (begun, committed) = tokio::join!(
+    /// `BEGIN` sent on its own (pipelined with the rest, so it costs one
+    /// round trip) is what such a pooler refuses. Returns the server's
+    /// `port` setting, read in the same transaction.
+    async fn refuse_statement_pooling(&self, dsn: &Dsn) -> Result<Option<u16>, Error> {
+        let (begun, port, committed) = tokio::join!(
             self.client.batch_execute("BEGIN"),
+            self.client.simple_query("SELECT current_setting('port')"),
             self.client.batch_execute("COMMIT")
         );
-        match begun.and(committed) {
-            Ok(()) => Ok(()),
+        let port = port.map(|messages| {
+            messages.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => {
+                    row.get(0).and_then(|v| v.parse::<u16>().ok())
+                }
+                _ => None,
+            })
+        });
+        match begun.and(port).and_then(|port| committed.map(|()| port)) {
+            Ok(port) => Ok(port),
             Err(err)
                 if DbFailure::from_ref(&err)
                     .message
@@ -228,9 +249,36 @@ impl Store {
         }
     }
 
-    /// This session's server process id, once `prepare_session` has run.
+    /// This session's server process id, once `prepare_session` has run;
+    /// `None` through a pooler in transaction mode, where each transaction
+    /// may run on another.
     pub fn backend_pid(&self) -> Option<i32> {
         self.backend_pid
+    }
+
+    /// Whether the server listens on a port the DSN dials: if not, something
+    /// (a pooler, a proxy, a port forward) stands in between. `None` when
+    /// the server did not say.
+    pub fn dialled_directly(&self, dsn: &Dsn) -> Option<bool> {
+        let port = self.server_port?;
+        let dialled = dsn.config.get_ports();
+        Some(if dialled.is_empty() {
+            port == 5432
+        } else {
+            dialled.contains(&port)
+        })
+    }
+
+    /// Runs through a pooler in transaction mode from now on, with a lease of
+    /// `length` ([`Store::pooled`]).
+    pub fn set_pooled(&mut self, length: Duration) {
+        self.pooled = Some(length);
+        self.statements = None;
+    }
+
+    /// The lease's length when running through a pooler in transaction mode.
+    pub fn pooled(&self) -> Option<Duration> {
+        self.pooled
     }
 
     /// The server's version as it reports it (`15.8 (Debian 15.8-1)`).
@@ -252,7 +300,16 @@ impl Store {
     /// and (PostgreSQL 14+) a check for a vanished client every second, so a
     /// killed `migrate` releases its lock and rolls back within a second even
     /// in the middle of a long statement.
+    ///
+    /// Through a pooler in transaction mode nothing is set: the next
+    /// transaction may run on another server connection, and the settings
+    /// would stay on this one for other clients. Each script sets what it
+    /// needs itself.
     pub async fn prepare_session(&mut self, tracking: &Tracking) -> Result<(), Error> {
+        if self.pooled.is_some() {
+            self.backend_pid = None;
+            return Ok(());
+        }
         let sql = format!(
             "SET search_path TO {};
              SELECT set_config(name, '1s', false) FROM pg_settings

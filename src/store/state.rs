@@ -393,11 +393,48 @@ impl Store {
         items: &[Drifted],
         names: &[String],
         actor: &str,
+        lock: Option<&super::Lock>,
     ) -> Result<(), Error> {
         let state = tracking.state_table();
         let journal = tracking.journal_table();
         let failed = |err| Error::database("cannot repair the records", err);
         let transaction = self.client_mut().transaction().await.map_err(failed)?;
+        // Still this run's lock, in the repair's transaction.
+        let held = match lock {
+            None => true,
+            Some(super::Lock::Advisory(key)) => {
+                let (classid, objid) = super::sql::lock_key_halves(*key);
+                let rows = transaction
+                    .query_typed(
+                        super::sql::LOCK_HELD,
+                        &[(&classid, Type::INT8), (&objid, Type::INT8)],
+                    )
+                    .await
+                    .map_err(failed)?;
+                rows.first().is_some_and(|row| row.get(0))
+            }
+            Some(super::Lock::Lease(claim)) => {
+                let rows = transaction
+                    .query_typed(
+                        &claim.guard(),
+                        &[
+                            (&claim.key, Type::INT8),
+                            (&claim.owner, Type::TEXT),
+                            (&0i64, Type::INT8),
+                        ],
+                    )
+                    .await
+                    .map_err(failed)?;
+                rows.first().is_some_and(|row| row.get(0))
+            }
+        };
+        if !held {
+            return Err(Error::Conflict(
+                "the migration lock was no longer this run's when repair came to write; nothing \
+                 was repaired: run it again"
+                    .into(),
+            ));
+        }
         for (item, name) in items.iter().zip(names) {
             let version = item.version.as_str();
             // The checksum the row now records (none: the row is gone).

@@ -34,6 +34,8 @@ fn migrator(t: &TestEnv) -> Migrator {
             },
             lock: LockMode::Wait(Duration::from_secs(10)),
             lock_key: None,
+            pooler: migrate::Pooler::Auto,
+            lease: migrate::DEFAULT_LEASE,
             actor: Some("library-test".into()),
             session: SessionSettings {
                 lock_timeout: Duration::from_secs(5),

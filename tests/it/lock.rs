@@ -384,7 +384,7 @@ fn a_waiter_whose_work_was_done_meanwhile_leaves_without_the_lock() {
     wait_until(Duration::from_secs(20), "the waiter to wait", || {
         t.value(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'migrate' \
-             AND query LIKE '%pg_try_advisory_lock%'",
+             AND (query LIKE '%pg_try_advisory_lock%' OR query LIKE '%schema_migrations_lock%')",
         ) == Some("1".into())
     });
     // The work done by another instance (here one without the lock, which
