@@ -209,6 +209,43 @@ async fn not_found() -> Response {
     )
 }
 
+/// A pooled connection lent to a read: dropped before [`Detached::done`]
+/// (the read was cut off), its query is cancelled and it leaves the pool.
+struct Detached {
+    object: Option<deadpool_postgres::Object>,
+    dsn: crate::dsn::Dsn,
+}
+
+impl Detached {
+    /// The read ended: the connection goes back to the pool.
+    fn done(mut self) {
+        drop(self.object.take());
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let Some(object) = self.object.take() else {
+            return;
+        };
+        let token = object.cancel_token();
+        drop(deadpool_postgres::Object::take(object));
+        let dsn = self.dsn.clone();
+        tokio::spawn(async move {
+            let cancel = async {
+                if dsn.tls_mode() == crate::dsn::TlsMode::Disable {
+                    token.cancel_query(tokio_postgres::NoTls).await
+                } else if let Ok(tls) = crate::store::tls::connector(&dsn) {
+                    token.cancel_query(tls).await
+                } else {
+                    Ok(())
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), cancel).await;
+        });
+    }
+}
+
 /// A read, bounded by [`READ_TIMEOUT`], on a pooled connection.
 async fn read<T>(
     app: &App,
@@ -229,7 +266,17 @@ async fn read<T>(
                 "unavailable",
             )
         })?;
-        f(&client).await.map_err(|err| failure_response(&err))
+        // A read cut off by READ_TIMEOUT is cancelled on the server and its
+        // connection leaves the pool, rather than going on holding it. No
+        // statement_timeout is set for the session: a pooler in front would
+        // hand that setting to other clients.
+        let client = Detached {
+            object: Some(client),
+            dsn: app.migrator.database().dsn.clone(),
+        };
+        let result = f(client.object.as_ref().expect("set above")).await;
+        client.done();
+        result.map_err(|err| failure_response(&err))
     };
     match tokio::time::timeout(READ_TIMEOUT, work).await {
         Ok(result) => result,

@@ -381,16 +381,6 @@ fn pool(dsn: &Dsn) -> Result<deadpool_postgres::Pool, Error> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
-    // A read the client stopped waiting for (READ_TIMEOUT) must not go on
-    // holding its pooled connection: the server ends it just before.
-    let options = format!(
-        "{} -c statement_timeout={}",
-        config.get_options().unwrap_or_default(),
-        READ_TIMEOUT
-            .saturating_sub(Duration::from_secs(1))
-            .as_millis()
-    );
-    config.options(options.trim_start());
     let manager_config = deadpool_postgres::ManagerConfig {
         recycling_method: deadpool_postgres::RecyclingMethod::Fast,
     };

@@ -297,3 +297,57 @@ fn a_server_that_stays_full_is_exit_5_once_the_wait_runs_out() {
         started.elapsed()
     );
 }
+
+/// More racing runs than the server has connections for, with no flags:
+/// those turned away wait and come back, and every one exits 0.
+#[test]
+fn a_hundred_and_twenty_runs_against_a_hundred_connections_all_succeed() {
+    let t = TestEnv::on_own_server_with(migrate::pgserver::ClusterOptions {
+        settings: vec![("max_connections".into(), "100".into())],
+        ..Default::default()
+    });
+    t.migration("000_base.sql", "CREATE TABLE counter (v int PRIMARY KEY);");
+    // Long enough that every run has connected before the work is done.
+    for v in 1..30 {
+        t.migration(
+            &format!("{v:03}_step.sql"),
+            &format!("INSERT INTO counter VALUES ({v}); SELECT pg_sleep(0.1);"),
+        );
+    }
+    let children: Vec<_> = (0..120)
+        .map(|_| t.migrate().args(["up", "--yes"]).spawn())
+        .collect();
+    let outs: Vec<Outcome> = children
+        .into_iter()
+        .map(|c| Outcome::from_output(c.wait_with_output().unwrap()))
+        .collect();
+    for out in &outs {
+        out.code(0);
+    }
+    let turned_away = outs
+        .iter()
+        .filter(|o| o.stdout.contains("too many clients"))
+        .count();
+    assert!(
+        turned_away > 0,
+        "no run met the limit: the test proves nothing"
+    );
+    for out in outs
+        .iter()
+        .filter(|o| o.stdout.contains("too many clients"))
+    {
+        assert_eq!(
+            out.stdout
+                .matches("the server turned the connection away")
+                .count(),
+            1,
+            "{}",
+            out.stdout
+        );
+    }
+    assert_eq!(t.value("SELECT count(*) FROM counter"), Some("29".into()));
+    assert_eq!(
+        t.value("SELECT count(*) FROM schema_migrations_log WHERE event = 'applied'"),
+        Some("30".into())
+    );
+}

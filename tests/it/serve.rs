@@ -58,13 +58,22 @@ impl Server {
     }
 
     fn start_with(t: &TestEnv, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_on(t, t.migrate(), extra, env)
+    }
+
+    /// As `start_with`, with `run` (its connection settings) as the command.
+    fn start_on(
+        t: &TestEnv,
+        mut run: crate::common::Run,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         t.file(
             "tokens",
             &format!("# test tokens\nci:{}\n", sha256_hex(CI_TOKEN)),
         );
         let stdout = t.dir().join("serve.out");
         let stderr = t.dir().join("serve.err");
-        let mut run = t.migrate();
         run.args(["serve", "--token-file", "tokens"])
             .args(extra)
             .env("MIGRATE_ADMIN_TOKEN", TOKEN);
@@ -846,7 +855,8 @@ fn a_read_that_takes_too_long_is_504_and_frees_its_connection() {
         200,
         "the database is reachable"
     );
-    // The pooled connection's query was ended (statement_timeout).
+    // The pooled connection's query was cancelled, and the connection
+    // closed.
     wait_until(Duration::from_secs(10), "the read to end", || {
         t.value(&format!(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
@@ -1078,4 +1088,56 @@ fn a_status_read_waiting_on_a_lock(t: &TestEnv, server: &Server) -> (postgres::C
         )) == Some("1".into())
     });
     (blocker, reader)
+}
+
+/// `serve`'s run through PgBouncer in transaction mode, racing CLI runs
+/// through the same pool: each migration once, no lock left behind.
+#[test]
+fn a_run_through_a_transaction_pool_races_cli_runs_and_applies_each_once() {
+    let t = TestEnv::new();
+    let Some(bouncer) = crate::common::bouncer::Bouncer::start("transaction", 2) else {
+        return;
+    };
+    for v in 1..=5 {
+        t.migration(
+            &format!("00{v}_t.sql"),
+            &format!("CREATE TABLE t{v} (id int); SELECT pg_sleep(0.05);"),
+        );
+    }
+    let dsn = bouncer.dsn(&t.db_name);
+    let mut bare = t.migrate_bare();
+    bare.args(["--dsn", &dsn]);
+    let server = Server::start_on(&t, bare, &[], &[]);
+    let racers: Vec<_> = (0..5)
+        .map(|_| {
+            t.migrate_bare()
+                .args(["up", "--yes", "--dsn", &dsn])
+                .spawn()
+        })
+        .collect();
+    let answer = server.run(Some(TOKEN), r#"{"confirm": true}"#);
+    // Applied here, or a 409 while a CLI run held the lock.
+    assert!(matches!(answer.status, 200 | 409), "{}", answer.body);
+    for racer in racers {
+        crate::common::Outcome::from_output(racer.wait_with_output().unwrap()).code(0);
+    }
+    let again = server.run(Some(TOKEN), r#"{"confirm": true}"#);
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(
+        t.journal(),
+        [
+            "applied:001",
+            "applied:002",
+            "applied:003",
+            "applied:004",
+            "applied:005"
+        ]
+    );
+    let status = server.get("/admin/migrations/status", Some(TOKEN));
+    assert_eq!(status.status, 200, "{}", status.body);
+    assert_eq!(t.advisory_locks(), 0);
+    assert_eq!(
+        t.value("SELECT count(*) FROM schema_migrations_lock"),
+        Some("0".into())
+    );
 }

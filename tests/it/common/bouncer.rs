@@ -60,8 +60,7 @@ impl Bouncer {
              pool_mode = {pool_mode}\n\
              default_pool_size = {pool_size}\n\
              max_client_conn = 500\n\
-             logfile = {dir}/pgbouncer.log\n\
-             ignore_startup_parameters = extra_float_digits,options\n",
+             logfile = {dir}/pgbouncer.log\n",
             socket = cluster.socket_dir().display(),
             pg_port = cluster.port(),
             dir = dir.path().display(),
