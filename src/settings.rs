@@ -247,8 +247,9 @@ impl Settings {
         let table = flag(args.table.as_deref(), "--table")
             .or_else(|| var("MIGRATE_TABLE"))
             .or_else(|| from_config(&entry.table));
-        // The journal is `<table>_log`, which must fit too.
-        let table = identifier(table, "schema_migrations", "_log".len())?;
+        // The journal is `<table>_log` and the lease `<table>_lock`, which
+        // must fit too.
+        let table = identifier(table, "schema_migrations", "_lock".len())?;
 
         let lock_key = flag(args.lock_key.as_deref(), "--lock-key")
             .or_else(|| var("MIGRATE_LOCK_KEY"))
@@ -477,7 +478,7 @@ fn identifier(value: Option<Sourced>, default: &str, suffix: usize) -> Result<St
             value.value,
             MAX_IDENTIFIER_BYTES - suffix,
             if suffix > 0 {
-                " (the journal adds `_log`)"
+                " (the lease table adds `_lock`)"
             } else {
                 ""
             }
@@ -720,7 +721,7 @@ mod tests {
                     ..GlobalArgs::default()
                 },
                 vec![],
-                "(the journal adds `_log`)",
+                "longer than PostgreSQL's 58 bytes (the lease table adds `_lock`)",
             ),
             (
                 GlobalArgs {
