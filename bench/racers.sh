@@ -48,16 +48,32 @@ race() {
     if [ "$applied" != 100 ]; then echo "applied $applied times, not 100" >&2; exit 1; fi
 }
 
+# The floor: $1 processes starting at once on a database with nothing left
+# to do (each connects, reads the state, and exits), in ms.
+idle() {
+    local n=$1 start pids=()
+    start=$(now)
+    for _ in $(seq "$n"); do
+        (cd "$work" && "$bin" up --yes -q --dsn "$dsn") &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid"; done
+    echo "$(( ($(now) - start) / 1000000 ))"
+}
+
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -A times
 for _ in $(seq "$rounds"); do
     times[one]+="$(race 1) "
     times[many]+="$(race "$racers") "
     times[skip]+="$(race "$racers" --skip-if-locked) "
+    times[idle]+="$(idle "$racers") "
 done
+idle_ms=$(median <<<"${times[idle]}")
 one=$(median <<<"${times[one]}")
 many=$(median <<<"${times[many]}")
 skip=$(median <<<"${times[skip]}")
 echo "one process:                  ${times[one]}-> median $one ms"
 echo "$racers at once:                ${times[many]}-> median $many ms ($(echo "scale=2; $many / $one" | bc)x)"
 echo "$racers with --skip-if-locked:  ${times[skip]}-> median $skip ms ($(echo "scale=2; $skip / $one" | bc)x)"
+echo "$racers at once, nothing to do: ${times[idle]}-> median $idle_ms ms (the floor: one alone + this = $(echo "scale=2; ($one + $idle_ms) / $one" | bc)x)"

@@ -97,6 +97,12 @@ pub fn run(cli: Cli) -> i32 {
         )),
         _ => runtime.block_on(run_command(&command, &settings, &printer)),
     };
+    // Nothing is left to wait for (connections closed, leases given up):
+    // the idle threads of the runtime need not be joined on the way out.
+    // The server's are: dropping its requests writes their audit lines.
+    if !matches!(command, Command::Serve(_)) {
+        runtime.shutdown_background();
+    }
     match result {
         Ok(()) => exit::OK,
         Err(Failure { error, done }) => {

@@ -102,7 +102,7 @@ impl Migrator {
         let database = &self.database;
         let locked = acquire(store, database, &state.database, reporter).await?;
         match locked {
-            Locked::Held { waited, .. } | Locked::NothingLeft { waited } => {
+            Locked::Held { waited, .. } | Locked::NothingLeft { waited, .. } => {
                 report.done.lock_waited = waited
             }
             Locked::Unlocked | Locked::Skipped => {}

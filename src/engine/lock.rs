@@ -24,7 +24,7 @@ pub(super) enum Locked {
     /// `--skip-if-locked` and another session holds it.
     Skipped,
     /// While waiting, another instance left nothing to do; not taken.
-    NothingLeft { waited: Duration },
+    NothingLeft { waited: Duration, state: DbState },
 }
 
 impl Locked {
@@ -140,7 +140,12 @@ pub(super) async fn acquire_watching(
     } else {
         Lock::Advisory(key)
     };
-    let actor = database.actor.clone().unwrap_or_else(super::default_actor);
+    // Who takes it is written only into a lease (the advisory lock's holder
+    // is its session): looked up only then.
+    let actor = match &lock {
+        Lock::Lease(_) => database.actor.clone().unwrap_or_else(super::default_actor),
+        Lock::Advisory(_) => String::new(),
+    };
     let application = database
         .dsn
         .config
@@ -191,7 +196,7 @@ pub(super) async fn acquire_watching(
                     reporter.event(Event::LockAcquired { waited });
                     Ok(held(lock, waited, took_over, database, reporter))
                 }
-                LockWait::NothingLeft(waited) => Ok(Locked::NothingLeft { waited }),
+                LockWait::NothingLeft(waited, state) => Ok(Locked::NothingLeft { waited, state }),
             }
         }
     }

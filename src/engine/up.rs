@@ -199,26 +199,21 @@ impl Migrator {
         let watch: Option<&(dyn Fn(&DbState) -> bool + Sync)> =
             (bootstrap.is_none() && !steps.is_empty()).then_some(&work_left);
         let locked = acquire_watching(store, database, &state.database, watch, reporter).await?;
-        match locked {
+        match &locked {
             Locked::Skipped => {
                 report.outcome = UpOutcome::SkippedLocked;
                 return Ok(());
             }
-            Locked::NothingLeft { waited } => {
-                report.done.lock_waited = waited;
+            Locked::NothingLeft { waited, state } => {
+                report.done.lock_waited = *waited;
                 report.done.pending = Some(after_target);
                 reporter.event(Event::DoneElsewhere {
-                    applied: applied_count(
-                        &store
-                            .read_state(&database.tracking, StateDetail::Plan)
-                            .await?
-                            .rows,
-                    ),
+                    applied: applied_count(&state.rows),
                 });
                 report.outcome = UpOutcome::DoneElsewhere;
                 return Ok(());
             }
-            Locked::Held { waited, .. } => report.done.lock_waited = waited,
+            Locked::Held { waited, .. } => report.done.lock_waited = *waited,
             Locked::Unlocked => {}
         }
 

@@ -54,6 +54,15 @@ SELECT a.pid, coalesce(a.application_name, ''), a.usename::text,
 /// most: short, so that a waiter learns soon that the holder is done.
 const POLL_FIRST: Duration = Duration::from_millis(20);
 const POLL_MAX: Duration = Duration::from_millis(100);
+/// The most between tries for a waiter that listens for the holder's
+/// notification (a direct connection): woken by it when the holder lets go,
+/// it polls only for a holder that went without saying (killed).
+const POLL_MAX_LISTENING: Duration = Duration::from_millis(500);
+
+/// The channel a holder notifies when it lets go of the lock `key`.
+fn channel(key: i64) -> String {
+    super::quote_ident(&format!("migrate_lock_{key}"))
+}
 /// How often a waiter looks at who holds the lock, and reports it even if
 /// unchanged.
 const HOLDER_CHECK: Duration = Duration::from_secs(2);
@@ -105,7 +114,7 @@ pub enum LockWait {
     },
     /// While waiting, the state showed nothing left to do: the lock was
     /// not taken.
-    NothingLeft(Duration),
+    NothingLeft(Duration, DbState),
 }
 
 /// What a waiter watches while it waits: the tracking tables, and whether
@@ -123,19 +132,18 @@ impl Store {
     pub async fn try_take(&self, lock: &Lock, taker: &Taker<'_>) -> Result<Taken, Error> {
         match lock {
             Lock::Advisory(key) => {
-                let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
-                    [(key, Type::INT8)];
-                let (locked, lease) = tokio::join!(
-                    self.client()
-                        .query_typed("SELECT pg_try_advisory_lock($1)", &params),
-                    self.lease_holder(taker.tracking, *key)
-                );
-                let locked: bool = locked
+                let locked: bool = self
+                    .client()
+                    .query_typed("SELECT pg_try_advisory_lock($1)", &[(key, Type::INT8)])
+                    .await
                     .map_err(|err| Error::database("cannot take the migration lock", err))?[0]
                     .get(0);
                 if !locked {
                     return Ok(Taken::Busy);
                 }
+                // Only once taken: most tries of a waiter fail, and need not
+                // look.
+                let lease = self.lease_holder(taker.tracking, *key).await;
                 match lease {
                     Ok(None) => Ok(Taken::Held { took_over: None }),
                     Ok(Some(_)) => {
@@ -170,12 +178,19 @@ impl Store {
         }
     }
 
-    /// Gives the lock up.
+    /// Gives the lock up, and wakes the waiters that listen.
     pub async fn release(&self, lock: &Lock) -> Result<(), Error> {
-        match lock {
-            Lock::Advisory(key) => self.unlock(*key).await,
-            Lock::Lease(claim) => self.release_lease(claim).await,
-        }
+        let notify = format!("NOTIFY {}", channel(lock.key()));
+        let (released, _) = tokio::join!(
+            async {
+                match lock {
+                    Lock::Advisory(key) => self.unlock(*key).await,
+                    Lock::Lease(claim) => self.release_lease(claim).await,
+                }
+            },
+            self.client().batch_execute(&notify)
+        );
+        released
     }
 
     /// Waits for the lock up to `limit`, calling `waiting` with the holder
@@ -198,10 +213,44 @@ impl Store {
         mut waiting: impl FnMut(Option<&LockHolder>, Duration),
     ) -> Result<LockWait, Error> {
         let start = Instant::now();
+        let pause = POLL_FIRST;
+        // On a direct connection, the holder's notification wakes the wait;
+        // through a pooler a LISTEN would stay on a pooled server connection.
+        let listening = matches!(lock, Lock::Advisory(_))
+            && self
+                .client()
+                .batch_execute(&format!("LISTEN {}", channel(lock.key())))
+                .await
+                .is_ok();
+        let most = if listening {
+            POLL_MAX_LISTENING
+        } else {
+            POLL_MAX
+        };
+        let ended = self
+            .poll_for_lock(lock, taker, limit, watch, &mut waiting, pause, most, start)
+            .await;
+        if listening {
+            let _ = self.client().batch_execute("UNLISTEN *").await;
+        }
+        ended
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn poll_for_lock(
+        &self,
+        lock: &Lock,
+        taker: &Taker<'_>,
+        limit: Duration,
+        watch: Option<Watch<'_>>,
+        waiting: &mut impl FnMut(Option<&LockHolder>, Duration),
+        mut pause: Duration,
+        most: Duration,
+        start: Instant,
+    ) -> Result<LockWait, Error> {
         let mut last_holder: Option<LockHolder> = None;
         let mut last_report: Option<Instant> = None;
         let mut last_check: Option<Instant> = None;
-        let mut pause = POLL_FIRST;
         loop {
             match &watch {
                 Some(watch) => {
@@ -217,7 +266,7 @@ impl Store {
                             });
                         }
                         (Ok(state), Taken::Busy) if !(watch.work_left)(&state) => {
-                            return Ok(LockWait::NothingLeft(start.elapsed()));
+                            return Ok(LockWait::NothingLeft(start.elapsed(), state));
                         }
                         (Ok(_), Taken::Busy) => {}
                         (Err(err), Taken::Busy) => return Err(err),
@@ -262,8 +311,11 @@ impl Store {
                     last_holder = holder;
                 }
             }
-            tokio::time::sleep(pause.min(limit - waited)).await;
-            pause = pause.mul_f64(1.5).min(POLL_MAX);
+            tokio::select! {
+                () = tokio::time::sleep(pause.min(limit - waited)) => {}
+                () = self.notified.notified() => {}
+            }
+            pause = pause.mul_f64(1.5).min(most);
         }
     }
 

@@ -18,6 +18,7 @@ pub use state::{StateDetail, read_journal, read_state, read_unrecorded};
 
 use crate::dsn::{Dsn, TlsMode};
 use crate::error::{DbFailure, Error};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
@@ -69,10 +70,32 @@ fn jitter(pause: Duration) -> Duration {
     pause.mul_f64(0.5 + f64::from(nanos % 1000) / 1000.0)
 }
 
+/// Runs a connection, passing on each notification (`LISTEN`) it brings.
+fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notified: Arc<tokio::sync::Notify>,
+) -> JoinHandle<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => notified.notify_one(),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            }
+        }
+    })
+}
+
 /// One open connection and what was learnt while opening it.
 pub struct Store {
     client: Client,
     connection: JoinHandle<()>,
+    /// Woken by a notification on a channel this session listens to.
+    notified: Arc<tokio::sync::Notify>,
     server_version: String,
     statements: Option<execute::Statements>,
     backend_pid: Option<i32>,
@@ -112,16 +135,14 @@ impl Store {
                 busy,
             }
         };
+        let notified = Arc::new(tokio::sync::Notify::new());
         let (client, server_version, connection) = if dsn.tls_mode() == TlsMode::Disable {
             let (client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
             let version = connection
                 .parameter("server_version")
                 .unwrap_or("")
                 .to_owned();
-            let task = tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            (client, version, task)
+            (client, version, drive(connection, Arc::clone(&notified)))
         } else {
             let tls = tls::connector(dsn)?;
             let (client, connection) = config.connect(tls).await.map_err(connect_error)?;
@@ -129,14 +150,12 @@ impl Store {
                 .parameter("server_version")
                 .unwrap_or("")
                 .to_owned();
-            let task = tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            (client, version, task)
+            (client, version, drive(connection, Arc::clone(&notified)))
         };
         let store = Store {
             client,
             connection,
+            notified,
             server_version,
             statements: None,
             backend_pid: None,
