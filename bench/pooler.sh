@@ -22,6 +22,7 @@ pg_port=$(free_port)
 pgb_port=$(free_port)
 
 cluster_settings="-c listen_addresses=127.0.0.1 -c port=$pg_port -c max_connections=200"
+export PGPORT=$pg_port
 # shellcheck source=bench/cluster.sh
 source bench/cluster.sh
 
