@@ -443,9 +443,9 @@ fn lock_released_message(
 ) -> String {
     let mut text = if lease {
         format!(
-            "{label} ({}): the migration lease was no longer this run's (it ran out: this \
-             process did not renew it within --lock-lease, being stopped, paused or cut off from \
-             the database, and another run may have taken it over): ",
+            "{label} ({}): the migration lease was no longer this run's (another run took it \
+             over once it ran out: this process did not renew it within --lock-lease, being \
+             stopped, paused or cut off from the database): ",
             path.display()
         )
     } else {

@@ -58,7 +58,7 @@ impl Store {
                     client.batch_execute(&begin),
                     client.batch_execute(&script.sql),
                     client.batch_execute(RESET_FOR_BOOKKEEPING),
-                    self.holds_claim(lock, Duration::ZERO)
+                    self.holds_claim(lock)
                 );
                 begun.map_err(Failed::Setup)?;
                 ran.map_err(Failed::Script)?;
@@ -98,7 +98,7 @@ impl Store {
                 client.batch_execute(&set),
                 client.batch_execute(&script.sql),
                 client.batch_execute(RESET_FOR_BOOKKEEPING),
-                self.holds_claim(lock, Duration::ZERO)
+                self.holds_claim(lock)
             );
             set.map_err(Failed::Setup)?;
             ran.map_err(Failed::Script)?;

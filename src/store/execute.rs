@@ -244,7 +244,7 @@ impl Store {
             clear,
             client.batch_execute(&script.sql),
             client.batch_execute(RESET_FOR_BOOKKEEPING),
-            self.holds_claim(run.lock, Duration::ZERO),
+            self.holds_claim(run.lock),
             self.invalid_on(&targets),
         );
         let duration = start.elapsed();
@@ -373,7 +373,7 @@ impl Store {
         };
         let held = async {
             if pooled {
-                self.holds_claim(run.lock, margin(run.lock)).await
+                self.holds_claim(run.lock).await
             } else {
                 Ok(true)
             }
@@ -542,7 +542,7 @@ impl Store {
             // session, whose SET statement_timeout or SET ROLE may fail it:
             // only a certain answer counts (a lost connection shows at the
             // next statement).
-            let (held, ()) = tokio::join!(self.holds_claim(run.lock, margin(run.lock)), progress);
+            let (held, ()) = tokio::join!(self.holds_claim(run.lock), progress);
             if let Ok(false) = held {
                 return Err(self
                     .lock_released(run, Some((index + 1, total)), start.elapsed())
@@ -566,7 +566,7 @@ impl Store {
                     Action::RollBack { .. } => Ok(()),
                 }
             },
-            self.holds_claim(run.lock, Duration::ZERO),
+            self.holds_claim(run.lock),
         );
         if let (Ok(_), Ok(()), Ok(false)) = (&begun, &cleared, &held) {
             client.batch_execute("ROLLBACK").await.ok();
@@ -681,10 +681,8 @@ impl Store {
         // own, if the lease is still this run's.
         let pooled = self.pooled.is_some();
         if pooled {
-            let (begun, held) = tokio::join!(
-                client.batch_execute("BEGIN"),
-                self.holds_claim(run.lock, Duration::ZERO)
-            );
+            let (begun, held) =
+                tokio::join!(client.batch_execute("BEGIN"), self.holds_claim(run.lock));
             let refused = match (begun, held) {
                 (Ok(()), Ok(true)) => None,
                 (Ok(()), Ok(false)) => Some(DbFailure::tool(
@@ -795,18 +793,17 @@ impl Store {
     }
 
     /// Whether this run still holds the migration lock (`None`: there is
-    /// none to hold): the advisory lock on this session, or the lease with
-    /// `margin` to spare (in a transaction, its row stays locked until the
-    /// end, so a takeover waits for it). Sent as one request, so it can
-    /// follow a script in the same pipeline.
+    /// none to hold): the advisory lock on this session, or the lease,
+    /// renewed (in a transaction, its row stays locked until the end, so a
+    /// takeover waits for it). Sent as one request, so it can follow a
+    /// script in the same pipeline.
     pub(super) async fn holds_claim(
         &self,
         lock: Option<&Lock>,
-        margin: Duration,
     ) -> Result<bool, tokio_postgres::Error> {
         match lock {
             None => Ok(true),
-            Some(Lock::Lease(claim)) => self.holds_lease(claim, margin).await,
+            Some(Lock::Lease(claim)) => self.holds_lease(claim).await,
             Some(Lock::Advisory(key)) => {
                 let (classid, objid) = bookkeeping::lock_key_halves(*key);
                 let rows = self
@@ -929,14 +926,6 @@ impl Store {
                 .collect(),
             Err(_) => Vec::new(),
         }
-    }
-}
-
-/// What a no-transaction file's statement needs left of the lease.
-fn margin(lock: Option<&Lock>) -> Duration {
-    match lock {
-        Some(Lock::Lease(claim)) => claim.margin(),
-        _ => Duration::ZERO,
     }
 }
 

@@ -10,10 +10,13 @@
 //!   long behind a holder's transaction).
 //! - Renewed from a second connection every third of its length, so a long
 //!   statement keeps it.
-//! - Checked in the transaction of every record (`FOR SHARE`, so a takeover
-//!   waits for that transaction to end, and sees what it committed), and
-//!   before each statement of a no-transaction file, with a third of the
-//!   lease to spare.
+//! - Checked, and renewed, in the transaction of every record (the row lock
+//!   makes a takeover wait for that transaction to end and see what it
+//!   committed, and a long migration's commit starts the lease anew), and
+//!   before each statement of a no-transaction file. A lease that
+//!   ran out stays this run's until another run takes it over: a renewer
+//!   held up (a pool with no free server connection) loses nothing unless
+//!   another run was there to claim it.
 //! - Each migration's transaction also gets `idle_in_transaction_session_timeout`
 //!   set to the lease's length: a holder stopped mid-transaction (SIGSTOP,
 //!   a paused VM) has its transaction ended by the server, instead of
@@ -106,22 +109,17 @@ fn claim_sql(lease: &str) -> String {
     )
 }
 
-/// Whether the lease is still this run's, with `$3` µs to spare; locks the
-/// row until the transaction ends. $1 key, $2 owner, $3 margin (µs).
-fn guard_sql(lease: &str) -> String {
-    format!(
-        "SELECT owner = $2 AND expires_at > clock_timestamp() + $3::float8 * interval '1 microsecond'
-           FROM {lease} WHERE lock_key = $1 FOR SHARE"
-    )
-}
-
-/// Extends a lease that is still this run's. $1 key, $2 owner, $3 length (µs).
+/// Extends a lease that is still this run's (even one that ran out, as long
+/// as no other run took it over): one row if it is. In a transaction, the
+/// row stays locked until the end, so a takeover waits for that
+/// transaction and then sees what it committed; and the lease starts anew
+/// when a long migration commits. $1 key, $2 owner, $3 length (µs).
 fn renew_sql(lease: &str) -> String {
     format!(
         "UPDATE {lease}
             SET renewed_at = clock_timestamp(),
                 expires_at = clock_timestamp() + $3::float8 * interval '1 microsecond'
-          WHERE lock_key = $1 AND owner = $2 AND expires_at > clock_timestamp()"
+          WHERE lock_key = $1 AND owner = $2"
     )
 }
 
@@ -158,15 +156,15 @@ impl LeaseClaim {
         }
     }
 
-    /// The guard's SQL: $1 key, $2 owner, $3 margin (µs).
+    /// The guard's SQL, which renews the lease: $1 key, $2 owner, $3 length
+    /// (µs, [`LeaseClaim::length_micros`]). One row changed: still this
+    /// run's.
     pub(super) fn guard(&self) -> String {
-        guard_sql(&self.table)
+        renew_sql(&self.table)
     }
 
-    /// What a statement of a no-transaction file needs left of the lease
-    /// before it is sent: a third of its length.
-    pub fn margin(&self) -> Duration {
-        self.length / 3
+    pub(super) fn length_micros(&self) -> i64 {
+        micros(self.length)
     }
 }
 
@@ -292,26 +290,25 @@ impl Store {
         })
     }
 
-    /// Whether the lease is still this run's with `margin` to spare; in a
-    /// transaction, the row stays locked until it ends.
+    /// Whether the lease is still this run's, renewing it; in a transaction,
+    /// the row stays locked until it ends.
     pub(super) async fn holds_lease(
         &self,
         claim: &LeaseClaim,
-        margin: Duration,
     ) -> Result<bool, tokio_postgres::Error> {
-        let margin = micros(margin);
-        let rows = self
+        let length = claim.length_micros();
+        let renewed = self
             .client()
-            .query_typed(
+            .execute_typed(
                 &claim.guard(),
                 &[
                     (&claim.key, Type::INT8),
                     (&claim.owner, Type::TEXT),
-                    (&margin, Type::INT8),
+                    (&length, Type::INT8),
                 ],
             )
             .await?;
-        Ok(rows.first().is_some_and(|row| row.get(0)))
+        Ok(renewed == 1)
     }
 
     /// Gives the lease up, if it is still this run's.

@@ -414,18 +414,19 @@ impl Store {
                 rows.first().is_some_and(|row| row.get(0))
             }
             Some(super::Lock::Lease(claim)) => {
-                let rows = transaction
-                    .query_typed(
+                let length = claim.length_micros();
+                transaction
+                    .execute_typed(
                         &claim.guard(),
                         &[
                             (&claim.key, Type::INT8),
                             (&claim.owner, Type::TEXT),
-                            (&0i64, Type::INT8),
+                            (&length, Type::INT8),
                         ],
                     )
                     .await
-                    .map_err(failed)?;
-                rows.first().is_some_and(|row| row.get(0))
+                    .map_err(failed)?
+                    == 1
             }
         };
         if !held {

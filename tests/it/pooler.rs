@@ -578,3 +578,35 @@ fn a_concurrently_file_through_a_transaction_pool_runs_once_while_another_waits(
     );
     assert_eq!(t.journal(), ["applied:001", "applied:002"]);
 }
+
+/// A pool of one server connection, taken by a migration longer than the
+/// lease: the renewer cannot get in, the lease runs out, and yet nothing is
+/// lost, since a lease that ran out stays the run's until another takes it
+/// over, and the migration's commit renews it.
+#[test]
+fn a_migration_longer_than_the_lease_in_a_pool_of_one_still_finishes() {
+    let t = TestEnv::new();
+    let Some(bouncer) = Bouncer::start("transaction", 1) else {
+        return;
+    };
+    t.migration(
+        "001_long.sql",
+        "CREATE TABLE audit (version int);\nINSERT INTO audit VALUES (1);\nSELECT pg_sleep(5);",
+    )
+    .migration("002_b.sql", "INSERT INTO audit VALUES (2);")
+    .migration("003_c.sql", "INSERT INTO audit VALUES (3);");
+    let dsn = bouncer.dsn(&t.db_name);
+    let outcomes = spawn_all(&t, 4, &["up", "--yes", "--lock-lease", "3s", "--dsn", &dsn]);
+    for out in &outcomes {
+        out.code(0);
+    }
+    assert_eq!(
+        t.rows("SELECT version::text FROM audit ORDER BY 1")
+            .into_iter()
+            .map(|r| r[0].clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["1", "2", "3"]
+    );
+    assert!(outcomes.iter().all(|o| !o.stdout.contains("took over")));
+    assert_eq!(leases(&t), 0);
+}
