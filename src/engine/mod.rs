@@ -292,7 +292,11 @@ impl Migrator {
             if let lock::Locked::Skipped = locked {
                 return Ok(());
             }
-            let created = store.ensure_tracking_tables(tracking).await;
+            let key = lock::key_of(&self.database, &state.database, tracking);
+            let created = match store.ensure_tracking_tables(tracking).await {
+                Ok(()) => store.ensure_lease_table(tracking, key).await,
+                Err(err) => Err(err),
+            };
             let released = locked.release(&store, &self.database).await;
             created.and(released)
         }

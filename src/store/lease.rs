@@ -210,6 +210,24 @@ fn micros(d: Duration) -> i64 {
 }
 
 impl Store {
+    /// Creates the lease table if it is missing (`init` does, so that a run
+    /// through a pooler by a role that may not create tables finds it).
+    pub async fn ensure_lease_table(&self, tracking: &Tracking, key: i64) -> Result<(), Error> {
+        self.client()
+            .batch_execute(&create_lease_table(tracking, key))
+            .await
+            .map_err(|err| {
+                Error::database(
+                    format!(
+                        "cannot create the lease table {}.{}",
+                        tracking.schema,
+                        tracking.lease_name()
+                    ),
+                    err,
+                )
+            })
+    }
+
     /// Tries once to claim the lease, creating its table if it is missing.
     pub async fn try_claim(
         &self,
@@ -220,19 +238,7 @@ impl Store {
     ) -> Result<Claimed, Error> {
         match self.claim_once(claim, actor, application).await {
             Err(err) if DbFailure::from_ref(&err).code.as_deref() == Some(UNDEFINED_TABLE) => {
-                self.client()
-                    .batch_execute(&create_lease_table(tracking, claim.key))
-                    .await
-                    .map_err(|err| {
-                        Error::database(
-                            format!(
-                                "cannot create the lease table {}.{}",
-                                tracking.schema,
-                                tracking.lease_name()
-                            ),
-                            err,
-                        )
-                    })?;
+                self.ensure_lease_table(tracking, claim.key).await?;
                 self.claim_once(claim, actor, application)
                     .await
                     .map_err(|err| Error::database("cannot claim the migration lease", err))
