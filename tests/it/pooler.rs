@@ -127,6 +127,14 @@ fn audit_counts(t: &TestEnv) -> Vec<String> {
         .collect()
 }
 
+/// The versions the audit table noted, one row each run.
+fn audit_versions(t: &TestEnv) -> Vec<String> {
+    t.rows("SELECT version::text FROM audit ORDER BY 1")
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect()
+}
+
 fn leases(t: &TestEnv) -> usize {
     t.value(
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' \
@@ -363,13 +371,7 @@ fn takeover_after_kill(lease: Option<&str>, bound: Duration) {
         .stdout_has("done: 2 migrations applied");
     assert!(took < bound, "taken over after {took:?}");
     // The killed run's transaction was rolled back: its insert is gone.
-    assert_eq!(
-        t.rows("SELECT version::text FROM audit ORDER BY 1")
-            .into_iter()
-            .map(|r| r[0].clone().unwrap())
-            .collect::<Vec<_>>(),
-        ["1", "2"]
-    );
+    assert_eq!(audit_versions(&t), ["1", "2"]);
     assert_eq!(t.journal(), ["applied:001", "applied:002"]);
     assert_eq!(leases(&t), 0);
     assert_eq!(t.advisory_locks(), 0);
@@ -419,13 +421,7 @@ fn a_runner_stopped_past_its_lease_records_nothing_once_resumed() {
         "{}",
         resumed.stdout
     );
-    assert_eq!(
-        t.rows("SELECT version::text FROM audit ORDER BY 1")
-            .into_iter()
-            .map(|r| r[0].clone().unwrap())
-            .collect::<Vec<_>>(),
-        ["1", "2"]
-    );
+    assert_eq!(audit_versions(&t), ["1", "2"]);
     assert_eq!(t.journal(), ["applied:001", "applied:002"]);
 }
 
@@ -600,13 +596,7 @@ fn a_migration_longer_than_the_lease_in_a_pool_of_one_still_finishes() {
     for out in &outcomes {
         out.code(0);
     }
-    assert_eq!(
-        t.rows("SELECT version::text FROM audit ORDER BY 1")
-            .into_iter()
-            .map(|r| r[0].clone().unwrap())
-            .collect::<Vec<_>>(),
-        ["1", "2", "3"]
-    );
+    assert_eq!(audit_versions(&t), ["1", "2", "3"]);
     assert!(outcomes.iter().all(|o| !o.stdout.contains("took over")));
     assert_eq!(leases(&t), 0);
 }
