@@ -438,6 +438,13 @@ impl Reporter for RunLog {
 }
 
 /// `POST /admin/migrations/run` with `{"confirm": true}`.
+/// A run's body: `{"confirm": true}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunBody {
+    confirm: bool,
+}
+
 async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
     let Some(caller) = request.extensions().get::<Caller>().cloned() else {
         return error(
@@ -481,9 +488,27 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
         }
         Ok(Err(_)) => return too_large(),
     };
-    let confirmed = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v.get("confirm").and_then(Value::as_bool));
+    // `{"confirm": true}` and nothing else: a key given twice (the last one
+    // would win) or a field this server does not know (`"dry_run": true`
+    // would be ignored, and the run applied) is refused.
+    // An object: serde would take `[true]` for the struct too.
+    let object = serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.is_object());
+    let confirmed = match serde_json::from_slice::<RunBody>(&body) {
+        Ok(_) if !object => None,
+        Ok(body) => Some(body.confirm),
+        Err(err)
+            if err.to_string().contains("duplicate field")
+                || err.to_string().contains("unknown field") =>
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad request body",
+                format!("{err}: send exactly {{\"confirm\": true}}"),
+                "bad_body",
+            );
+        }
+        Err(_) => None,
+    };
     if confirmed != Some(true) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -510,7 +535,7 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
             "shutting_down",
         );
     }
-    if let Err(wait) = app.run_limit.take() {
+    if let Err(wait) = app.run_limit.take(&caller.token) {
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -548,10 +573,13 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
         let ran = !matches!(&result, Ok(report) if report.outcome == UpOutcome::SkippedLocked);
         if ran {
             task_app.live.add_run(&done, result.is_ok());
-        } else {
-            // Refused because another process holds the lock: like a busy
-            // server, that costs the rate limit nothing.
-            task_app.run_limit.give_back();
+        }
+        // Refused because another process holds the lock, or with nothing
+        // to apply or run: like a busy server, that costs the budget
+        // nothing (a CI loop asking again and again locks nobody out).
+        let nothing_done = result.is_ok() && done.applied.is_empty() && done.bootstrap.is_empty();
+        if !ran || nothing_done {
+            task_app.run_limit.give_back(&caller.token);
         }
         let outcome = match &result {
             Ok(report) => match report.outcome {

@@ -52,6 +52,53 @@ impl RateLimit {
     }
 }
 
+/// How many times a token's budget the server as a whole allows: a safety
+/// limit above the tokens' own.
+pub const GLOBAL_RUNS_PER_TOKEN_BUDGET: u32 = 4;
+
+/// The run budget: `per_minute` runs a minute for each token, and
+/// [`GLOBAL_RUNS_PER_TOKEN_BUDGET`] times that for all of them together, so
+/// that one token's retry loop cannot lock another out.
+pub struct RunBudget {
+    per_minute: u32,
+    tokens: Mutex<std::collections::HashMap<String, RateLimit>>,
+    global: RateLimit,
+}
+
+impl RunBudget {
+    pub fn per_minute(per_minute: u32) -> RunBudget {
+        RunBudget {
+            per_minute,
+            tokens: Mutex::new(std::collections::HashMap::new()),
+            global: RateLimit::per_minute(per_minute.saturating_mul(GLOBAL_RUNS_PER_TOKEN_BUDGET)),
+        }
+    }
+
+    /// Takes a run from `token`'s budget and the global one, or says how
+    /// long until both have one.
+    pub fn take(&self, token: &str) -> Result<(), Duration> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let own = tokens
+            .entry(token.to_owned())
+            .or_insert_with(|| RateLimit::per_minute(self.per_minute));
+        own.take()?;
+        if let Err(wait) = self.global.take() {
+            own.give_back();
+            return Err(wait);
+        }
+        Ok(())
+    }
+
+    /// Gives back a run that did not happen or had nothing to do.
+    pub fn give_back(&self, token: &str) {
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(own) = tokens.get(token) {
+            own.give_back();
+        }
+        self.global.give_back();
+    }
+}
+
 /// The networks clients may come from; empty lets every client in.
 pub struct AllowList {
     networks: Vec<IpNet>,
@@ -142,6 +189,25 @@ mod tests {
         full.give_back();
         assert!(full.take_at(start).is_ok());
         assert!(full.take_at(start).is_err());
+    }
+
+    #[test]
+    fn each_token_has_its_own_budget_under_a_global_one() {
+        let budget = RunBudget::per_minute(1);
+        assert!(budget.take("ci").is_ok());
+        assert!(budget.take("ci").is_err());
+        // Another token is not locked out by the first one's loop.
+        assert!(budget.take("admin").is_ok());
+        budget.give_back("ci");
+        assert!(budget.take("ci").is_ok());
+        // The global limit is four tokens' worth.
+        assert!(budget.take("a").is_ok());
+        assert!(budget.take("b").is_ok());
+        let refused = budget.take("c");
+        assert!(refused.is_err(), "five runs in all, four allowed");
+        // The refused token's own run was given back.
+        budget.give_back("ci");
+        assert!(budget.take("c").is_ok());
     }
 
     #[test]

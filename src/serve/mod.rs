@@ -11,7 +11,7 @@ mod limits;
 mod shapes;
 
 pub use auth::{MIN_TOKEN_LENGTH, Refused, Tokens};
-pub use limits::{AllowList, RateLimit};
+pub use limits::{AllowList, RateLimit, RunBudget};
 
 use crate::cli::ServeArgs;
 use crate::dsn::{Dsn, TlsMode};
@@ -118,7 +118,7 @@ pub(crate) struct App {
     tokens: Tokens,
     allow: AllowList,
     public_metrics: bool,
-    run_limit: RateLimit,
+    run_limit: RunBudget,
     /// Held by the run in progress; shutdown waits for it.
     running: Arc<tokio::sync::Mutex<()>>,
     /// Set at the first signal: no run starts after it.
@@ -179,7 +179,7 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
         tokens: serve.tokens,
         allow: serve.allow,
         public_metrics: serve.public_metrics,
-        run_limit: RateLimit::per_minute(serve.run_limit),
+        run_limit: RunBudget::per_minute(serve.run_limit),
         running: Arc::new(tokio::sync::Mutex::new(())),
         stopping: AtomicBool::new(false),
         dropped: AtomicBool::new(false),
