@@ -137,6 +137,11 @@ async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) ->
     };
     let health = path == "/healthz";
     let open = health || (path == "/metrics" && app.public_metrics);
+    let blocked = if open {
+        None
+    } else {
+        app.throttle.blocked(client.ip())
+    };
     let response = if !health && !app.allow.allows(client.ip()) {
         error(
             StatusCode::FORBIDDEN,
@@ -144,6 +149,23 @@ async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) ->
             "this client's address is not in the allowed networks",
             "not_allowed",
         )
+    } else if let Some(wait) = blocked {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed attempts",
+            format!(
+                "this client failed to authenticate {} times within {} s: try again in \
+                 {seconds} s",
+                super::throttle::FAILURES_ALLOWED,
+                super::throttle::WINDOW.as_secs()
+            ),
+            "throttled",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        response
     } else {
         let given: Vec<&HeaderValue> = request
             .headers()
@@ -166,29 +188,52 @@ async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) ->
                 next.run(request).await
             }
             Err(_) if open => next.run(request).await,
-            Err(Refused::Missing) => {
-                let mut response = error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "send `Authorization: Bearer <token>`",
-                    "unauthorized",
-                );
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"migrate\""),
-                );
-                response
+            Err(refused) => {
+                // A wrong token is a guess; a missing one guesses nothing.
+                if matches!(refused, Refused::Unknown) {
+                    app.throttle.failed(client.ip());
+                }
+                refusal(refused)
             }
-            Err(Refused::Unknown) => error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "the token is not valid",
-                "forbidden",
-            ),
         }
     };
-    audit.answered(&response);
+    // Refused requests are written one by one only the first few times in
+    // a client's window; the rest are counted and said in one line.
+    let refused = matches!(
+        response.extensions().get::<Outcome>().map(|o| o.0),
+        Some("unauthorized" | "forbidden" | "not_allowed" | "throttled")
+    );
+    if refused && !app.throttle.audit_refusal(client.ip()) {
+        audit.written = true;
+    } else {
+        audit.answered(&response);
+    }
     response
+}
+
+/// The answer to a request without a valid token.
+fn refusal(refused: Refused) -> Response {
+    match refused {
+        Refused::Missing => {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send `Authorization: Bearer <token>`",
+                "unauthorized",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"migrate\""),
+            );
+            response
+        }
+        Refused::Unknown => error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the token is not valid",
+            "forbidden",
+        ),
+    }
 }
 
 async fn method_not_allowed(method: Method) -> Response {

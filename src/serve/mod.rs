@@ -9,6 +9,7 @@ mod api;
 mod auth;
 mod limits;
 mod shapes;
+mod throttle;
 
 pub use auth::{MIN_TOKEN_LENGTH, Refused, Tokens};
 pub use limits::{AllowList, RateLimit, RunBudget};
@@ -119,6 +120,9 @@ pub(crate) struct App {
     allow: AllowList,
     public_metrics: bool,
     run_limit: RunBudget,
+    /// Failed authentications per client, and refused requests not yet
+    /// audited one by one.
+    throttle: throttle::AuthThrottle,
     /// Held by the run in progress; shutdown waits for it.
     running: Arc<tokio::sync::Mutex<()>>,
     /// Set at the first signal: no run starts after it.
@@ -180,6 +184,7 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
         allow: serve.allow,
         public_metrics: serve.public_metrics,
         run_limit: RunBudget::per_minute(serve.run_limit),
+        throttle: throttle::AuthThrottle::default(),
         running: Arc::new(tokio::sync::Mutex::new(())),
         stopping: AtomicBool::new(false),
         dropped: AtomicBool::new(false),
@@ -214,6 +219,18 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
         }
         run_in_progress
     };
+    // Refused requests not written one by one: one line per client and
+    // window, once the window ends (and the rest at the end).
+    let summaries = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                ticks.tick().await;
+                write_unaudited(&app, false);
+            }
+        })
+    };
     let mut forced = serve_connections(
         listener,
         api::router(Arc::clone(&app)),
@@ -229,6 +246,8 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
             () = signals.next() => forced = true,
         }
     }
+    summaries.abort();
+    write_unaudited(&app, true);
     if forced && app.running.try_lock().is_err() {
         // Returning ends the runtime: the run's connection closes and the
         // database rolls its transaction back.
@@ -240,6 +259,23 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
     }
     printer.line("stopped");
     Ok(())
+}
+
+/// One audit line for each client's refused requests that were counted
+/// rather than written (all windows with `all`, else the ended ones).
+fn write_unaudited(app: &App, all: bool) {
+    for unaudited in app.throttle.ended(all) {
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                "audit": "refused",
+                "client": unaudited.client.to_string(),
+                "since": humantime::format_rfc3339_millis(unaudited.since).to_string(),
+                "requests": unaudited.requests,
+            })
+        );
+    }
 }
 
 fn migrator_target(app: &App) -> String {

@@ -454,9 +454,20 @@ fn every_way_of_not_being_let_in() {
         .into_iter()
         .filter(|l| l["status"] == 401 || l["status"] == 403)
         .collect();
-    assert!(refused.len() >= 10, "{refused:?}");
+    // The first five refusals one line each; the rest counted, and said in
+    // one line at the end of the window (here: at shutdown).
+    assert_eq!(refused.len(), 5, "{refused:?}");
     assert!(refused.iter().all(|l| l["token"].is_null()));
     server.assert_no_secrets();
+    let (_, _, server) = server.terminate();
+    let summary: Vec<Value> = server
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["audit"] == "refused")
+        .collect();
+    assert_eq!(summary.len(), 1, "{summary:?}");
+    assert_eq!(summary[0]["requests"], 7);
 }
 
 #[test]
@@ -1175,4 +1186,74 @@ fn a_run_through_a_transaction_pool_races_cli_runs_and_applies_each_once() {
         t.value("SELECT count(*) FROM schema_migrations_lock"),
         Some("0".into())
     );
+}
+
+/// Guessing tokens is slowed per client: after 10 failures in a minute a
+/// client gets 429 with Retry-After, others are not affected, and its
+/// refused requests are written one by one only the first few times, the
+/// rest in one line with a count.
+#[test]
+fn failed_authentication_is_throttled_per_client_and_audited_in_aggregate() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let dual_stack = std::net::TcpListener::bind("[::]:0")
+        .and_then(|l| TcpStream::connect(("::1", l.local_addr()?.port())))
+        .is_ok();
+    if !dual_stack {
+        eprintln!("skipped: needs a dual-stack loopback for two client addresses");
+        return;
+    }
+    let mut server = Server::start(&t, &["--listen", "[::]:0"]);
+    let port = server.addr.port();
+    let guesser = SocketAddr::from(([127, 0, 0, 1], port));
+    let other = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    server.addr = guesser;
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let out = server.get("/admin/migrations/status", Some(&format!("guess-{i}")));
+        statuses.push(out.status);
+        if out.status == 429 {
+            let retry: u64 = out.header("retry-after").unwrap().parse().unwrap();
+            assert!((1..=60).contains(&retry), "{retry}");
+            assert_eq!(out.json()["error"], "too many failed attempts");
+        }
+    }
+    assert_eq!(statuses[..10], [403; 10]);
+    assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+    // A valid token from the same client waits too; the kubelet's probe
+    // does not.
+    assert_eq!(
+        server.get("/admin/migrations/status", Some(TOKEN)).status,
+        429
+    );
+    assert_eq!(server.get("/healthz", None).status, 200);
+    // Another client is not slowed.
+    server.addr = other;
+    assert_eq!(
+        server.get("/admin/migrations/status", Some(TOKEN)).status,
+        200
+    );
+    assert_eq!(
+        server.get("/admin/migrations/status", Some("nope")).status,
+        403
+    );
+    let written = server
+        .audit_lines()
+        .iter()
+        .filter(|l| l["client"].as_str().unwrap().starts_with("127.0.0.1:"))
+        .filter(|l| l["route"] == "/admin/migrations/status")
+        .count();
+    assert_eq!(written, 5, "the first five refusals, one line each");
+    let (code, _, server) = server.terminate();
+    assert_eq!(code, Some(0));
+    let summary: Vec<Value> = server
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["audit"] == "refused")
+        .collect();
+    assert_eq!(summary.len(), 1, "{summary:?}");
+    assert_eq!(summary[0]["client"], "127.0.0.1");
+    // 40 guesses and the valid token's 429, less the five written.
+    assert_eq!(summary[0]["requests"], 36);
 }
