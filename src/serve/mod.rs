@@ -285,6 +285,53 @@ fn migrator_target(app: &App) -> String {
 /// The most connections served at once; more are closed as they come.
 pub const MAX_CONNECTIONS: usize = 256;
 
+/// The most connections of one client (an IPv6 one by its /64) at once, so
+/// that one address cannot take the others' places.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 32;
+
+/// Connections from outside `--allow-from`, which may only ask for
+/// `/healthz` (the kubelet's probes come from the node): a few places of
+/// their own, apart from [`MAX_CONNECTIONS`].
+pub const MAX_OUTSIDE_CONNECTIONS: usize = 16;
+
+/// How many connections each client has open.
+#[derive(Clone, Default)]
+struct PerClient(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One client's place, given back when its connection ends.
+struct ClientPlace {
+    clients: PerClient,
+    key: std::net::IpAddr,
+}
+
+impl PerClient {
+    fn enter(&self, client: std::net::IpAddr) -> Option<ClientPlace> {
+        let key = throttle::key(client);
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(key).or_insert(0);
+        if *count >= MAX_CONNECTIONS_PER_CLIENT {
+            return None;
+        }
+        *count += 1;
+        Some(ClientPlace {
+            clients: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientPlace {
+    fn drop(&mut self) {
+        let mut open = self.clients.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// How long a client may take to send a request's head (also the next one
 /// on a kept-alive connection).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -313,6 +360,8 @@ async fn serve_connections(
 ) -> bool {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let outside = Arc::new(tokio::sync::Semaphore::new(MAX_OUTSIDE_CONNECTIONS));
+    let per_client = PerClient::default();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
@@ -329,13 +378,25 @@ async fn serve_connections(
             },
             () = signals.next() => break,
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            drop(stream);
-            continue;
-        };
         // An IPv4 client of a dual-stack socket is written as 10.1.2.3,
         // not ::ffff:10.1.2.3, in the audit log and the journal.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        // Clients outside the allowed networks take none of the others'
+        // places, and no client more than its share: the rest are closed
+        // as they come.
+        let pool = if app.allow.allows(peer.ip()) {
+            &slots
+        } else {
+            &outside
+        };
+        let Ok(slot) = Arc::clone(pool).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let Some(place) = per_client.enter(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
         let router = router.clone();
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -349,6 +410,7 @@ async fn serve_connections(
             graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
         tokio::spawn(async move {
             let _ = connection.await;
+            drop(place);
             drop(slot);
         });
     }

@@ -21,7 +21,7 @@ const MOST_CLIENTS: usize = 10_000;
 
 /// Who a window belongs to: the address, or an IPv6 client's /64 (one
 /// machine commonly has the whole of it).
-fn key(address: IpAddr) -> IpAddr {
+pub(super) fn key(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V4(_) => address,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -1257,3 +1257,60 @@ fn failed_authentication_is_throttled_per_client_and_audited_in_aggregate() {
     // 40 guesses and the valid token's 429, less the five written.
     assert_eq!(summary[0]["requests"], 36);
 }
+
+/// 300 idle connections from one address: it keeps at most its share (or,
+/// outside `--allow-from`, a few places of their own), and another client's
+/// requests and `/healthz` are still answered.
+#[test]
+fn one_address_cannot_fill_the_connection_cap() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let dual_stack = std::net::TcpListener::bind("[::]:0")
+        .and_then(|l| TcpStream::connect(("::1", l.local_addr()?.port())))
+        .is_ok();
+    if !dual_stack {
+        eprintln!("skipped: needs a dual-stack loopback for two client addresses");
+        return;
+    }
+    for (args, kept_at_most) in [
+        (vec!["--listen", "[::]:0"], 32),
+        (vec!["--listen", "[::]:0", "--allow-from", "::1/128"], 16),
+    ] {
+        let mut server = Server::start(&t, &args);
+        let port = server.addr.port();
+        let hogs: Vec<TcpStream> = (0..300)
+            .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+            .collect();
+        // Those over the share are closed at once; the others stay open.
+        let mut open = 0;
+        for mut hog in &hogs {
+            hog.set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+            let mut byte = [0u8; 1];
+            if let Err(err) = hog.read(&mut byte) {
+                assert!(
+                    matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                    "{err}"
+                );
+                open += 1;
+            }
+        }
+        assert!(open <= kept_at_most, "{open} kept open ({args:?})");
+        server.addr = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+        let started = std::time::Instant::now();
+        assert_eq!(
+            server.get("/admin/migrations/status", Some(TOKEN)).status,
+            200
+        );
+        assert_eq!(server.get("/healthz", None).status, 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(hogs);
+    }
+}
