@@ -261,6 +261,28 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
     Ok(())
 }
 
+/// The audit of a request or connection refused before the router (a
+/// connection over the caps, a head too large, malformed or too slow):
+/// aggregated per client as other refusals are.
+fn audit_below_router(app: &App, peer: SocketAddr, outcome: &str) {
+    if app.throttle.audit_refusal(peer.ip()) {
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                "audit": "request",
+                "client": peer.to_string(),
+                "token": null,
+                "method": null,
+                "route": null,
+                "status": null,
+                "outcome": outcome,
+                "duration_ms": null,
+            })
+        );
+    }
+}
+
 /// One audit line for each client's refused requests that were counted
 /// rather than written (all windows with `all`, else the ended ones).
 fn write_unaudited(app: &App, all: bool) {
@@ -284,6 +306,12 @@ fn migrator_target(app: &App) -> String {
 
 /// The most connections served at once; more are closed as they come.
 pub const MAX_CONNECTIONS: usize = 256;
+
+/// The most bytes of a request's head (request line and headers). Hyper
+/// refuses a head that does not fit its buffer of this size; one that
+/// arrives whole in a single read may be larger, and is refused by the
+/// router's guard, which counts it.
+pub const HEAD_LIMIT: usize = 64 * 1024;
 
 /// The most connections of one client (an IPv6 one by its /64) at once, so
 /// that one address cannot take the others' places.
@@ -356,7 +384,7 @@ async fn serve_connections(
     router: axum::Router,
     signals: &mut Signals,
     on_first_signal: impl FnOnce() -> bool,
-    app: &App,
+    app: &Arc<App>,
 ) -> bool {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -365,7 +393,7 @@ async fn serve_connections(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(HEAD_LIMIT);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -391,10 +419,12 @@ async fn serve_connections(
         };
         let Ok(slot) = Arc::clone(pool).try_acquire_owned() else {
             drop(stream);
+            audit_below_router(app, peer, "too_many_connections");
             continue;
         };
         let Some(place) = per_client.enter(peer.ip()) else {
             drop(stream);
+            audit_below_router(app, peer, "too_many_connections");
             continue;
         };
         let router = router.clone();
@@ -408,8 +438,23 @@ async fn serve_connections(
         );
         let connection =
             graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        let app = Arc::clone(app);
         tokio::spawn(async move {
-            let _ = connection.await;
+            if let Err(err) = connection.await {
+                // What hyper refused before any route saw it.
+                let outcome = if err.is_parse_too_large() {
+                    Some("head_too_large")
+                } else if err.is_parse() {
+                    Some("bad_request")
+                } else if err.is_timeout() {
+                    Some("head_timeout")
+                } else {
+                    None
+                };
+                if let Some(outcome) = outcome {
+                    audit_below_router(&app, peer, outcome);
+                }
+            }
             drop(place);
             drop(slot);
         });

@@ -1312,5 +1312,77 @@ fn one_address_cannot_fill_the_connection_cap() {
             started.elapsed()
         );
         drop(hogs);
+        // The connections closed at accept are audited (aggregated).
+        assert!(
+            server
+                .audit_lines()
+                .iter()
+                .any(|l| l["outcome"] == "too_many_connections"
+                    && l["client"].as_str().unwrap().starts_with("127.0.0.1:"))
+        );
     }
+}
+
+/// Sends `head` in one write and reads the answer (empty if the server
+/// closed without one).
+fn raw(server: &Server, head: &[u8]) -> String {
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream.write_all(head).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The head limit is 64 KiB however the head arrives, and what is refused
+/// before any route sees it is audited too.
+#[test]
+fn heads_refused_below_the_router_are_limited_exactly_and_audited() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+    // A head of exactly `total` bytes, in one write.
+    let head = |total: usize| {
+        let start = "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Pad: ";
+        let pad = total - start.len() - "\r\n\r\n".len();
+        format!("{start}{}\r\n\r\n", "a".repeat(pad)).into_bytes()
+    };
+    assert_eq!(head(65536).len(), 65536);
+    let at_limit = raw(&server, &head(65536));
+    assert!(
+        at_limit.starts_with("HTTP/1.1 200"),
+        "{}",
+        &at_limit[..at_limit.len().min(200)]
+    );
+    for total in [65537, 112 * 1024] {
+        let over = raw(&server, &head(total));
+        assert!(
+            over.starts_with("HTTP/1.1 431"),
+            "{total}: {}",
+            &over[..over.len().min(200)]
+        );
+    }
+    let bad = raw(&server, b"GARBAGE\r\n\r\n");
+    assert!(bad.is_empty() || bad.starts_with("HTTP/1.1 400"), "{bad}");
+    let two_lengths = raw(
+        &server,
+        b"POST /admin/migrations/run HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\
+          Content-Length: 17\r\n\r\n{}",
+    );
+    assert!(
+        two_lengths.is_empty() || two_lengths.starts_with("HTTP/1.1 400"),
+        "{two_lengths}"
+    );
+    assert!(!t.table_exists("public.schema_migrations"), "nothing ran");
+    wait_until(Duration::from_secs(5), "the audit lines", || {
+        let outcomes: Vec<String> = server
+            .audit_lines()
+            .iter()
+            .map(|l| l["outcome"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        outcomes.iter().filter(|o| *o == "head_too_large").count() == 2
+            && outcomes.iter().filter(|o| *o == "bad_request").count() == 2
+    });
 }
