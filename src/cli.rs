@@ -70,6 +70,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub public_metrics: bool,
 
+    /// A run asked for with one token starts only once a second, different run token approves it, within 15 minutes [env: MIGRATE_REQUIRE_APPROVAL]
+    #[arg(long)]
+    pub require_approval: bool,
+
     /// Only clients from these networks, e.g. 10.0.0.0/8 (repeat, or comma-separate)
     /// [env: MIGRATE_ALLOW_FROM] [default: any]
     #[arg(long, value_name = "CIDR")]

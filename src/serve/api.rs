@@ -1,7 +1,7 @@
 //! The routes, the guard in front of them (allow-list, token, audit line)
 //! and the JSON the seed's clients expect (SPEC "Admin HTTP API").
 
-use super::auth::Refused;
+use super::auth::{Refused, Role};
 use super::shapes;
 use super::{App, BODY_LIMIT, READ_TIMEOUT};
 use crate::engine::UpOptions;
@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 #[derive(Clone)]
 struct Caller {
     token: String,
+    role: Role,
     client: SocketAddr,
 }
 
@@ -39,6 +40,7 @@ pub(super) fn router(app: Arc<App>) -> Router {
         .route("/admin/migrations/status", get(status))
         .route("/admin/migrations/history", get(history))
         .route("/admin/migrations/run", post(run))
+        .route("/admin/migrations/approve", post(approve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(Arc::clone(&app), guard))
@@ -201,10 +203,11 @@ async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) ->
             _ => Err(Refused::Missing),
         };
         match checked {
-            Ok(name) => {
+            Ok((name, role)) => {
                 audit.token = Some(name.to_owned());
                 request.extensions_mut().insert(Caller {
                     token: name.to_owned(),
+                    role,
                     client,
                 });
                 next.run(request).await
@@ -504,7 +507,6 @@ impl Reporter for RunLog {
     }
 }
 
-/// `POST /admin/migrations/run` with `{"confirm": true}`.
 /// A run's body: `{"confirm": true}`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -512,20 +514,26 @@ struct RunBody {
     confirm: bool,
 }
 
-async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
-    let Some(caller) = request.extensions().get::<Caller>().cloned() else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "no token",
-            "unauthorized",
-        );
-    };
+/// An approval's body: `{"approval": "<id>"}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    approval: String,
+}
+
+/// Reads a small JSON object body into `T`, refusing a key given twice (the
+/// last one would win) and a field this server does not know (it would be
+/// ignored); `None` for any other body that is not a `T` (`example` says
+/// what to send).
+async fn read_body<T: serde::de::DeserializeOwned>(
+    request: Request,
+    example: &str,
+) -> Result<Option<T>, Response> {
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request too large",
-            format!("the body may be at most {BODY_LIMIT} bytes: {{\"confirm\": true}}"),
+            format!("the body may be at most {BODY_LIMIT} bytes: {example}"),
             "too_large",
         )
     };
@@ -536,7 +544,7 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > BODY_LIMIT as u64) {
-        return too_large();
+        return Err(too_large());
     }
     let body = tokio::time::timeout(
         READ_TIMEOUT,
@@ -546,35 +554,72 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
         Ok(Ok(body)) => body,
         // A body that trickles in (or never comes) holds a connection.
         Err(_) => {
-            return error(
+            return Err(error(
                 StatusCode::REQUEST_TIMEOUT,
                 "request timeout",
                 format!("the body did not arrive within {}s", READ_TIMEOUT.as_secs()),
                 "timeout",
-            );
+            ));
         }
-        Ok(Err(_)) => return too_large(),
+        Ok(Err(_)) => return Err(too_large()),
     };
-    // `{"confirm": true}` and nothing else: a key given twice (the last one
-    // would win) or a field this server does not know (`"dry_run": true`
-    // would be ignored, and the run applied) is refused.
-    // An object: serde would take `[true]` for the struct too.
+    // An object: serde would take `[true]` for a struct too.
     let object = serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.is_object());
-    let confirmed = match serde_json::from_slice::<RunBody>(&body) {
-        Ok(_) if !object => None,
-        Ok(body) => Some(body.confirm),
+    match serde_json::from_slice::<T>(&body) {
+        Ok(_) if !object => Ok(None),
+        Ok(body) => Ok(Some(body)),
         Err(err)
             if err.to_string().contains("duplicate field")
                 || err.to_string().contains("unknown field") =>
         {
-            return error(
+            Err(error(
                 StatusCode::BAD_REQUEST,
                 "bad request body",
-                format!("{err}: send exactly {{\"confirm\": true}}"),
+                format!("{err}: send exactly {example}"),
                 "bad_body",
-            );
+            ))
         }
-        Err(_) => None,
+        Err(_) => Ok(None),
+    }
+}
+
+/// The run token of the request, or the answer that refuses it.
+// The error is the answer itself, sent at once: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
+fn caller_of(request: &Request) -> Result<Caller, Response> {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| {
+            error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "no token",
+                "unauthorized",
+            )
+        })?;
+    if caller.role == Role::Read {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this token may read (status, history, metrics), not run migrations",
+            "read_only",
+        ));
+    }
+    Ok(caller)
+}
+
+/// `POST /admin/migrations/run` with `{"confirm": true}`: the run, or with
+/// `--require-approval` a request another token must approve.
+async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
+    let caller = match caller_of(&request) {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    let confirmed = match read_body::<RunBody>(request, r#"{"confirm": true}"#).await {
+        Ok(body) => body.map(|b| b.confirm),
+        Err(response) => return response,
     };
     if confirmed != Some(true) {
         return error(
@@ -584,6 +629,131 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
             "unconfirmed",
         );
     }
+    let actor = format!("{} (API, from {})", caller.token, caller.client.ip());
+    if let Some(window) = app.approval_window {
+        return request_approval(&app, &caller, actor, window);
+    }
+    start_run(app, caller, actor).await
+}
+
+/// A run waiting for a second token's approval.
+pub(super) struct Pending {
+    id: String,
+    requested_by: String,
+    actor: String,
+    until: Instant,
+}
+
+fn request_approval(app: &App, caller: &Caller, actor: String, window: Duration) -> Response {
+    let mut pending = app.pending.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    if let Some(waiting) = pending.as_ref().filter(|p| p.until > now) {
+        return error(
+            StatusCode::CONFLICT,
+            "a run awaits approval",
+            format!(
+                "{} asked for a run that awaits approval ({}, for {} s more): approve it with \
+                 another token, or wait for it to lapse",
+                waiting.requested_by,
+                waiting.id,
+                (waiting.until - now).as_secs()
+            ),
+            "awaiting_approval",
+        );
+    }
+    let id = approval_id();
+    *pending = Some(Pending {
+        id: id.clone(),
+        requested_by: caller.token.clone(),
+        actor,
+        until: now + window,
+    });
+    json_response(
+        StatusCode::ACCEPTED,
+        json!({
+            "status": "awaiting_approval",
+            "approval": id,
+            "requested_by": caller.token,
+            "expires_in_seconds": window.as_secs(),
+        }),
+        "awaiting_approval",
+    )
+}
+
+/// A hard-to-guess id for an approval request.
+fn approval_id() -> String {
+    use sha2::Digest;
+    let seed = format!(
+        "{:?} {} {:?}",
+        SystemTime::now(),
+        std::process::id(),
+        std::thread::current().id()
+    );
+    sha2::Sha256::digest(seed.as_bytes())
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `POST /admin/migrations/approve` with `{"approval": "<id>"}`: a second,
+/// different run token approves the run another asked for, and it starts.
+async fn approve(State(app): State<Arc<App>>, request: Request) -> Response {
+    let caller = match caller_of(&request) {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    let id = match read_body::<ApproveBody>(request, r#"{"approval": "<id>"}"#).await {
+        Ok(Some(body)) => body.approval,
+        Ok(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "approval required",
+                "send the JSON body {\"approval\": \"<id>\"} with the id the run request got",
+                "unconfirmed",
+            );
+        }
+        Err(response) => return response,
+    };
+    let actor = {
+        let mut pending = app.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match pending.as_ref() {
+            Some(p) if p.id == id && p.until > now => {
+                if p.requested_by == caller.token {
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        "a run is approved by a second, different token than the one that asked \
+                         for it",
+                        "self_approval",
+                    );
+                }
+                let actor = format!(
+                    "{}, approved by {} (API, from {})",
+                    p.actor,
+                    caller.token,
+                    caller.client.ip()
+                );
+                *pending = None;
+                actor
+            }
+            _ => {
+                return error(
+                    StatusCode::CONFLICT,
+                    "no such run awaits approval",
+                    "the approval is unknown, already used, or lapsed: ask for the run again",
+                    "no_approval",
+                );
+            }
+        }
+    };
+    start_run(app, caller, actor).await
+}
+
+/// Starts a run as `actor`, charged to `caller`'s budget, and answers with
+/// its result.
+async fn start_run(app: Arc<App>, caller: Caller, actor: String) -> Response {
     let Ok(running) = Arc::clone(&app.running).try_lock_owned() else {
         return error(
             StatusCode::CONFLICT,
@@ -620,7 +790,6 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
     let task_app = Arc::clone(&app);
     let task = tokio::spawn(async move {
         let _running = running;
-        let actor = format!("{} (API, from {})", caller.token, caller.client.ip());
         let migrator = task_app
             .migrator
             .with_database(task_app.database_for(actor));

@@ -14,8 +14,17 @@ pub const MIN_TOKEN_LENGTH: usize = 16;
 /// The name `MIGRATE_ADMIN_TOKEN` goes by in the audit log.
 pub const ENV_TOKEN_NAME: &str = "MIGRATE_ADMIN_TOKEN";
 
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Status, history and metrics.
+    Read,
+    /// Also run (and approve) migrations.
+    Run,
+}
+
 pub struct Tokens {
-    known: Vec<(String, [u8; 32])>,
+    known: Vec<(String, [u8; 32], Role)>,
 }
 
 /// Why a request was not let in.
@@ -28,8 +37,8 @@ pub enum Refused {
 }
 
 impl Tokens {
-    /// The tokens of `MIGRATE_ADMIN_TOKEN` (a token itself) and of a token
-    /// file (`name:sha256-hex` per line; `#` comments and blank lines
+    /// The tokens of `MIGRATE_ADMIN_TOKEN` (a token itself, role `run`) and of a
+    /// token file (`name:sha256-hex[:read|run]` per line, `run` if not said; `#` comments and blank lines
     /// allowed). None at all is an error: the server does not start.
     pub fn load(env_token: Option<&str>, file: Option<&Path>) -> Result<Tokens, Error> {
         let mut known = Vec::new();
@@ -43,7 +52,7 @@ impl Tokens {
                     ),
                 });
             }
-            known.push((ENV_TOKEN_NAME.to_owned(), hash(token)));
+            known.push((ENV_TOKEN_NAME.to_owned(), hash(token), Role::Run));
         }
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|err| Error::Config {
@@ -60,9 +69,22 @@ impl Tokens {
                     origin: origin.clone(),
                     message: message.to_owned(),
                 };
-                let (name, hex) = line
+                let (name, rest) = line
                     .split_once(':')
-                    .ok_or_else(|| bad("expected `name:sha256-hex`"))?;
+                    .ok_or_else(|| bad("expected `name:sha256-hex` or `name:sha256-hex:role`"))?;
+                let (hex, role) = match rest.split_once(':') {
+                    None => (rest, Role::Run),
+                    Some((hex, role)) => match role.trim() {
+                        "run" => (hex, Role::Run),
+                        "read" => (hex, Role::Read),
+                        other => {
+                            return Err(bad(&format!(
+                                "`{other}` is not a role: `read` (status, history, metrics) or \
+                                 `run` (also runs)"
+                            )));
+                        }
+                    },
+                };
                 let name = name.trim();
                 if name.is_empty()
                     || !name
@@ -76,10 +98,10 @@ impl Tokens {
                 let digest = parse_hex(hex.trim()).ok_or_else(|| {
                     bad("expected the token's SHA-256 as 64 hex digits (`printf %s \"$TOKEN\" | sha256sum`)")
                 })?;
-                if known.iter().any(|(n, _)| n == name) {
+                if known.iter().any(|(n, _, _)| n == name) {
                     return Err(bad(&format!("the name `{name}` is given twice")));
                 }
-                known.push((name.to_owned(), digest));
+                known.push((name.to_owned(), digest, role));
             }
         }
         if known.is_empty() {
@@ -94,8 +116,8 @@ impl Tokens {
         Ok(Tokens { known })
     }
 
-    /// The name of the token an `Authorization` header carries.
-    pub fn check(&self, authorization: Option<&[u8]>) -> Result<&str, Refused> {
+    /// The name and role of the token an `Authorization` header carries.
+    pub fn check(&self, authorization: Option<&[u8]>) -> Result<(&str, Role), Refused> {
         let header = authorization.ok_or(Refused::Missing)?;
         let header = std::str::from_utf8(header).map_err(|_| Refused::Missing)?;
         let (scheme, token) = header.split_once(' ').ok_or(Refused::Missing)?;
@@ -106,9 +128,9 @@ impl Tokens {
         let presented = hash(token);
         // Every known hash is compared, whatever matched before.
         let mut found = None;
-        for (name, digest) in &self.known {
+        for (name, digest, role) in &self.known {
             if bool::from(digest.ct_eq(&presented)) {
-                found = Some(name.as_str());
+                found = Some((name.as_str(), *role));
             }
         }
         found.ok_or(Refused::Unknown)
@@ -148,21 +170,34 @@ mod tests {
         std::fs::write(
             &file,
             format!(
-                "# ci and ops\nci:{}\n\nops : {}\n",
+                "# ci and ops\nci:{}\n\nops : {}\nviewer:{}:read\nrunner:{}:run\n",
                 hex("ci-token-0123456789"),
-                hex("ops-token-0123456789").to_uppercase()
+                hex("ops-token-0123456789").to_uppercase(),
+                hex("viewer-token-0123456789"),
+                hex("runner-token-0123456789")
             ),
         )
         .unwrap();
         let tokens = Tokens::load(Some(TOKEN), Some(&file)).unwrap();
         assert_eq!(
             tokens.check(Some(format!("Bearer {TOKEN}").as_bytes())),
-            Ok(ENV_TOKEN_NAME)
+            Ok((ENV_TOKEN_NAME, Role::Run))
         );
-        assert_eq!(tokens.check(Some(b"bearer ci-token-0123456789")), Ok("ci"));
+        assert_eq!(
+            tokens.check(Some(b"bearer ci-token-0123456789")),
+            Ok(("ci", Role::Run))
+        );
         assert_eq!(
             tokens.check(Some(b"Bearer ops-token-0123456789")),
-            Ok("ops")
+            Ok(("ops", Role::Run))
+        );
+        assert_eq!(
+            tokens.check(Some(b"Bearer viewer-token-0123456789")),
+            Ok(("viewer", Role::Read))
+        );
+        assert_eq!(
+            tokens.check(Some(b"Bearer runner-token-0123456789")),
+            Ok(("runner", Role::Run))
         );
         assert_eq!(
             tokens.check(Some(b"Bearer nope-nope-nope-nope")),
@@ -197,6 +232,8 @@ mod tests {
         assert!(message(Some("short"), None).contains("at least 16 characters"));
         assert!(message(None, Some("# nothing\n")).contains("no token"));
         assert!(message(None, Some("ci abc\n")).contains("tokens:1: expected `name:sha256-hex`"));
+        let role = format!("ci:{}:admin\n", hex("x"));
+        assert!(message(None, Some(&role)).contains("tokens:1: `admin` is not a role"));
         assert!(message(None, Some("ci:abc\n")).contains("64 hex digits"));
         let signed = format!("ci:+f{}\n", &hex("x")[2..]);
         assert!(message(None, Some(&signed)).contains("64 hex digits"));

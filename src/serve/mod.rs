@@ -11,7 +11,7 @@ mod limits;
 mod shapes;
 mod throttle;
 
-pub use auth::{MIN_TOKEN_LENGTH, Refused, Tokens};
+pub use auth::{MIN_TOKEN_LENGTH, Refused, Role, Tokens};
 pub use limits::{AllowList, RateLimit, RunBudget};
 
 use crate::cli::ServeArgs;
@@ -43,6 +43,7 @@ pub struct ServeSettings {
     pub public_metrics: bool,
     pub allow: AllowList,
     pub run_limit: u32,
+    pub require_approval: bool,
 }
 
 impl ServeSettings {
@@ -100,12 +101,21 @@ impl ServeSettings {
             Some((n, _)) => n,
             None => 6,
         };
+        let require_approval = args.require_approval
+            || match env("MIGRATE_REQUIRE_APPROVAL") {
+                None => false,
+                Some(value) => parse_bool(&value).ok_or_else(|| Error::Config {
+                    origin: "MIGRATE_REQUIRE_APPROVAL".into(),
+                    message: format!("`{value}` is not one of true, false, 1, 0, yes, no"),
+                })?,
+            };
         Ok(ServeSettings {
             listen,
             tokens,
             public_metrics,
             allow,
             run_limit,
+            require_approval,
         })
     }
 }
@@ -123,6 +133,11 @@ pub(crate) struct App {
     /// Failed authentications per client, and refused requests not yet
     /// audited one by one.
     throttle: throttle::AuthThrottle,
+    /// `--require-approval`: how long a run request waits for a second
+    /// token's approval.
+    approval_window: Option<Duration>,
+    /// The run request awaiting approval, if any.
+    pending: std::sync::Mutex<Option<api::Pending>>,
     /// Held by the run in progress; shutdown waits for it.
     running: Arc<tokio::sync::Mutex<()>>,
     /// Set at the first signal: no run starts after it.
@@ -185,6 +200,8 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
         public_metrics: serve.public_metrics,
         run_limit: RunBudget::per_minute(serve.run_limit),
         throttle: throttle::AuthThrottle::default(),
+        approval_window: serve.require_approval.then_some(APPROVAL_WINDOW),
+        pending: std::sync::Mutex::new(None),
         running: Arc::new(tokio::sync::Mutex::new(())),
         stopping: AtomicBool::new(false),
         dropped: AtomicBool::new(false),
@@ -303,6 +320,9 @@ fn write_unaudited(app: &App, all: bool) {
 fn migrator_target(app: &App) -> String {
     app.migrator.database().dsn.describe()
 }
+
+/// How long a run request waits for its approval (`--require-approval`).
+pub const APPROVAL_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// The most connections served at once; more are closed as they come.
 pub const MAX_CONNECTIONS: usize = 256;

@@ -409,10 +409,14 @@ fn the_readmes_token_file_parses() {
     let tokens = migrate::serve::Tokens::load(None, Some(&file)).unwrap();
     assert_eq!(
         tokens.check(Some(b"Bearer example-ci-token-do-not-use-1")),
-        Ok("ci")
+        Ok(("ci", migrate::serve::Role::Run))
     );
     assert_eq!(
         tokens.check(Some(b"Bearer example-ops-token-do-not-use-2")),
-        Ok("ops-alice")
+        Ok(("ops-alice", migrate::serve::Role::Run))
+    );
+    assert_eq!(
+        tokens.check(Some(b"Bearer example-read-token-do-not-use-3")),
+        Ok(("dashboard", migrate::serve::Role::Read))
     );
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 const TOKEN: &str = "admin-token-for-tests-4b1d9e";
 const CI_TOKEN: &str = "ci-token-for-tests-90ac3f";
+/// A `read` token: status, history and metrics only.
+const VIEWER_TOKEN: &str = "viewer-token-for-tests-77e2b1";
 
 /// A running `migrate serve`, its output going to files.
 struct Server {
@@ -70,7 +72,11 @@ impl Server {
     ) -> Server {
         t.file(
             "tokens",
-            &format!("# test tokens\nci:{}\n", sha256_hex(CI_TOKEN)),
+            &format!(
+                "# test tokens\nci:{}\nviewer:{}:read\n",
+                sha256_hex(CI_TOKEN),
+                sha256_hex(VIEWER_TOKEN)
+            ),
         );
         let stdout = t.dir().join("serve.out");
         let stderr = t.dir().join("serve.err");
@@ -1385,4 +1391,103 @@ fn heads_refused_below_the_router_are_limited_exactly_and_audited() {
         outcomes.iter().filter(|o| *o == "head_too_large").count() == 2
             && outcomes.iter().filter(|o| *o == "bad_request").count() == 2
     });
+}
+
+fn approve(server: &Server, token: &str, id: &str) -> Response {
+    server.request(
+        "POST",
+        "/admin/migrations/approve",
+        Some(token),
+        Some(format!(r#"{{"approval": "{id}"}}"#).as_bytes()),
+    )
+}
+
+/// A `read` token sees everything and runs nothing.
+#[test]
+fn a_read_token_reads_and_cannot_run() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+    for path in [
+        "/admin/migrations/status",
+        "/admin/migrations/history",
+        "/metrics",
+    ] {
+        assert_eq!(server.get(path, Some(VIEWER_TOKEN)).status, 200, "{path}");
+    }
+    let run = server.run(Some(VIEWER_TOKEN), r#"{"confirm": true}"#);
+    assert_eq!(run.status, 403, "{}", run.body);
+    assert!(run.json()["details"].as_str().unwrap().contains("not run"));
+    assert_eq!(approve(&server, VIEWER_TOKEN, "x").status, 403);
+    assert!(!t.table_exists("public.schema_migrations"), "nothing ran");
+    assert!(
+        server
+            .audit_lines()
+            .iter()
+            .any(|l| l["token"] == "viewer" && l["outcome"] == "read_only")
+    );
+}
+
+/// With --require-approval a run asked for by one token starts only once
+/// another approves it; the journal names both.
+#[test]
+fn a_run_needs_a_second_tokens_approval_when_required() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &["--require-approval"]);
+    let asked = server.run(Some(TOKEN), r#"{"confirm": true}"#);
+    assert_eq!(asked.status, 202, "{}", asked.body);
+    let doc = asked.json();
+    assert_eq!(doc["status"], "awaiting_approval");
+    assert_eq!(doc["requested_by"], "MIGRATE_ADMIN_TOKEN");
+    assert_eq!(doc["expires_in_seconds"], 900);
+    let id = doc["approval"].as_str().unwrap().to_owned();
+    assert!(
+        !t.table_exists("public.schema_migrations"),
+        "not before approval"
+    );
+    // One request at a time.
+    assert_eq!(
+        server.run(Some(CI_TOKEN), r#"{"confirm": true}"#).status,
+        409
+    );
+    // Not by the token that asked, nor by a read token, nor a wrong id.
+    let own = approve(&server, TOKEN, &id);
+    assert_eq!(own.status, 403, "{}", own.body);
+    assert_eq!(own.json()["error"], "forbidden");
+    assert_eq!(approve(&server, VIEWER_TOKEN, &id).status, 403);
+    assert_eq!(approve(&server, CI_TOKEN, "0123456789ab").status, 409);
+    let approved = approve(&server, CI_TOKEN, &id);
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(approved.json()["status"], "success");
+    assert_eq!(
+        t.rows("SELECT DISTINCT actor FROM schema_migrations_log"),
+        vec![vec![Some(
+            "MIGRATE_ADMIN_TOKEN (API, from 127.0.0.1), approved by ci (API, from 127.0.0.1)"
+                .to_owned()
+        )]]
+    );
+    // Used once.
+    assert_eq!(approve(&server, CI_TOKEN, &id).status, 409);
+    let outcomes: Vec<String> = server
+        .audit_lines()
+        .iter()
+        .map(|l| {
+            format!(
+                "{}:{}",
+                l["token"].as_str().unwrap_or("-"),
+                l["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for expected in [
+        "MIGRATE_ADMIN_TOKEN:awaiting_approval",
+        "MIGRATE_ADMIN_TOKEN:self_approval",
+        "ci:applied",
+    ] {
+        assert!(
+            outcomes.iter().any(|o| o == expected),
+            "{expected}: {outcomes:?}"
+        );
+    }
 }
