@@ -44,15 +44,34 @@ echo "wrk: $connections connections, 2 threads, $duration; $(nproc) cores"
 echo
 echo "| folder | requests/s | p50 | p99 | max | server peak RSS |"
 echo "| --- | --- | --- | --- | --- | --- |"
-for case in example many; do
-    if [ $case = example ]; then path=migrations; else path=$work/many; fi
-    dsn="host=$work user=postgres dbname=$case"
+# The third case: the example folder while 300 idle connections (half a
+# request head each) from 127.0.0.1 hold what they can; wrk comes from ::1.
+for case in example many slowloris; do
+    db=$case
+    if [ $case = many ]; then path=$work/many; else path=migrations; fi
+    if [ $case = slowloris ]; then db=example; listen='[::]:0'; else listen=127.0.0.1:0; fi
+    dsn="host=$work user=postgres dbname=$db"
     SKIP_BOOTSTRAP=true "$migrate" up --yes --quiet --dsn "$dsn" --path "$path" --config "$work"
     MIGRATE_ADMIN_TOKEN=$token SKIP_BOOTSTRAP=true "$migrate" serve --dsn "$dsn" --path "$path" \
-        --config "$work" --listen 127.0.0.1:0 >"$work/serve.out" 2>/dev/null &
+        --config "$work" --listen "$listen" >"$work/serve.out" 2>/dev/null &
     server=$!
     for _ in $(seq 100); do grep -qs '^listening on' "$work/serve.out" && break; sleep 0.1; done
     address=$(sed -n 's|^listening on http://\([^ ]*\).*|\1|p' "$work/serve.out")
+    hogs=
+    if [ $case = slowloris ]; then
+        port=${address##*:}
+        address="[::1]:$port"
+        python3 -c '
+import socket, sys, time
+held = []
+for _ in range(300):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(b"GET /admin/migrations/status HTTP/1.1\r\nHost: x\r\n")
+    held.append(s)
+time.sleep(3600)' "$port" &
+        hogs=$!
+        sleep 1
+    fi
     url=http://$address/admin/migrations/status
     wrk -t2 -c"$connections" -d1s -H "Authorization: Bearer $token" "$url" >/dev/null
     out=$(wrk -t2 -c"$connections" -d"$duration" --latency -H "Authorization: Bearer $token" "$url")
@@ -63,8 +82,11 @@ for case in example many; do
     errors=$(grep -E 'Non-2xx|Socket errors' <<<"$out" || true)
     rss=$(awk '/^VmHWM/ {printf "%d MiB", $2 / 1024}' "/proc/$server/status")
     migrations=$(ls "$path"/*.sql | grep -vc "\.down\.sql$")
-    echo "| $case ($migrations migrations) | $rps | $p50 | $p99 | $max | $rss |"
+    label="$case ($migrations migrations)"
+    [ $case != slowloris ] || label="example ($migrations migrations), 300 idle connections from another address"
+    echo "| $label | $rps | $p50 | $p99 | $max | $rss |"
     [ -z "$errors" ] || echo "  $errors"
+    [ -z "$hogs" ] || kill "$hogs"
     kill "$server"
     wait "$server" 2>/dev/null || true
     server=
