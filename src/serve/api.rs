@@ -735,8 +735,7 @@ async fn approve(State(app): State<Arc<App>>, request: Request) -> Response {
                     caller.token,
                     caller.client.ip()
                 );
-                *pending = None;
-                actor
+                (actor, pending.take())
             }
             _ => {
                 return error(
@@ -748,7 +747,21 @@ async fn approve(State(app): State<Arc<App>>, request: Request) -> Response {
             }
         }
     };
-    start_run(app, caller, actor).await
+    let (actor, taken) = actor;
+    let response = start_run(Arc::clone(&app), caller, actor).await;
+    // A run that could not start (busy here, the lock held elsewhere, the
+    // budget spent, the database down) leaves the approval to be used
+    // again, if nothing took its place meanwhile.
+    if matches!(
+        response.status(),
+        StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        let mut pending = app.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.is_none() {
+            *pending = taken;
+        }
+    }
+    response
 }
 
 /// Starts a run as `actor`, charged to `caller`'s budget, and answers with

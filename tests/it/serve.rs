@@ -1491,3 +1491,32 @@ fn a_run_needs_a_second_tokens_approval_when_required() {
         );
     }
 }
+
+/// An approved run that finds the lock held by the CLI is 409, and the
+/// approval can be used again once the lock is free.
+#[test]
+fn an_approval_refused_for_the_lock_can_be_used_again() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_slow.sql",
+        "SELECT pg_sleep(3);\nCREATE TABLE slow (id int);",
+    )
+    .migration("002_b.sql", "CREATE TABLE b (id int);");
+    let server = Server::start(&t, &["--require-approval"]);
+    let asked = server.run(Some(TOKEN), r#"{"confirm": true}"#);
+    assert_eq!(asked.status, 202, "{}", asked.body);
+    let id = asked.json()["approval"].as_str().unwrap().to_owned();
+    let cli = t.migrate().args(["up", "--yes", "--target", "1"]).spawn();
+    t.wait_for_migrate_running("pg_sleep(3)");
+    let locked = approve(&server, CI_TOKEN, &id);
+    assert_eq!(locked.status, 409, "{}", locked.body);
+    assert_eq!(
+        locked.json()["error"],
+        "another run holds the migration lock"
+    );
+    assert!(cli.wait_with_output().unwrap().status.success());
+    let approved = approve(&server, CI_TOKEN, &id);
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(approved.json()["applied_count"], 1);
+    assert_eq!(approve(&server, CI_TOKEN, &id).status, 409);
+}
