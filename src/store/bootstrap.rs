@@ -1,7 +1,6 @@
 //! Running a bootstrap script: in a transaction, under the migration lock,
 //! with the bootstrap variables as transaction-local settings.
 
-use super::execute::RESET_FOR_BOOKKEEPING;
 use super::sql::SessionSettings;
 use super::{Lock, Store, Tracking};
 use crate::error::DbFailure;
@@ -51,13 +50,18 @@ impl Store {
         let (names, values) = variables;
         let client = self.client();
         let start = Instant::now();
+        let reset = self.reset_for_bookkeeping();
         let result = async {
             if names.is_empty() {
-                let begin = format!("BEGIN; {}", self.transaction_preamble(tracking, settings));
+                let begin = format!(
+                    "{}; {}",
+                    self.pooled_begin(),
+                    self.transaction_preamble(tracking, settings)
+                );
                 let (begun, ran, reset, held) = tokio::join!(
                     client.batch_execute(&begin),
                     client.batch_execute(&script.sql),
-                    client.batch_execute(RESET_FOR_BOOKKEEPING),
+                    client.batch_execute(&reset),
                     self.holds_claim(lock)
                 );
                 begun.map_err(Failed::Setup)?;
@@ -70,7 +74,8 @@ impl Store {
             // transaction-local settings and the table is gone before the
             // script runs.
             let begin = format!(
-                "BEGIN; {} CREATE TEMPORARY TABLE {VALUES_TABLE} (name text, value text) ON COMMIT DROP;",
+                "{}; {} CREATE TEMPORARY TABLE {VALUES_TABLE} (name text, value text) ON COMMIT DROP;",
+                self.pooled_begin(),
                 self.transaction_preamble(tracking, settings)
             );
             let copy = format!("COPY {VALUES_TABLE} FROM STDIN");
@@ -97,7 +102,7 @@ impl Store {
             let (set, ran, reset, held) = tokio::join!(
                 client.batch_execute(&set),
                 client.batch_execute(&script.sql),
-                client.batch_execute(RESET_FOR_BOOKKEEPING),
+                client.batch_execute(&reset),
                 self.holds_claim(lock)
             );
             set.map_err(Failed::Setup)?;

@@ -153,7 +153,7 @@ impl Store {
             let major = self.server_major();
             let preamble = self.transaction_preamble(tracking, settings);
             self.statements = Some(Statements {
-                begin: format!("BEGIN; {preamble}SELECT txid_current()"),
+                begin: format!("{}; {preamble}SELECT txid_current()", self.pooled_begin()),
                 session: bookkeeping::session(tracking, major, settings, false),
                 clear_failed: Sql::new(bookkeeping::clear_failed(tracking), &[T::TEXT]),
                 record_applied: Sql::new(
@@ -239,11 +239,12 @@ impl Store {
             }
         };
         let targets = index_targets(script);
+        let reset_sql = self.reset_for_bookkeeping();
         let (begun, cleared, ran, reset, held, invalid) = tokio::join!(
             client.simple_query(&statements.begin),
             clear,
             client.batch_execute(&script.sql),
-            client.batch_execute(RESET_FOR_BOOKKEEPING),
+            client.batch_execute(&reset_sql),
             self.holds_claim(run.lock),
             self.invalid_on(&targets),
         );
@@ -366,7 +367,7 @@ impl Store {
         let pooled = self.pooled.is_some();
         let session = async {
             if pooled {
-                client.batch_execute("BEGIN").await
+                client.batch_execute(&self.pooled_begin()).await
             } else {
                 client.batch_execute(&statements.session).await
             }
@@ -543,20 +544,33 @@ impl Store {
             // only a certain answer counts (a lost connection shows at the
             // next statement).
             let (held, ()) = tokio::join!(self.holds_claim(run.lock), progress);
+            // Through a pooler nothing else holds the lease: a check that
+            // fails leaves it unconfirmed, and no statement runs then.
+            let unconfirmed = pooled && held.is_err() && index + 1 < total;
             if let Ok(false) = held {
                 return Err(self
                     .lock_released(run, Some((index + 1, total)), start.elapsed())
                     .await);
+            }
+            if unconfirmed {
+                let failure = RunFailure::new(
+                    DbFailure::tool("the migration lease could not be confirmed after a statement"),
+                    start.elapsed(),
+                )
+                .after_statements(index + 1, total);
+                return Err(self.record_failure(run, failure).await);
             }
         }
         let duration = start.elapsed();
 
         // Done: the record, in a transaction of its own, if the lock is
         // still this run's.
+        let begin_record = format!(
+            "RESET SESSION AUTHORIZATION; RESET ROLE; {}; SELECT txid_current()",
+            self.pooled_begin()
+        );
         let (begun, cleared, held) = tokio::join!(
-            client.simple_query(
-                "RESET SESSION AUTHORIZATION; RESET ROLE; BEGIN; SELECT txid_current()"
-            ),
+            client.simple_query(&begin_record),
             async {
                 match run.action {
                     Action::Apply { .. } => self
@@ -681,8 +695,9 @@ impl Store {
         // own, if the lease is still this run's.
         let pooled = self.pooled.is_some();
         if pooled {
+            let begin = self.pooled_begin();
             let (begun, held) =
-                tokio::join!(client.batch_execute("BEGIN"), self.holds_claim(run.lock));
+                tokio::join!(client.batch_execute(&begin), self.holds_claim(run.lock));
             let refused = match (begun, held) {
                 (Ok(()), Ok(true)) => None,
                 (Ok(()), Ok(false)) => Some(DbFailure::tool(
@@ -862,6 +877,36 @@ impl Store {
                     .await
             }
             _ => self.invalid_on(targets).await.map_err(DbFailure::from),
+        }
+    }
+
+    /// `BEGIN`, and through a pooler the transaction's isolation pinned to
+    /// READ COMMITTED (the lease's renewals commit meanwhile) and its idle
+    /// time bounded by the lease, so a holder stopped mid-transaction does
+    /// not keep the lease's row locked.
+    pub(super) fn pooled_begin(&self) -> String {
+        match self.pooled {
+            Some(length) => format!(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; \
+                 SET LOCAL idle_in_transaction_session_timeout = '{}ms'",
+                length.as_millis()
+            ),
+            None => "BEGIN".to_owned(),
+        }
+    }
+
+    /// Sent after a transactional script, before its bookkeeping
+    /// ([`RESET_FOR_BOOKKEEPING`]); through a pooler also `RESET ALL`, so a
+    /// session `SET` in the file does not stay on the pooled server
+    /// connection after the commit (the idle bound is set again).
+    pub(super) fn reset_for_bookkeeping(&self) -> String {
+        match self.pooled {
+            Some(length) => format!(
+                "RESET ALL; {RESET_FOR_BOOKKEEPING}; \
+                 SET LOCAL idle_in_transaction_session_timeout = '{}ms'",
+                length.as_millis()
+            ),
+            None => RESET_FOR_BOOKKEEPING.to_owned(),
         }
     }
 

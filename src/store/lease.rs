@@ -210,22 +210,61 @@ fn micros(d: Duration) -> i64 {
 }
 
 impl Store {
+    /// Deletes the lease of `key` if it ran out (its holder's next renewal
+    /// then finds it gone, and stops); a lease table missing is no lease.
+    pub(super) async fn remove_lapsed_lease(&self, tracking: &Tracking, key: i64) {
+        let _ = self
+            .client()
+            .execute_typed(
+                &format!(
+                    "DELETE FROM {} WHERE lock_key = $1 AND expires_at <= clock_timestamp()",
+                    tracking.lease_table()
+                ),
+                &[(&key, Type::INT8)],
+            )
+            .await;
+    }
+
     /// Creates the lease table if it is missing (`init` does, so that a run
-    /// through a pooler by a role that may not create tables finds it).
+    /// through a pooler by a role that may not create tables finds it). The
+    /// schema is created only when it is missing too: `CREATE SCHEMA IF NOT
+    /// EXISTS` wants the database's CREATE privilege even when it exists.
     pub async fn ensure_lease_table(&self, tracking: &Tracking, key: i64) -> Result<(), Error> {
-        self.client()
-            .batch_execute(&create_lease_table(tracking, key))
+        let rows = self
+            .client()
+            .query_typed(
+                "SELECT to_regnamespace($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
+                &[
+                    (&quote_ident(&tracking.schema), Type::TEXT),
+                    (&tracking.lease_table(), Type::TEXT),
+                ],
+            )
             .await
-            .map_err(|err| {
-                Error::database(
-                    format!(
-                        "cannot create the lease table {}.{}",
-                        tracking.schema,
-                        tracking.lease_name()
-                    ),
-                    err,
-                )
-            })
+            .map_err(|err| Error::database("cannot read the database catalog", err))?;
+        let (schema_exists, table_exists): (bool, bool) = (rows[0].get(0), rows[0].get(1));
+        if table_exists {
+            return Ok(());
+        }
+        let mut sql = create_lease_table(tracking, key);
+        if schema_exists {
+            sql = sql.replace(
+                &format!(
+                    "CREATE SCHEMA IF NOT EXISTS {};",
+                    quote_ident(&tracking.schema)
+                ),
+                "",
+            );
+        }
+        self.client().batch_execute(&sql).await.map_err(|err| {
+            Error::database(
+                format!(
+                    "cannot create the lease table {}.{}",
+                    tracking.schema,
+                    tracking.lease_name()
+                ),
+                err,
+            )
+        })
     }
 
     /// Tries once to claim the lease, creating its table if it is missing.
@@ -448,8 +487,12 @@ pub fn forget_lease(claim: &LeaseClaim) {
     }
 }
 
-/// Gives up every lease this process still holds, each through a
-/// connection of its own, within `limit` in all; best effort.
+/// How soon the lease of an interrupted run runs out.
+const INTERRUPTED_GRACE: Duration = Duration::from_secs(5);
+
+/// Shortens every lease this process still holds to
+/// [`INTERRUPTED_GRACE`], each through a connection of its own, within
+/// `limit` in all; best effort.
 pub async fn give_up_leases(limit: Duration) {
     let held: Vec<(crate::dsn::Dsn, LeaseClaim)> = match HELD.lock() {
         Ok(mut held) => std::mem::take(&mut *held),
@@ -458,10 +501,25 @@ pub async fn give_up_leases(limit: Duration) {
     if held.is_empty() {
         return;
     }
+    // Not deleted: the statement the run was sending may still be running
+    // on its server connection until the server sees the client gone
+    // (within a second or two of the exit). The lease runs out a few
+    // seconds from now instead, rather than at the end of its length.
     let attempt = async {
         for (dsn, claim) in &held {
             if let Ok(side) = Store::connect(dsn).await {
-                let _ = side.release_lease(claim).await;
+                let _ = side
+                    .client()
+                    .execute_typed(
+                        &format!(
+                            "UPDATE {} SET expires_at = least(expires_at, clock_timestamp() + \
+                             interval '{} seconds') WHERE lock_key = $1 AND owner = $2",
+                            claim.table,
+                            INTERRUPTED_GRACE.as_secs()
+                        ),
+                        &[(&claim.key, Type::INT8), (&claim.owner, Type::TEXT)],
+                    )
+                    .await;
                 side.close().await;
             }
         }

@@ -142,8 +142,14 @@ impl Store {
                     return Ok(Taken::Busy);
                 }
                 // Only once taken: most tries of a waiter fail, and need not
-                // look.
-                let lease = self.lease_holder(taker.tracking, *key).await;
+                // look. A lease that ran out is taken over here as a
+                // pooled run would (deleted, so its holder's next renewal
+                // finds it gone), not just passed over: its holder may be
+                // alive, held up, and about to renew it.
+                let (_, lease) = tokio::join!(
+                    self.remove_lapsed_lease(taker.tracking, *key),
+                    self.lease_holder(taker.tracking, *key)
+                );
                 match lease {
                     Ok(None) => Ok(Taken::Held { took_over: None }),
                     Ok(Some(_)) => {

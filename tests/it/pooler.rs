@@ -105,7 +105,8 @@ fn audited_migrations(t: &TestEnv) {
         t.migration(
             &format!("00{v}_t{v}.sql"),
             &format!(
-                "CREATE TABLE t{v} (id int);\nINSERT INTO audit (version) VALUES ({v});\n\
+                "SET work_mem = '7MB';\nCREATE TABLE t{v} (id int);\n\
+                 INSERT INTO audit (version) VALUES ({v});\n\
                  INSERT INTO t{v} SELECT g FROM generate_series(1, 1000) g;"
             ),
         );
@@ -196,7 +197,8 @@ fn twenty_racing_runs_through_a_transaction_pool_apply_each_migration_once() {
         let row = tx
             .query_one(
                 "SELECT pg_backend_pid(), current_setting('search_path'), \
-                        current_setting('lock_timeout'), current_setting('maintenance_work_mem')",
+                        current_setting('lock_timeout'), current_setting('maintenance_work_mem') \
+                        || current_setting('work_mem')",
                 &[],
             )
             .unwrap();
@@ -207,7 +209,7 @@ fn twenty_racing_runs_through_a_transaction_pool_apply_each_migration_once() {
                 row.get::<_, String>(2),
                 row.get::<_, String>(3)
             ),
-            ("\"$user\", public".into(), "0".into(), "64MB".into())
+            ("\"$user\", public".into(), "0".into(), "64MB4MB".into())
         );
     }
     assert_ne!(seen[0], seen[1], "two server connections");
@@ -599,4 +601,71 @@ fn a_migration_longer_than_the_lease_in_a_pool_of_one_still_finishes() {
     assert_eq!(audit_versions(&t), ["1", "2", "3"]);
     assert!(outcomes.iter().all(|o| !o.stdout.contains("took over")));
     assert_eq!(leases(&t), 0);
+}
+
+/// A direct run that finds a lease run out (its holder held up, not dead)
+/// takes it over rather than passing it by: the holder's next renewal finds
+/// it gone, and the holder stops.
+#[test]
+fn a_direct_run_takes_over_a_lapsed_lease_and_its_holder_stops() {
+    let t = TestEnv::new();
+    let Some(bouncer) = Bouncer::start("transaction", 2) else {
+        return;
+    };
+    t.migration(
+        "001_a.sql",
+        "CREATE TABLE audit (version int);\nINSERT INTO audit VALUES (1);",
+    )
+    .migration(
+        "002_wait.sql",
+        "-- migrate:no-transaction\nSELECT pg_sleep(2);\nINSERT INTO audit VALUES (2);",
+    )
+    .migration("003_c.sql", "INSERT INTO audit VALUES (3);");
+    let dsn = bouncer.dsn(&t.db_name);
+    let pooled = t
+        .migrate_bare()
+        .args(["up", "--yes", "--dsn", &dsn])
+        .spawn();
+    wait_for_statement(&t, "pg_sleep(2)");
+    // As if its renewals could not get through for a whole lease.
+    t.client()
+        .batch_execute("UPDATE schema_migrations_lock SET expires_at = now() - interval '1 s'")
+        .unwrap();
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("done: 2 migrations applied");
+    let out = Outcome::from_output(pooled.wait_with_output().unwrap());
+    out.code(1)
+        .stderr_has("the migration lease was no longer this run's");
+    assert_eq!(audit_versions(&t), ["1", "2", "3"]);
+    assert_eq!(leases(&t), 0);
+}
+
+/// SIGTERM through the pooler: the lease is not deleted while the
+/// statement sent may still run, but runs out within seconds, not 30 s.
+#[test]
+fn an_interrupted_pooled_run_leaves_a_lease_that_runs_out_within_seconds() {
+    let t = TestEnv::new();
+    let Some(bouncer) = Bouncer::start("transaction", 2) else {
+        return;
+    };
+    t.migration("001_slow.sql", "SELECT pg_sleep(20);");
+    let dsn = bouncer.dsn(&t.db_name);
+    let run = t
+        .migrate_bare()
+        .args(["up", "--yes", "--dsn", &dsn])
+        .spawn();
+    wait_for_statement(&t, "pg_sleep(20)");
+    kill(Pid::from_raw(run.id() as i32), Signal::SIGTERM).unwrap();
+    Outcome::from_output(run.wait_with_output().unwrap()).code(143);
+    let left: f64 = t
+        .value(
+            "SELECT extract(epoch FROM expires_at - clock_timestamp()) FROM schema_migrations_lock",
+        )
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(left <= 5.0, "{left} s left");
 }
