@@ -82,13 +82,21 @@ impl AuthThrottle {
 
     /// A failed authentication.
     pub fn failed(&self, client: IpAddr) {
-        self.with_window(client, Instant::now(), |w| w.failures += 1);
+        self.failed_at(client, Instant::now());
+    }
+
+    fn failed_at(&self, client: IpAddr, now: Instant) {
+        self.with_window(client, now, |w| w.failures += 1);
     }
 
     /// A refused request: whether to write its audit line (the first few of
     /// the window) or only count it.
     pub fn audit_refusal(&self, client: IpAddr) -> bool {
-        self.with_window(client, Instant::now(), |w| {
+        self.audit_refusal_at(client, Instant::now())
+    }
+
+    fn audit_refusal_at(&self, client: IpAddr, now: Instant) -> bool {
+        self.with_window(client, now, |w| {
             if w.audited < AUDITED_EACH {
                 w.audited += 1;
                 true
@@ -152,7 +160,7 @@ mod tests {
         let start = Instant::now();
         for _ in 0..FAILURES_ALLOWED {
             assert!(throttle.blocked_at(guesser, start).is_none());
-            throttle.with_window(guesser, start, |w| w.failures += 1);
+            throttle.failed_at(guesser, start);
         }
         let wait = throttle.blocked_at(guesser, start).unwrap();
         assert!(wait <= WINDOW && wait > WINDOW - Duration::from_secs(1));
@@ -169,15 +177,7 @@ mod tests {
         let audited = (0..100)
             .filter(|i| {
                 let who = if i % 2 == 0 { client } else { neighbour };
-                throttle.with_window(who, start, |w| {
-                    if w.audited < AUDITED_EACH {
-                        w.audited += 1;
-                        true
-                    } else {
-                        w.unaudited += 1;
-                        false
-                    }
-                })
+                throttle.audit_refusal_at(who, start)
             })
             .count();
         // One /64, one window.

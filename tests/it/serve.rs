@@ -1202,11 +1202,7 @@ fn a_run_through_a_transaction_pool_races_cli_runs_and_applies_each_once() {
 fn failed_authentication_is_throttled_per_client_and_audited_in_aggregate() {
     let t = TestEnv::new();
     two_migrations(&t);
-    let dual_stack = std::net::TcpListener::bind("[::]:0")
-        .and_then(|l| TcpStream::connect(("::1", l.local_addr()?.port())))
-        .is_ok();
-    if !dual_stack {
-        eprintln!("skipped: needs a dual-stack loopback for two client addresses");
+    if !dual_stack_loopback() {
         return;
     }
     let mut server = Server::start(&t, &["--listen", "[::]:0"]);
@@ -1271,11 +1267,7 @@ fn failed_authentication_is_throttled_per_client_and_audited_in_aggregate() {
 fn one_address_cannot_fill_the_connection_cap() {
     let t = TestEnv::new();
     two_migrations(&t);
-    let dual_stack = std::net::TcpListener::bind("[::]:0")
-        .and_then(|l| TcpStream::connect(("::1", l.local_addr()?.port())))
-        .is_ok();
-    if !dual_stack {
-        eprintln!("skipped: needs a dual-stack loopback for two client addresses");
+    if !dual_stack_loopback() {
         return;
     }
     for (args, kept_at_most) in [
@@ -1519,4 +1511,20 @@ fn an_approval_refused_for_the_lock_can_be_used_again() {
     assert_eq!(approved.status, 200, "{}", approved.body);
     assert_eq!(approved.json()["applied_count"], 1);
     assert_eq!(approve(&server, CI_TOKEN, &id).status, 409);
+}
+
+/// Whether a `[::]` listener takes both 127.0.0.1 and ::1 here: two client
+/// addresses for the tests that need them (they are skipped otherwise).
+fn dual_stack_loopback() -> bool {
+    let both = std::net::TcpListener::bind("[::]:0")
+        .and_then(|l| {
+            let port = l.local_addr()?.port();
+            TcpStream::connect(("127.0.0.1", port))?;
+            TcpStream::connect(("::1", port))
+        })
+        .is_ok();
+    if !both {
+        eprintln!("skipped: needs a dual-stack loopback for two client addresses");
+    }
+    both
 }
