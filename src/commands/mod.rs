@@ -355,6 +355,7 @@ async fn up(settings: &Settings, printer: &Printer) -> Result<(), Failure> {
         dry_run: settings.dry_run,
         out_of_order: settings.out_of_order,
         skip_bootstrap: settings.skip_bootstrap,
+        expect: None,
     };
     let result = match folder_migrator_with_bootstrap(settings) {
         Ok(migrator) => migrator.up(&options, printer).await,

@@ -447,6 +447,25 @@ impl Migrator {
         result
     }
 
+    /// `lock_status` over a connection the caller holds (a pooled one).
+    pub async fn lock_on(&self, client: &tokio_postgres::Client) -> Result<LockReport, Error> {
+        let tracking = &self.database.tracking;
+        let key = match self.database.lock_key {
+            Some(key) => key,
+            None => {
+                let row = client
+                    .query_one("SELECT current_database()", &[])
+                    .await
+                    .map_err(|err| Error::database("cannot read the database's name", err))?;
+                lock::key_of(&self.database, row.get(0), tracking)
+            }
+        };
+        Ok(LockReport {
+            key,
+            holder: crate::store::lock_holder(client, tracking, key).await?,
+        })
+    }
+
     /// Compares files and database; reads only. Drift (CHANGED or MISSING
     /// applied files, pending files older than the newest applied one) is
     /// an error, exit 3.

@@ -24,6 +24,31 @@ pub struct UpOptions {
     pub out_of_order: bool,
     /// Run no bootstrap scripts this time.
     pub skip_bootstrap: bool,
+    /// The versions a person confirmed: a plan holding any other (another
+    /// run rolled one back meanwhile, say) is refused with
+    /// [`Error::Conflict`] before anything runs. `None`: no such check.
+    pub expect: Option<Vec<String>>,
+}
+
+/// [`UpOptions::expect`]: every step must be among the confirmed versions.
+fn check_expected(steps: &[Step<'_>], expect: Option<&[String]>) -> Result<(), Error> {
+    let Some(expect) = expect else {
+        return Ok(());
+    };
+    let unconfirmed: Vec<String> = steps
+        .iter()
+        .filter(|s| !expect.iter().any(|v| v == s.migration.version.as_str()))
+        .map(|s| s.migration.label())
+        .collect();
+    if unconfirmed.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "the pending migrations changed since they were confirmed: {} {} not among them; \
+         nothing was run: look at the status again",
+        unconfirmed.join(", "),
+        if unconfirmed.len() == 1 { "is" } else { "are" }
+    )))
 }
 
 impl Migrator {
@@ -171,6 +196,7 @@ impl Migrator {
         let shown_first = !steps.is_empty() && (options.dry_run || reporter.asks());
         if !steps.is_empty() {
             check_scripts(steps.iter().map(|s| &s.migration.up))?;
+            check_expected(&steps, options.expect.as_deref())?;
             if shown_first {
                 reporter.event(Event::Plan {
                     steps: &steps,
@@ -257,6 +283,7 @@ impl Migrator {
             .await?;
         look_for_lost_rows(store.client(), &database.tracking, migrations, &mut state).await?;
         let steps = self.plan(migrations, &state, options)?;
+        check_expected(&steps, options.expect.as_deref())?;
         report.done.pending = Some(steps.len() + after_target);
         if steps.is_empty() {
             if !report.planned.is_empty() {

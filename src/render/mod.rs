@@ -7,7 +7,7 @@
 pub mod json;
 mod table;
 
-pub use table::{history_table, lock_table, status_table};
+pub use table::{history_table, lock_table, status_table, totals_line};
 
 use crate::settings::Verbosity;
 

@@ -177,7 +177,8 @@ pub fn lock_table(report: &LockReport, color: bool) -> String {
     text
 }
 
-fn totals_line(total: usize, totals: &Totals) -> String {
+/// `5 migrations: 3 applied, 2 pending`: the line under the status table.
+pub fn totals_line(total: usize, totals: &Totals) -> String {
     let mut parts = vec![
         format!("{} applied", totals.applied),
         format!("{} pending", totals.pending),

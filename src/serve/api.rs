@@ -2,12 +2,13 @@
 //! and the JSON the seed's clients expect (SPEC "Admin HTTP API").
 
 use super::auth::{Refused, Role};
+use super::events::RunEvents;
 use super::shapes;
 use super::{App, BODY_LIMIT, READ_TIMEOUT};
 use crate::engine::UpOptions;
 use crate::error::DbFailure;
 use crate::error::Error;
-use crate::report::{Event, Reporter, UpOutcome};
+use crate::report::UpOutcome;
 use crate::state::LockHolder;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
@@ -41,6 +42,10 @@ pub(super) fn router(app: Arc<App>) -> Router {
         .route("/admin/migrations/history", get(history))
         .route("/admin/migrations/run", post(run))
         .route("/admin/migrations/approve", post(approve))
+        .route("/admin/migrations/events", get(super::events::stream))
+        .route("/admin/session", get(session))
+        .route("/", get(super::page::index))
+        .route("/assets/{file}", get(super::page::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(Arc::clone(&app), guard))
@@ -138,7 +143,10 @@ async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) ->
         app: Arc::clone(&app),
     };
     let health = path == "/healthz";
-    let open = health || (path == "/metrics" && app.public_metrics);
+    // The page and its files carry no data: what it shows, it reads with
+    // the token typed into it.
+    let page = path == "/" || path.starts_with("/assets/");
+    let open = health || page || (path == "/metrics" && app.public_metrics);
     // Hyper lets a head larger than its buffer through when it arrives in
     // one read: the limit is counted here, as the client sent it.
     let head_length = request.method().as_str().len()
@@ -233,6 +241,8 @@ async fn guard(State(app): State<Arc<App>>, mut request: Request, next: Next) ->
     } else {
         audit.answered(&response);
     }
+    let mut response = response;
+    super::page::secure(response.headers_mut());
     response
 }
 
@@ -271,6 +281,10 @@ async fn method_not_allowed(method: Method) -> Response {
 }
 
 async fn not_found() -> Response {
+    not_found_response()
+}
+
+pub(super) fn not_found_response() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "not found",
@@ -377,6 +391,7 @@ fn failure_parts(err: &Error) -> (StatusCode, &'static str, &'static str) {
             "the files and the database disagree",
             "drift",
         ),
+        Error::Conflict(_) => (StatusCode::CONFLICT, "conflict", "conflict"),
         Error::Connect { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             "database unavailable",
@@ -445,13 +460,57 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn status(State(app): State<Arc<App>>) -> Response {
-    let report = match read(&app, async |client| app.migrator.status_on(client).await).await {
-        Ok(report) => report,
+    let read_both = async |client: &tokio_postgres::Client| {
+        let report = app.migrator.status_on(client).await?;
+        let lock = app.migrator.lock_on(client).await?;
+        Ok((report, lock))
+    };
+    let (report, lock) = match read(&app, read_both).await {
+        Ok(both) => both,
         Err(response) => return response,
     };
-    let (body, pending) = shapes::status(&report);
+    let (mut body, pending) = shapes::status(&report);
     app.live.set_pending(pending);
+    let database = app.migrator.database();
+    body["database"] = json!({
+        "target": database.dsn.describe(),
+        "schema": database.tracking.schema,
+        "table": database.tracking.table,
+    });
+    body["lock"] = shapes::lock(&lock);
+    // What runs after the migrations, every run.
+    body["bootstrap_scripts"] = json!(match (&database.bootstrap, app.skip_bootstrap) {
+        (Some(bootstrap), false) => bootstrap.scripts.iter().map(|s| s.file_name()).collect(),
+        _ => Vec::new(),
+    });
+    body["approval"] = app
+        .pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(Pending::shown)
+        .unwrap_or(Value::Null);
     json_response(StatusCode::OK, body, "ok")
+}
+
+/// `GET /admin/session`: who the token is, what it may do, and whether
+/// runs need a second token's approval (the page asks it at sign-in).
+async fn session(State(app): State<Arc<App>>, request: Request) -> Response {
+    let Some(caller) = request.extensions().get::<Caller>() else {
+        return refusal(Refused::Missing);
+    };
+    json_response(
+        StatusCode::OK,
+        json!({
+            "token": caller.token,
+            "role": match caller.role {
+                Role::Read => "read",
+                Role::Run => "run",
+            },
+            "require_approval": app.approval_window.is_some(),
+        }),
+        "ok",
+    )
 }
 
 async fn history(State(app): State<Arc<App>>) -> Response {
@@ -462,63 +521,35 @@ async fn history(State(app): State<Arc<App>>) -> Response {
     json_response(StatusCode::OK, shapes::history(&report), "ok")
 }
 
-/// The engine's events of an API run: the lock's holder when it is taken
-/// elsewhere, and a log line for each migration.
-struct RunLog {
-    holder: Mutex<Option<LockHolder>>,
-}
-
-impl Reporter for RunLog {
-    fn event(&self, event: Event<'_>) {
-        let line = match event {
-            Event::LockSkipped { holder } => {
-                *self.holder.lock().unwrap_or_else(|e| e.into_inner()) = holder.cloned();
-                return;
-            }
-            Event::Applied {
-                migration, applied, ..
-            } => json!({
-                "event": "migration applied",
-                "version": migration.version.as_str(),
-                "name": migration.name,
-                "duration_ms": applied.duration.as_millis() as u64,
-            }),
-            Event::Failed {
-                migration, failure, ..
-            } => json!({
-                "event": "migration failed",
-                "version": migration.version.as_str(),
-                "name": migration.name,
-                "error": failure.to_string(),
-            }),
-            Event::Bootstrapped { script, duration } => json!({
-                "event": "bootstrap script ran",
-                "script": script,
-                "duration_ms": duration.as_millis() as u64,
-            }),
-            _ => return,
-        };
-        eprintln!("{line}");
-    }
-
-    /// The client confirmed in its request.
-    fn confirm(&self) -> bool {
-        true
-    }
-}
-
-/// A run's body: `{"confirm": true}`.
+/// A run's body: `{"confirm": true}`, and optionally the versions the
+/// client confirmed (`"expect": ["001", "002"]`): a run that would apply
+/// any other is refused (409) before anything runs.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RunBody {
     confirm: bool,
+    #[serde(default)]
+    expect: Option<Vec<String>>,
 }
 
-/// An approval's body: `{"approval": "<id>"}`.
+/// An approval's body: `{"approval": "<id>"}`, and optionally the versions
+/// the approver confirmed.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ApproveBody {
     approval: String,
+    #[serde(default)]
+    expect: Option<Vec<String>>,
+}
+
+/// What both confirmed: a run may apply only versions in each list given.
+fn both_expect(first: Option<Vec<String>>, second: Option<Vec<String>>) -> Option<Vec<String>> {
+    match (first, second) {
+        (Some(first), Some(second)) => {
+            Some(first.into_iter().filter(|v| second.contains(v)).collect())
+        }
+        (first, second) => first.or(second),
+    }
 }
 
 /// Reads a small JSON object body into `T`, refusing a key given twice (the
@@ -617,11 +648,12 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
         Ok(caller) => caller,
         Err(response) => return response,
     };
-    let confirmed = match read_body::<RunBody>(request, r#"{"confirm": true}"#).await {
-        Ok(body) => body.map(|b| b.confirm),
+    let (confirmed, expect) = match read_body::<RunBody>(request, r#"{"confirm": true}"#).await {
+        Ok(Some(body)) => (body.confirm, body.expect),
+        Ok(None) => (false, None),
         Err(response) => return response,
     };
-    if confirmed != Some(true) {
+    if !confirmed {
         return error(
             StatusCode::BAD_REQUEST,
             "confirmation required",
@@ -631,9 +663,9 @@ async fn run(State(app): State<Arc<App>>, request: Request) -> Response {
     }
     let actor = format!("{} (API, from {})", caller.token, caller.client.ip());
     if let Some(window) = app.approval_window {
-        return request_approval(&app, &caller, actor, window);
+        return request_approval(&app, &caller, actor, expect, window);
     }
-    start_run(app, caller, actor).await
+    start_run(app, caller, actor, expect).await
 }
 
 /// A run waiting for a second token's approval.
@@ -641,10 +673,33 @@ pub(super) struct Pending {
     id: String,
     requested_by: String,
     actor: String,
+    /// The versions the requester confirmed, if it said.
+    expect: Option<Vec<String>>,
     until: Instant,
 }
 
-fn request_approval(app: &App, caller: &Caller, actor: String, window: Duration) -> Response {
+impl Pending {
+    /// What the status shows of it, while it can be approved.
+    pub(super) fn shown(&self) -> Option<Value> {
+        let now = Instant::now();
+        (self.until > now).then(|| {
+            json!({
+                "approval": self.id,
+                "requested_by": self.requested_by,
+                "expires_in_seconds": (self.until - now).as_secs(),
+                "migrations": self.expect,
+            })
+        })
+    }
+}
+
+fn request_approval(
+    app: &App,
+    caller: &Caller,
+    actor: String,
+    expect: Option<Vec<String>>,
+    window: Duration,
+) -> Response {
     let mut pending = app.pending.lock().unwrap_or_else(|e| e.into_inner());
     let now = Instant::now();
     if let Some(waiting) = pending.as_ref().filter(|p| p.until > now) {
@@ -662,22 +717,23 @@ fn request_approval(app: &App, caller: &Caller, actor: String, window: Duration)
         );
     }
     let id = approval_id();
+    let body = json!({
+        "status": "awaiting_approval",
+        "approval": id,
+        "requested_by": caller.token,
+        "expires_in_seconds": window.as_secs(),
+        "migrations": expect,
+    });
     *pending = Some(Pending {
-        id: id.clone(),
+        id,
         requested_by: caller.token.clone(),
         actor,
+        expect,
         until: now + window,
     });
-    json_response(
-        StatusCode::ACCEPTED,
-        json!({
-            "status": "awaiting_approval",
-            "approval": id,
-            "requested_by": caller.token,
-            "expires_in_seconds": window.as_secs(),
-        }),
-        "awaiting_approval",
-    )
+    drop(pending);
+    app.events.send("approval_requested", &body);
+    json_response(StatusCode::ACCEPTED, body, "awaiting_approval")
 }
 
 /// A hard-to-guess id for an approval request.
@@ -703,18 +759,19 @@ async fn approve(State(app): State<Arc<App>>, request: Request) -> Response {
         Ok(caller) => caller,
         Err(response) => return response,
     };
-    let id = match read_body::<ApproveBody>(request, r#"{"approval": "<id>"}"#).await {
-        Ok(Some(body)) => body.approval,
-        Ok(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "approval required",
-                "send the JSON body {\"approval\": \"<id>\"} with the id the run request got",
-                "unconfirmed",
-            );
-        }
-        Err(response) => return response,
-    };
+    let (id, approver_expects) =
+        match read_body::<ApproveBody>(request, r#"{"approval": "<id>"}"#).await {
+            Ok(Some(body)) => (body.approval, body.expect),
+            Ok(None) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "approval required",
+                    "send the JSON body {\"approval\": \"<id>\"} with the id the run request got",
+                    "unconfirmed",
+                );
+            }
+            Err(response) => return response,
+        };
     let actor = {
         let mut pending = app.pending.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
@@ -748,7 +805,11 @@ async fn approve(State(app): State<Arc<App>>, request: Request) -> Response {
         }
     };
     let (actor, taken) = actor;
-    let response = start_run(Arc::clone(&app), caller, actor).await;
+    let expect = both_expect(
+        taken.as_ref().and_then(|p| p.expect.clone()),
+        approver_expects,
+    );
+    let response = start_run(Arc::clone(&app), caller, actor, expect).await;
     // A run that could not start (busy here, the lock held elsewhere, the
     // budget spent, the database down) leaves the approval to be used
     // again, if nothing took its place meanwhile.
@@ -765,8 +826,13 @@ async fn approve(State(app): State<Arc<App>>, request: Request) -> Response {
 }
 
 /// Starts a run as `actor`, charged to `caller`'s budget, and answers with
-/// its result.
-async fn start_run(app: Arc<App>, caller: Caller, actor: String) -> Response {
+/// its result; the streams see it start, each migration, and the answer.
+async fn start_run(
+    app: Arc<App>,
+    caller: Caller,
+    actor: String,
+    expect: Option<Vec<String>>,
+) -> Response {
     let Ok(running) = Arc::clone(&app.running).try_lock_owned() else {
         return error(
             StatusCode::CONFLICT,
@@ -803,15 +869,23 @@ async fn start_run(app: Arc<App>, caller: Caller, actor: String) -> Response {
     let task_app = Arc::clone(&app);
     let task = tokio::spawn(async move {
         let _running = running;
+        let run = task_app.events.new_run();
+        task_app.events.send(
+            "run_started",
+            &json!({ "run": run, "token": caller.token, "actor": actor }),
+        );
         let migrator = task_app
             .migrator
             .with_database(task_app.database_for(actor));
-        let log = RunLog {
+        let log = RunEvents {
+            run,
+            events: &task_app.events,
             holder: Mutex::new(None),
         };
         let options = UpOptions {
             skip_bootstrap: task_app.skip_bootstrap,
             out_of_order: task_app.out_of_order,
+            expect,
             ..UpOptions::default()
         };
         let result = migrator.up(&options, &log).await;
@@ -830,15 +904,8 @@ async fn start_run(app: Arc<App>, caller: Caller, actor: String) -> Response {
         if !ran || nothing_done {
             task_app.run_limit.give_back(&caller.token);
         }
-        let outcome = match &result {
-            Ok(report) => match report.outcome {
-                UpOutcome::Applied => "applied",
-                UpOutcome::SkippedLocked => "locked",
-                _ => "up_to_date",
-            }
-            .to_owned(),
-            Err(failed) => failure_parts(&failed.cause).2.to_owned(),
-        };
+        let holder = log.holder.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (status, body, outcome) = run_answer(&result, holder);
         // The run's end, also when its client is gone.
         eprintln!(
             "{}",
@@ -850,40 +917,47 @@ async fn start_run(app: Arc<App>, caller: Caller, actor: String) -> Response {
                 "applied": done.applied.len(),
             })
         );
-        let holder = log.holder.lock().unwrap_or_else(|e| e.into_inner()).take();
-        (result, holder)
+        task_app.events.send(
+            "run_finished",
+            &json!({
+                "run": run,
+                "status": status.as_u16(),
+                "outcome": outcome,
+                "body": body,
+            }),
+        );
+        (status, body, outcome)
     });
-    let (result, holder) = match task.await {
-        Ok(finished) => finished,
-        Err(_) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "failed",
-                "the run stopped unexpectedly",
-                "failed",
-            );
-        }
-    };
+    match task.await {
+        Ok((status, body, outcome)) => json_response(status, body, outcome),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failed",
+            "the run stopped unexpectedly",
+            "failed",
+        ),
+    }
+}
+
+/// The answer to a run: its status, body and audit outcome.
+fn run_answer(
+    result: &Result<crate::report::UpReport, crate::report::RunFailed>,
+    holder: Option<LockHolder>,
+) -> (StatusCode, Value, &'static str) {
     match result {
         Ok(report) => match report.outcome {
-            UpOutcome::Applied => {
-                json_response(StatusCode::OK, shapes::run_applied(&report), "applied")
-            }
-            UpOutcome::SkippedLocked => error(
+            UpOutcome::Applied => (StatusCode::OK, shapes::run_applied(report), "applied"),
+            UpOutcome::SkippedLocked => (
                 StatusCode::CONFLICT,
-                "another run holds the migration lock",
-                match holder {
-                    Some(holder) => format!("held by {holder}"),
-                    None => "the lock was held; try again".to_owned(),
-                },
+                shapes::locked(holder.as_ref()),
                 "locked",
             ),
-            _ => json_response(StatusCode::OK, shapes::run_up_to_date(), "up_to_date"),
+            _ => (StatusCode::OK, shapes::run_up_to_date(), "up_to_date"),
         },
         Err(failed) => {
             // What committed before the failure stays applied: say which.
             let (status, title, outcome) = failure_parts(&failed.cause);
-            json_response(
+            (
                 status,
                 shapes::run_failed(title, failed.cause.to_string(), &failed.done.applied),
                 outcome,

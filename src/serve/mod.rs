@@ -7,7 +7,9 @@
 
 mod api;
 mod auth;
+mod events;
 mod limits;
+mod page;
 mod shapes;
 mod throttle;
 
@@ -149,6 +151,8 @@ pub(crate) struct App {
     out_of_order: bool,
     /// The last health check: when, and whether the database answered.
     health: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
+    /// What the runs do, to the event streams open.
+    events: events::Events,
 }
 
 /// Runs the server until SIGTERM or SIGINT; a migration that is running
@@ -209,6 +213,7 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
         skip_bootstrap: settings.skip_bootstrap,
         out_of_order: settings.out_of_order,
         health: tokio::sync::Mutex::new(None),
+        events: events::Events::default(),
     });
     if !address.ip().is_loopback() && app.allow.is_empty() {
         printer.warn(format!(
@@ -227,6 +232,8 @@ pub async fn run(settings: &Settings, args: &ServeArgs, printer: &Printer) -> Re
         // A run that has taken `running` checks `stopping` after: either
         // it sees the flag and does not start, or this sees the run.
         app.stopping.store(true, Ordering::SeqCst);
+        // The event streams end now, and hold no part of the drain.
+        app.events.close();
         let run_in_progress = app.running.try_lock().is_err();
         if run_in_progress {
             printer.line(

@@ -4,8 +4,8 @@
 //! reports, here alone.
 
 use crate::plan::{Status, StatusRow};
-use crate::report::{AppliedMigration, HistoryReport, StatusReport, UpReport};
-use crate::state::JournalEntry;
+use crate::report::{AppliedMigration, HistoryReport, LockReport, StatusReport, UpReport};
+use crate::state::{JournalEntry, LockHolder};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -65,6 +65,8 @@ pub(super) fn status(report: &StatusReport) -> (Value, usize) {
         .collect();
     let pending_count = pending.len();
     let body = json!({
+        "summary": crate::render::totals_line(all.len(), &report.totals),
+        "totals": report.totals,
         "total": all.len(),
         "pending_count": pending_count,
         "applied_count": applied.len(),
@@ -118,6 +120,29 @@ pub(super) fn run_applied(report: &UpReport) -> Value {
         "message": format!("applied {count} migration{}", if count == 1 { "" } else { "s" }),
         "applied_count": count,
         "applied_migrations": applied(&report.done.applied),
+    })
+}
+
+/// Who holds the migration lock: `{"held": false}`, or its holder, also in
+/// the words `migrate lock` uses.
+pub(super) fn lock(report: &LockReport) -> Value {
+    json!({
+        "key": report.key.to_string(),
+        "held": report.holder.is_some(),
+        "holder": report.holder,
+        "description": report.holder.as_ref().map(ToString::to_string),
+    })
+}
+
+/// A run refused because another session holds the migration lock: who.
+pub(super) fn locked(holder: Option<&LockHolder>) -> Value {
+    json!({
+        "error": "another run holds the migration lock",
+        "details": match holder {
+            Some(holder) => format!("held by {holder}"),
+            None => "the lock was held; try again".to_owned(),
+        },
+        "holder": holder,
     })
 }
 

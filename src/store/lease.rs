@@ -377,28 +377,34 @@ impl Store {
         tracking: &Tracking,
         key: i64,
     ) -> Result<Option<LockHolder>, Error> {
-        match self
-            .client()
-            .query_typed(&holder_sql(&tracking.lease_table()), &[(&key, Type::INT8)])
-            .await
-        {
-            Ok(rows) => Ok(rows.first().map(|row| LockHolder {
-                pid: row.get(0),
-                application: row.get(1),
-                user: Some(row.get(2)),
-                client: None,
-                since: Some(row.get(4)),
-                lease: Some(LeaseHolder {
-                    actor: row.get(3),
-                    expires_at: row.get(5),
-                    expires_in_seconds: row.get(6),
-                }),
-            })),
-            Err(err) if DbFailure::from_ref(&err).code.as_deref() == Some(UNDEFINED_TABLE) => {
-                Ok(None)
-            }
-            Err(err) => Err(Error::database("cannot look up the lease holder", err)),
-        }
+        lease_holder(self.client(), tracking, key).await
+    }
+}
+
+/// [`Store::lease_holder`] over a connection the caller holds.
+pub(super) async fn lease_holder(
+    client: &tokio_postgres::Client,
+    tracking: &Tracking,
+    key: i64,
+) -> Result<Option<LockHolder>, Error> {
+    match client
+        .query_typed(&holder_sql(&tracking.lease_table()), &[(&key, Type::INT8)])
+        .await
+    {
+        Ok(rows) => Ok(rows.first().map(|row| LockHolder {
+            pid: row.get(0),
+            application: row.get(1),
+            user: Some(row.get(2)),
+            client: None,
+            since: Some(row.get(4)),
+            lease: Some(LeaseHolder {
+                actor: row.get(3),
+                expires_at: row.get(5),
+                expires_in_seconds: row.get(6),
+            }),
+        })),
+        Err(err) if DbFailure::from_ref(&err).code.as_deref() == Some(UNDEFINED_TABLE) => Ok(None),
+        Err(err) => Err(Error::database("cannot look up the lease holder", err)),
     }
 }
 

@@ -332,28 +332,12 @@ impl Store {
         tracking: &Tracking,
         key: i64,
     ) -> Result<Option<LockHolder>, Error> {
-        match self.advisory_holder(key).await? {
-            Some(holder) => Ok(Some(holder)),
-            None => self.lease_holder(tracking, key).await,
-        }
+        lock_holder(self.client(), tracking, key).await
     }
 
     /// The session holding the advisory lock, if any.
     async fn advisory_holder(&self, key: i64) -> Result<Option<LockHolder>, Error> {
-        let (classid, objid) = super::sql::lock_key_halves(key);
-        let rows = self
-            .client()
-            .query_typed(HOLDER, &[(&classid, Type::INT8), (&objid, Type::INT8)])
-            .await
-            .map_err(|err| Error::database("cannot look up the lock holder", err))?;
-        Ok(rows.first().map(|row| LockHolder {
-            pid: row.get(0),
-            application: row.get(1),
-            user: row.get(2),
-            client: row.get(3),
-            since: row.get(4),
-            lease: None,
-        }))
+        advisory_holder(self.client(), key).await
     }
 
     /// The sessions that session `pid` waits for.
@@ -386,6 +370,37 @@ impl Store {
             .map(|_| ())
             .map_err(|err| Error::database("cannot release the migration lock", err))
     }
+}
+
+/// [`Store::lock_holder`] over a connection the caller holds (a pooled one).
+pub async fn lock_holder(
+    client: &tokio_postgres::Client,
+    tracking: &Tracking,
+    key: i64,
+) -> Result<Option<LockHolder>, Error> {
+    match advisory_holder(client, key).await? {
+        Some(holder) => Ok(Some(holder)),
+        None => super::lease::lease_holder(client, tracking, key).await,
+    }
+}
+
+async fn advisory_holder(
+    client: &tokio_postgres::Client,
+    key: i64,
+) -> Result<Option<LockHolder>, Error> {
+    let (classid, objid) = super::sql::lock_key_halves(key);
+    let rows = client
+        .query_typed(HOLDER, &[(&classid, Type::INT8), (&objid, Type::INT8)])
+        .await
+        .map_err(|err| Error::database("cannot look up the lock holder", err))?;
+    Ok(rows.first().map(|row| LockHolder {
+        pid: row.get(0),
+        application: row.get(1),
+        user: row.get(2),
+        client: row.get(3),
+        since: row.get(4),
+        lease: None,
+    }))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ pub(crate) mod tls;
 pub use bootstrap::BootstrapFailure;
 pub use execute::{Action, Done, Run, RunError};
 pub use lease::{LeaseClaim, Renewer, forget_lease, give_up_leases, remember_lease};
-pub use lock::{Lock, LockWait, Taken, Taker, Watch, default_lock_key};
+pub use lock::{Lock, LockWait, Taken, Taker, Watch, default_lock_key, lock_holder};
 pub use sql::{ACTIVE_SQL_TRANSACTION, LOCK_NOT_AVAILABLE, SessionSettings};
 pub use state::{StateDetail, read_journal, read_state, read_unrecorded};
 

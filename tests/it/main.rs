@@ -17,6 +17,7 @@ mod library;
 mod lock;
 mod notx;
 mod ops;
+mod page;
 mod pooler;
 mod sandbox;
 mod serve;

@@ -9,34 +9,34 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-const TOKEN: &str = "admin-token-for-tests-4b1d9e";
-const CI_TOKEN: &str = "ci-token-for-tests-90ac3f";
+pub(crate) const TOKEN: &str = "admin-token-for-tests-4b1d9e";
+pub(crate) const CI_TOKEN: &str = "ci-token-for-tests-90ac3f";
 /// A `read` token: status, history and metrics only.
-const VIEWER_TOKEN: &str = "viewer-token-for-tests-77e2b1";
+pub(crate) const VIEWER_TOKEN: &str = "viewer-token-for-tests-77e2b1";
 
 /// A running `migrate serve`, its output going to files.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     stdout: PathBuf,
     stderr: PathBuf,
     /// Every response body this test saw.
     seen: std::cell::RefCell<Vec<String>>,
 }
 
-struct Response {
-    status: u16,
+pub(crate) struct Response {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Response {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|err| panic!("not JSON ({err}): {}", self.body))
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -55,11 +55,11 @@ fn sha256_hex(text: &str) -> String {
 impl Server {
     /// Starts `migrate serve` on a free loopback port with `TOKEN` (as
     /// MIGRATE_ADMIN_TOKEN) and `CI_TOKEN` (named `ci` in a token file).
-    fn start(t: &TestEnv, extra: &[&str]) -> Server {
+    pub(crate) fn start(t: &TestEnv, extra: &[&str]) -> Server {
         Server::start_with(t, extra, &[])
     }
 
-    fn start_with(t: &TestEnv, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    pub(crate) fn start_with(t: &TestEnv, extra: &[&str], env: &[(&str, &str)]) -> Server {
         Server::start_on(t, t.migrate(), extra, env)
     }
 
@@ -117,7 +117,7 @@ impl Server {
 
     /// One request on a connection of its own. `body` is sent as is; a
     /// server that stops reading it early still gets its answer read.
-    fn request(
+    pub(crate) fn request(
         &self,
         method: &str,
         path: &str,
@@ -185,11 +185,11 @@ impl Server {
         }
     }
 
-    fn get(&self, path: &str, token: Option<&str>) -> Response {
+    pub(crate) fn get(&self, path: &str, token: Option<&str>) -> Response {
         self.request("GET", path, token, None)
     }
 
-    fn run(&self, token: Option<&str>, body: &str) -> Response {
+    pub(crate) fn run(&self, token: Option<&str>, body: &str) -> Response {
         self.request(
             "POST",
             "/admin/migrations/run",
@@ -202,7 +202,7 @@ impl Server {
         std::fs::read_to_string(&self.stderr).unwrap()
     }
 
-    fn audit_lines(&self) -> Vec<Value> {
+    pub(crate) fn audit_lines(&self) -> Vec<Value> {
         self.stderr()
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -1527,4 +1527,269 @@ fn dual_stack_loopback() -> bool {
         eprintln!("skipped: needs a dual-stack loopback for two client addresses");
     }
     both
+}
+
+/// The page, its files and every answer carry a strict policy; the page
+/// sets no cookie and is refused outside the allowed networks.
+#[test]
+fn the_page_and_its_files_are_served_under_a_strict_policy() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+    let policy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                  connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    let page = server.get("/", None);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        page.body
+            .contains(r#"<script src="/assets/app.js" defer></script>"#)
+    );
+    for (path, content_type) in [
+        ("/assets/app.js", "text/javascript; charset=utf-8"),
+        ("/assets/app.css", "text/css; charset=utf-8"),
+        ("/assets/icon.svg", "image/svg+xml"),
+    ] {
+        let file = server.get(path, None);
+        assert_eq!(file.status, 200, "{path}");
+        assert_eq!(file.header("content-type"), Some(content_type), "{path}");
+        assert!(!file.body.is_empty());
+    }
+    let missing = server.get("/assets/nope.js", None);
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["error"], "not found");
+    // The API's answers as well as the page's.
+    for answer in [
+        &page,
+        &missing,
+        &server.get("/admin/migrations/status", Some(TOKEN)),
+    ] {
+        assert_eq!(answer.header("content-security-policy"), Some(policy));
+        assert_eq!(answer.header("x-frame-options"), Some("DENY"));
+        assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(answer.header("referrer-policy"), Some("no-referrer"));
+        assert!(answer.header("set-cookie").is_none());
+    }
+    assert_eq!(
+        server
+            .get("/admin/migrations/status", Some(TOKEN))
+            .header("cache-control"),
+        Some("no-store")
+    );
+    // Who the token is: the page asks at sign-in.
+    let me = server.get("/admin/session", Some(TOKEN)).json();
+    assert_eq!(me["token"], "MIGRATE_ADMIN_TOKEN");
+    assert_eq!(me["role"], "run");
+    assert_eq!(me["require_approval"], false);
+    assert_eq!(
+        server.get("/admin/session", Some(VIEWER_TOKEN)).json()["role"],
+        "read"
+    );
+    assert_eq!(server.get("/admin/session", None).status, 401);
+    assert_eq!(
+        server
+            .get("/admin/session", Some("wrong-token-000000000000"))
+            .status,
+        403
+    );
+
+    let outside = Server::start(&t, &["--allow-from", "10.0.0.0/8"]);
+    assert_eq!(outside.get("/", None).status, 403);
+    assert_eq!(outside.get("/assets/app.js", None).status, 403);
+}
+
+/// What the page shows beside the table: the totals line, the database,
+/// the lock's holder and the bootstrap scripts.
+#[test]
+fn status_says_who_holds_the_lock_and_which_database() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    t.migrate()
+        .arg("up")
+        .args(["--target", "001"])
+        .run()
+        .code(0);
+    let server = Server::start(&t, &[]);
+    let doc = server.get("/admin/migrations/status", Some(TOKEN)).json();
+    assert_eq!(doc["summary"], "2 migrations: 1 applied, 1 pending");
+    assert_eq!(doc["totals"]["applied"], 1);
+    assert_eq!(doc["totals"]["pending"], 1);
+    assert_eq!(doc["lock"]["held"], false);
+    assert_eq!(doc["lock"]["holder"], Value::Null);
+    assert_eq!(doc["database"]["schema"], "public");
+    assert_eq!(doc["database"]["table"], "schema_migrations");
+    let target = doc["database"]["target"].as_str().unwrap();
+    assert!(
+        target.contains(&t.db_name) && !target.contains(SECRET),
+        "{target}"
+    );
+    assert_eq!(doc["bootstrap_scripts"], serde_json::json!([]));
+    assert_eq!(doc["approval"], Value::Null);
+
+    let _holder = t.hold_lock("deploy-job", t.default_lock_key());
+    let doc = server.get("/admin/migrations/status", Some(TOKEN)).json();
+    assert_eq!(doc["lock"]["held"], true);
+    assert_eq!(doc["lock"]["holder"]["application"], "deploy-job");
+    let said = doc["lock"]["description"].as_str().unwrap();
+    assert!(
+        said.starts_with("pid ") && said.contains("deploy-job"),
+        "{said}"
+    );
+    // A run refused for the lock names the holder, as JSON too.
+    let refused = server.run(Some(TOKEN), r#"{"confirm": true}"#);
+    assert_eq!(refused.status, 409);
+    assert_eq!(refused.json()["holder"]["application"], "deploy-job");
+}
+
+/// A run told what was confirmed refuses to apply anything else.
+#[test]
+fn a_run_that_would_apply_what_was_not_confirmed_is_refused() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+    let refused = server.run(Some(TOKEN), r#"{"confirm": true, "expect": ["001"]}"#);
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    let doc = refused.json();
+    assert_eq!(doc["error"], "conflict");
+    let details = doc["details"].as_str().unwrap();
+    assert!(
+        details.contains("002_orders is not among them") && details.contains("nothing was run"),
+        "{details}"
+    );
+    assert!(!t.table_exists("public.orders") && !t.table_exists("public.users"));
+    let wrong = server.run(Some(TOKEN), r#"{"confirm": true, "expect": "001"}"#);
+    assert_eq!(wrong.status, 400, "{}", wrong.body);
+    let applied = server.run(
+        Some(TOKEN),
+        r#"{"confirm": true, "expect": ["001", "002"]}"#,
+    );
+    assert_eq!(applied.status, 200, "{}", applied.body);
+    assert_eq!(applied.json()["applied_count"], 2);
+    // Refused for a conflict, the budget was spent: the conflict may be
+    // another run's doing, and is rare.
+    assert_eq!(t.state().len(), 2);
+}
+
+/// Reads server-sent events from `stream` until one named `last` (or the
+/// stream ends): the names and data, in order.
+fn read_events(stream: &mut TcpStream, last: &str) -> (Vec<(String, Value)>, bool) {
+    let mut text = String::new();
+    let mut buffer = [0u8; 4096];
+    let mut events = Vec::new();
+    loop {
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let mut name = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = Some(n.to_owned());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = Some(serde_json::from_str::<Value>(d).unwrap());
+                }
+            }
+            if let (Some(name), Some(data)) = (name, data) {
+                let done = name == last;
+                events.push((name, data));
+                if done {
+                    return (events, false);
+                }
+            }
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => return (events, true),
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buffer[..n])),
+            Err(err) => panic!("the stream: {err}; so far {events:?}"),
+        }
+    }
+}
+
+/// Opens the event stream with `token`: the stream, after its head.
+fn open_events(server: &Server, token: &str) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /admin/migrations/events HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "the head ended early");
+        head.push(byte[0]);
+    }
+    (stream, String::from_utf8(head).unwrap())
+}
+
+/// The events of a run reach every stream as they happen, each migration
+/// starting and ending, then the answer; streams end at shutdown and do
+/// not hold it.
+#[test]
+fn the_event_stream_shows_a_run_live_and_ends_at_shutdown() {
+    let t = TestEnv::new();
+    t.migration("001_users.sql", "CREATE TABLE users (id int);")
+        .migration("002_slow.sql", "SELECT pg_sleep(0.5);");
+    let server = Server::start(&t, &[]);
+    assert_eq!(server.get("/admin/migrations/events", None).status, 401);
+    let (mut watching, head) = open_events(&server, VIEWER_TOKEN);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{head}"
+    );
+    let (hello, _) = read_events(&mut watching, "hello");
+    assert_eq!(hello[0].1["keep_alive_seconds"], 15);
+
+    let mut run = server.send_run();
+    let (events, ended) = read_events(&mut watching, "run_finished");
+    assert!(!ended);
+    let mut answer = String::new();
+    run.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let answer: Value = serde_json::from_str(answer.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "run_started",
+            "plan",
+            "migration_started",
+            "migration_applied",
+            "migration_started",
+            "migration_applied",
+            "run_finished"
+        ]
+    );
+    let run = &events[0].1["run"];
+    assert!(events.iter().all(|(_, data)| &data["run"] == run));
+    assert_eq!(
+        events[0].1["actor"],
+        "MIGRATE_ADMIN_TOKEN (API, from 127.0.0.1)"
+    );
+    assert_eq!(events[2].1["version"], "001");
+    assert_eq!(events[4].1["version"], "002");
+    assert!(events[5].1["duration_ms"].as_u64().unwrap() >= 500);
+    let finished = &events[6].1;
+    assert_eq!(finished["status"], 200);
+    assert_eq!(finished["body"], answer, "the same answer");
+
+    // SIGTERM: the stream ends at once, and the server with it.
+    let started = std::time::Instant::now();
+    let (code, stdout, _server) = server.terminate();
+    let (_, ended) = read_events(&mut watching, "never");
+    assert!(ended);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "an open stream held the shutdown for {:?}",
+        started.elapsed()
+    );
 }

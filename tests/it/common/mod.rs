@@ -3,6 +3,7 @@
 //! test, and a builder that runs the real `migrate` binary.
 
 pub mod bouncer;
+pub mod browser;
 pub mod pty;
 pub mod tls;
 
