@@ -396,7 +396,7 @@ fn the_example_migrations_in_a_mixed_case_schema() {
 fn the_readmes_token_file_parses() {
     let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
     let section = readme
-        .split("## Admin HTTP API")
+        .split("## Admin page and HTTP API")
         .nth(1)
         .expect("the section");
     let example = section

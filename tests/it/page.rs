@@ -104,6 +104,27 @@ fn with_the_keyboard_alone_an_operator_signs_in_runs_and_watches_them_apply() {
     assert!(browser.shown("#history-empty"));
     browser.screenshot("page-pending");
 
+    // A screen reader finds a name for every control and region.
+    let unnamed = browser.exec(
+        "const named = (e) => (e.getAttribute('aria-label') || '').trim() \
+             || (e.labels && [...e.labels].some(l => l.innerText.trim())) \
+             || (e.getAttribute('aria-labelledby') || '').split(' ').some(id => \
+                  document.getElementById(id) && document.getElementById(id).innerText.trim()) \
+             || (e.tagName === 'BUTTON' && e.innerText.trim()); \
+         return [...document.querySelectorAll('button, input, dialog, section, [role=region]')] \
+             .filter(e => !named(e)).map(e => e.outerHTML.slice(0, 80));",
+        vec![],
+    );
+    assert_eq!(unnamed, json!([]), "controls without a name");
+    assert_eq!(
+        browser.exec(
+            "return document.getElementById('progress').getAttribute('aria-live');",
+            vec![]
+        ),
+        json!("polite"),
+        "progress is announced"
+    );
+
     // Tab reaches the run button by way of "Check status".
     let passed = browser.tab_to("run", 10);
     assert!(passed.contains(&"refresh".to_owned()), "{passed:?}");
@@ -223,6 +244,24 @@ fn a_wrong_token_is_refused_and_a_read_token_gets_no_run_button() {
     let refused = server.run(Some(VIEWER_TOKEN), r#"{"confirm": true}"#);
     assert_eq!(refused.status, 403);
     assert!(applied(&t).is_empty());
+
+    // Guessing from this address is throttled, and the form says for how
+    // long.
+    browser.click("#sign-out");
+    browser.wait(Duration::from_secs(5), "the sign-in form", |b| {
+        b.shown("#token")
+    });
+    for _ in 0..10 {
+        server.get("/admin/session", Some("another-wrong-token-0000000"));
+    }
+    browser.exec("document.getElementById('token').value = '';", vec![]);
+    sign_in_fails(&browser, "yet-another-wrong-token-00000");
+    let said = browser.text("#sign-in-error");
+    assert!(
+        said.starts_with("too many failed attempts: try again in ") && said.ends_with("seconds."),
+        "{said}"
+    );
+    browser.screenshot("page-throttled");
 }
 
 /// Types a token that is refused: the form stays.
@@ -298,12 +337,11 @@ fn a_cli_run_holding_the_lock_is_shown_with_its_holder() {
     let t = TestEnv::new();
     t.migration("001_slow.sql", "SELECT pg_sleep(30);");
     let server = Server::start(&t, &[]);
-    let mut cli = t.migrate().args(["up", "--yes"]).spawn();
-    t.wait_for_migrate_running("pg_sleep");
-
     let Some(browser) = open(&server, DESKTOP) else {
         return;
     };
+    let mut cli = t.migrate().args(["up", "--yes"]).spawn();
+    t.wait_for_migrate_running("pg_sleep");
     sign_in(&browser, TOKEN);
     let lock = browser.wait_text("#lock", "held by pid");
     assert!(lock.contains("migrate"), "{lock}");
@@ -379,4 +417,41 @@ fn with_approval_required_a_second_token_approves_and_the_run_starts() {
     assert!(first.contains("approved by ci"), "{first}");
     browser.wait_text("#result", "Applied 2 migrations");
     assert_eq!(applied(&t).len(), 2);
+}
+
+/// What the database says (an error's text, a session's application name)
+/// is shown as text, never run as markup.
+#[test]
+fn text_from_the_database_is_shown_as_text_not_markup() {
+    let t = TestEnv::new();
+    let markup = r#"<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>"#;
+    t.migration(
+        "001_raise.sql",
+        &format!("DO $$ BEGIN RAISE EXCEPTION '{markup}'; END $$;"),
+    );
+    t.migrate().arg("up").run().code(1);
+    let _holder = t.hold_lock(markup, t.default_lock_key());
+    let server = Server::start(&t, &[]);
+    let Some(browser) = open(&server, DESKTOP) else {
+        return;
+    };
+    sign_in(&browser, TOKEN);
+    browser.wait_text("#summary", "1 failed");
+    // (PostgreSQL keeps the first 63 bytes of an application name.)
+    let lock = browser.text("#lock");
+    assert!(
+        lock.contains(r#"(<img src=x onerror="window.pwned=1"><script>"#),
+        "{lock}"
+    );
+    assert!(browser.text("#migrations").contains(markup));
+    assert!(
+        browser
+            .text("#history")
+            .contains("<script>window.pwned=2</script>")
+    );
+    let injected = browser.exec(
+        "return [document.querySelectorAll('main img, main script').length, window.pwned === undefined];",
+        vec![],
+    );
+    assert_eq!(injected, json!([0, true]));
 }

@@ -1793,3 +1793,32 @@ fn the_event_stream_shows_a_run_live_and_ends_at_shutdown() {
         started.elapsed()
     );
 }
+
+/// A head that never ends is cut off at the deadline, and audited.
+#[test]
+fn a_head_that_never_ends_is_cut_off_and_audited() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(b"GET /admin/migrations/status HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(15),
+        "closed after {waited:?}"
+    );
+    wait_until(Duration::from_secs(5), "the audit line", || {
+        server
+            .audit_lines()
+            .iter()
+            .any(|l| l["outcome"] == "head_timeout" && l["client"].as_str().is_some())
+    });
+}
