@@ -23,10 +23,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Who is asking: set by the guard for the handlers.
 #[derive(Clone)]
-struct Caller {
-    token: String,
+pub(super) struct Caller {
+    pub(super) token: String,
     role: Role,
-    client: SocketAddr,
+    pub(super) client: SocketAddr,
 }
 
 /// What a request came to, for the audit line (set by the handlers; the
@@ -58,7 +58,7 @@ fn json_response(status: StatusCode, body: Value, outcome: &'static str) -> Resp
     response
 }
 
-fn error(
+pub(super) fn error(
     status: StatusCode,
     error: &str,
     details: impl Into<String>,
@@ -702,7 +702,12 @@ fn request_approval(
 ) -> Response {
     let mut pending = app.pending.lock().unwrap_or_else(|e| e.into_inner());
     let now = Instant::now();
-    if let Some(waiting) = pending.as_ref().filter(|p| p.until > now) {
+    // Asking again replaces one's own request (a changed list, say);
+    // another token's request waits for its approval or its lapse.
+    if let Some(waiting) = pending
+        .as_ref()
+        .filter(|p| p.until > now && p.requested_by != caller.token)
+    {
         return error(
             StatusCode::CONFLICT,
             "a run awaits approval",
@@ -812,10 +817,12 @@ async fn approve(State(app): State<Arc<App>>, request: Request) -> Response {
     let response = start_run(Arc::clone(&app), caller, actor, expect).await;
     // A run that could not start (busy here, the lock held elsewhere, the
     // budget spent, the database down) leaves the approval to be used
-    // again, if nothing took its place meanwhile.
+    // again, if nothing took its place meanwhile; one refused because the
+    // pending migrations changed since it was asked for is used up.
+    let outcome = response.extensions().get::<Outcome>().map(|o| o.0);
     if matches!(
-        response.status(),
-        StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        outcome,
+        Some("busy" | "locked" | "rate_limited" | "unavailable" | "shutting_down")
     ) {
         let mut pending = app.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.is_none() {
@@ -824,6 +831,10 @@ async fn approve(State(app): State<Arc<App>>, request: Request) -> Response {
     }
     response
 }
+
+/// The header of a run's answer that gives the run's number in the event
+/// stream.
+pub const RUN_HEADER: &str = "migrate-run";
 
 /// Starts a run as `actor`, charged to `caller`'s budget, and answers with
 /// its result; the streams see it start, each migration, and the answer.
@@ -893,7 +904,16 @@ async fn start_run(
             Ok(report) => report.done.clone(),
             Err(failed) => failed.done.clone(),
         };
-        let ran = !matches!(&result, Ok(report) if report.outcome == UpOutcome::SkippedLocked);
+        // Refused for the lock, or because the pending migrations are not
+        // the ones confirmed: nothing ran.
+        let ran = match &result {
+            Ok(report) => report.outcome != UpOutcome::SkippedLocked,
+            Err(failed) => {
+                !(matches!(*failed.cause, Error::Conflict(_))
+                    && failed.done.applied.is_empty()
+                    && failed.done.bootstrap.is_empty())
+            }
+        };
         if ran {
             task_app.live.add_run(&done, result.is_ok());
         }
@@ -926,10 +946,17 @@ async fn start_run(
                 "body": body,
             }),
         );
-        (status, body, outcome)
+        (status, body, outcome, run)
     });
     match task.await {
-        Ok((status, body, outcome)) => json_response(status, body, outcome),
+        Ok((status, body, outcome, run)) => {
+            let mut response = json_response(status, body, outcome);
+            // The run's number, as its events carry it.
+            response
+                .headers_mut()
+                .insert(RUN_HEADER, HeaderValue::from(run));
+            response
+        }
         Err(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "failed",

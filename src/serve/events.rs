@@ -4,19 +4,33 @@
 //! from it, whichever page or client started it.
 
 use super::App;
+use super::api::Caller;
 use crate::report::{Event, Reporter};
 use crate::state::LockHolder;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, watch};
 
 /// How often a quiet stream says it is alive (proxies close idle ones).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The most streams open at once, apart from the connection cap's other
+/// uses: streams are the one way to hold a connection for long, so they
+/// may never take more than a quarter of [`super::MAX_CONNECTIONS`].
+pub const MAX_STREAMS: usize = 64;
+
+/// The most streams one token may hold open (tabs, say).
+pub const MAX_STREAMS_PER_TOKEN: usize = 8;
+
+/// A stream ends after this long; the page opens another.
+pub const STREAM_LIFETIME: Duration = Duration::from_secs(10 * 60);
 
 /// Events not yet sent to a slow reader before it misses some.
 const BACKLOG: usize = 256;
@@ -28,6 +42,8 @@ pub(super) struct Events {
     stop: watch::Sender<bool>,
     /// The number of the next run.
     next_run: std::sync::atomic::AtomicU64,
+    /// Streams open, per token.
+    open: Mutex<HashMap<String, usize>>,
 }
 
 impl Default for Events {
@@ -36,6 +52,7 @@ impl Default for Events {
             sender: broadcast::channel(BACKLOG).0,
             stop: watch::channel(false).0,
             next_run: std::sync::atomic::AtomicU64::new(1),
+            open: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -64,10 +81,96 @@ fn frame(name: &str, data: &Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
 
+/// A stream's place among [`MAX_STREAMS`], given back when it ends, with
+/// an audit line saying how long it was open and why it ended.
+struct StreamPlace {
+    app: Arc<App>,
+    token: String,
+    client: SocketAddr,
+    started: Instant,
+    /// Why it ended, when it ended of itself.
+    ended: Option<&'static str>,
+}
+
+impl StreamPlace {
+    fn take(app: &Arc<App>, token: &str, client: SocketAddr) -> Option<StreamPlace> {
+        let mut open = app.events.open.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = open.values().sum();
+        let mine = open.get(token).copied().unwrap_or(0);
+        if total >= MAX_STREAMS || mine >= MAX_STREAMS_PER_TOKEN {
+            return None;
+        }
+        *open.entry(token.to_owned()).or_insert(0) += 1;
+        Some(StreamPlace {
+            app: Arc::clone(app),
+            token: token.to_owned(),
+            client,
+            started: Instant::now(),
+            ended: None,
+        })
+    }
+}
+
+impl StreamPlace {
+    /// The stream ends of itself, for `why`.
+    fn end(&mut self, why: &'static str) {
+        self.ended = Some(why);
+    }
+}
+
+impl Drop for StreamPlace {
+    fn drop(&mut self) {
+        {
+            let mut open = self
+                .app
+                .events
+                .open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = open.get_mut(&self.token) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(&self.token);
+                }
+            }
+        }
+        eprintln!(
+            "{}",
+            json!({
+                "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                "audit": "stream_ended",
+                "client": self.client.to_string(),
+                "token": self.token,
+                "route": "/admin/migrations/events",
+                "reason": self.ended.unwrap_or("client_gone"),
+                "duration_ms": (self.started.elapsed().as_secs_f64() * 1e6).round() / 1000.0,
+            })
+        );
+    }
+}
+
 /// The stream: a `hello` first (so the client knows it is connected), then
 /// the events as they come, a comment every [`KEEP_ALIVE`], and the end at
-/// shutdown.
-pub(super) async fn stream(State(app): State<Arc<App>>) -> Response {
+/// shutdown or after [`STREAM_LIFETIME`].
+pub(super) async fn stream(State(app): State<Arc<App>>, request: Request) -> Response {
+    let Some(caller) = request.extensions().get::<Caller>() else {
+        return super::api::not_found_response();
+    };
+    let Some(place) = StreamPlace::take(&app, &caller.token, caller.client) else {
+        let mut response = super::api::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many event streams",
+            format!(
+                "at most {MAX_STREAMS} streams are open at once, {MAX_STREAMS_PER_TOKEN} per \
+                 token: close one, or try again later"
+            ),
+            "too_many_streams",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(30));
+        return response;
+    };
     let receiver = app.events.sender.subscribe();
     let stop = app.events.stop.subscribe();
     let hello = frame(
@@ -78,17 +181,22 @@ pub(super) async fn stream(State(app): State<Arc<App>>) -> Response {
         receiver: broadcast::Receiver<Bytes>,
         stop: watch::Receiver<bool>,
         first: Option<Bytes>,
+        until: tokio::time::Instant,
+        place: StreamPlace,
     }
     let open = Open {
         receiver,
         stop,
         first: Some(hello),
+        until: tokio::time::Instant::now() + STREAM_LIFETIME,
+        place,
     };
     let body = futures_util::stream::unfold(open, |mut open| async move {
         if let Some(first) = open.first.take() {
             return Some((Ok::<_, std::convert::Infallible>(first), open));
         }
         if *open.stop.borrow() {
+            open.place.end("shutdown");
             return None;
         }
         let next = tokio::select! {
@@ -100,7 +208,14 @@ pub(super) async fn stream(State(app): State<Arc<App>>) -> Response {
                 Err(broadcast::error::RecvError::Closed) => return None,
             },
             () = tokio::time::sleep(KEEP_ALIVE) => Bytes::from_static(b": still here\n\n"),
-            _ = open.stop.wait_for(|stop| *stop) => return None,
+            () = tokio::time::sleep_until(open.until) => {
+                open.place.end("lifetime");
+                return None;
+            }
+            _ = open.stop.wait_for(|stop| *stop) => {
+                open.place.end("shutdown");
+                return None;
+            }
         };
         Some((Ok(next), open))
     });

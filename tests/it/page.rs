@@ -385,6 +385,9 @@ fn with_approval_required_a_second_token_approves_and_the_run_starts() {
     assert!(applied(&t).is_empty());
     browser.screenshot("page-awaiting-approval");
 
+    // The first operator looks elsewhere on the page meanwhile.
+    browser.exec("document.getElementById('refresh').focus();", vec![]);
+
     // The second operator, in another browser, with the ci token.
     let Some(second) = open(&server, DESKTOP) else {
         return;
@@ -416,6 +419,15 @@ fn with_approval_required_a_second_token_approves_and_the_run_starts() {
     let first = browser.wait_text("#progress", "002_orders: applied in");
     assert!(first.contains("approved by ci"), "{first}");
     browser.wait_text("#result", "Applied 2 migrations");
+    // Another's run is announced, and leaves the focus where it was.
+    assert_eq!(browser.focused(), "refresh");
+    assert_eq!(
+        browser
+            .text("#result")
+            .matches("Applied 2 migrations")
+            .count(),
+        1
+    );
     assert_eq!(applied(&t).len(), 2);
 }
 

@@ -1649,7 +1649,7 @@ fn status_says_who_holds_the_lock_and_which_database() {
 fn a_run_that_would_apply_what_was_not_confirmed_is_refused() {
     let t = TestEnv::new();
     two_migrations(&t);
-    let server = Server::start(&t, &[]);
+    let server = Server::start(&t, &["--run-limit", "1"]);
     let refused = server.run(Some(TOKEN), r#"{"confirm": true, "expect": ["001"]}"#);
     assert_eq!(refused.status, 409, "{}", refused.body);
     let doc = refused.json();
@@ -1662,15 +1662,108 @@ fn a_run_that_would_apply_what_was_not_confirmed_is_refused() {
     assert!(!t.table_exists("public.orders") && !t.table_exists("public.users"));
     let wrong = server.run(Some(TOKEN), r#"{"confirm": true, "expect": "001"}"#);
     assert_eq!(wrong.status, 400, "{}", wrong.body);
+    // Nothing ran, so the one run a minute is still there, and the metrics
+    // count no failed run.
     let applied = server.run(
         Some(TOKEN),
         r#"{"confirm": true, "expect": ["001", "002"]}"#,
     );
     assert_eq!(applied.status, 200, "{}", applied.body);
     assert_eq!(applied.json()["applied_count"], 2);
-    // Refused for a conflict, the budget was spent: the conflict may be
-    // another run's doing, and is rare.
+    assert!(
+        applied
+            .header("migrate-run")
+            .is_some_and(|r| r.parse::<u64>().is_ok())
+    );
     assert_eq!(t.state().len(), 2);
+    let metrics = server.get("/metrics", Some(TOKEN)).body;
+    assert!(metrics.contains("migrate_last_run_success 1"), "{metrics}");
+}
+
+/// With approval required: asking again replaces one's own request, and an
+/// approval refused because the pending migrations changed is used up, so
+/// a stale request blocks nobody.
+#[test]
+fn a_stale_approval_request_is_replaced_or_used_up() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &["--require-approval"]);
+    let first = server.run(Some(TOKEN), r#"{"confirm": true, "expect": []}"#);
+    assert_eq!(first.status, 202, "{}", first.body);
+    let first_id = first.json()["approval"].as_str().unwrap().to_owned();
+    let second = server.run(Some(TOKEN), r#"{"confirm": true, "expect": ["001"]}"#);
+    assert_eq!(second.status, 202, "{}", second.body);
+    let id = second.json()["approval"].as_str().unwrap().to_owned();
+    assert_ne!(first_id, id);
+    assert_eq!(approve(&server, CI_TOKEN, &first_id).status, 409);
+    // Another token cannot replace it.
+    assert_eq!(
+        server.run(Some(CI_TOKEN), r#"{"confirm": true}"#).status,
+        409
+    );
+    let status = server
+        .get("/admin/migrations/status", Some(VIEWER_TOKEN))
+        .json();
+    assert_eq!(status["approval"]["approval"], id.as_str());
+    assert_eq!(status["approval"]["requested_by"], "MIGRATE_ADMIN_TOKEN");
+    assert_eq!(status["approval"]["migrations"], serde_json::json!(["001"]));
+    // 002 is pending too: the run asked for only 001 is refused, and used up.
+    let refused = approve(&server, CI_TOKEN, &id);
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(refused.json()["error"], "conflict");
+    assert_eq!(approve(&server, CI_TOKEN, &id).status, 409);
+    assert_eq!(
+        server.get("/admin/migrations/status", Some(TOKEN)).json()["approval"],
+        Value::Null
+    );
+    assert_eq!(
+        server.run(Some(CI_TOKEN), r#"{"confirm": true}"#).status,
+        202
+    );
+}
+
+/// Event streams have places of their own, a few per token, and say when
+/// they end.
+#[test]
+fn event_streams_are_capped_per_token_and_audited_when_they_end() {
+    let t = TestEnv::new();
+    two_migrations(&t);
+    let server = Server::start(&t, &[]);
+    let mut open: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let (stream, head) = open_events(&server, VIEWER_TOKEN);
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            stream
+        })
+        .collect();
+    let refused = server.get("/admin/migrations/events", Some(VIEWER_TOKEN));
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("30"));
+    assert_eq!(refused.json()["error"], "too many event streams");
+    // Another token still gets one.
+    let (mut other, head) = open_events(&server, CI_TOKEN);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    read_events(&mut other, "hello");
+    // One closed gives its place back, and is audited.
+    drop(open.pop());
+    wait_until(Duration::from_secs(10), "a stream_ended line", || {
+        server.stderr().lines().any(|l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| {
+                v["audit"] == "stream_ended"
+                    && v["reason"] == "client_gone"
+                    && v["token"] == "viewer"
+            })
+        })
+    });
+    let (_again, head) = open_events(&server, VIEWER_TOKEN);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_, _, server) = server.terminate();
+    let ended = server
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("\"reason\":\"shutdown\""))
+        .count();
+    assert_eq!(ended, 9, "{}", server.stderr());
 }
 
 /// Reads server-sent events from `stream` until one named `last` (or the

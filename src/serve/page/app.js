@@ -7,6 +7,8 @@
 (() => {
   const TOKEN_KEY = "migrate.admin.token";
   const $ = (id) => document.getElementById(id);
+  // The timer of a refresh asked for by the stream, if one is waiting.
+  let refreshing = null;
 
   const state = {
     token: sessionStorage.getItem(TOKEN_KEY),
@@ -18,6 +20,17 @@
     asking: false,
     // What the dialog is for: "run" or "approve".
     dialogFor: null,
+    // Counts sign-ins and sign-outs: an answer to an older one is dropped.
+    epoch: 0,
+    // Runs whose end this page has shown (from its own request's answer or
+    // from the stream), by number.
+    shownRuns: new Set(),
+    // A run's end seen on the stream while this page's own request was
+    // still waiting for its answer.
+    finishedWhileAsking: null,
+    // The event stream's reconnect attempts since it last said hello.
+    attempts: 0,
+    hellos: 0,
   };
 
   // ---- helpers ----------------------------------------------------------
@@ -75,6 +88,7 @@
   }
 
   async function api(method, path, body) {
+    if (!state.token) throw new Error("signed out");
     const headers = { Authorization: `Bearer ${state.token}`, Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(path, {
@@ -90,7 +104,16 @@
     } catch (_) {
       data = null;
     }
-    return { status: response.status, data, retryAfter: response.headers.get("Retry-After") };
+    return {
+      status: response.status,
+      data,
+      retryAfter: response.headers.get("Retry-After"),
+      run: Number(response.headers.get("Migrate-Run")) || null,
+    };
+  }
+
+  function setLive(text) {
+    if ($("live").textContent !== text) $("live").textContent = text;
   }
 
   // What a refusal says, in a sentence.
@@ -149,11 +172,19 @@
 
   function signOut(message) {
     sessionStorage.removeItem(TOKEN_KEY);
+    state.epoch += 1;
     state.token = null;
     state.session = null;
     state.status = null;
+    state.asking = false;
+    state.dialogFor = null;
+    state.finishedWhileAsking = null;
+    if (refreshing) clearTimeout(refreshing);
+    refreshing = null;
     if (state.stream) state.stream.abort();
     state.stream = null;
+    closeDialog();
+    show($("approval"), false);
     for (const id of ["migrations", "history"]) $(id).tBodies[0].replaceChildren();
     $("progress").replaceChildren();
     $("result").replaceChildren();
@@ -168,7 +199,10 @@
   }
 
   function enter(session) {
+    state.epoch += 1;
     state.session = session;
+    state.hellos = 0;
+    state.attempts = 0;
     $("who-name").textContent = session.token;
     $("who-role").textContent = session.role === "run" ? "may run migrations" : "may read only";
     show($("who"), true);
@@ -195,6 +229,7 @@
 
   async function refresh() {
     const error = $("load-error");
+    const epoch = state.epoch;
     let status, history;
     try {
       [status, history] = await Promise.all([
@@ -202,10 +237,13 @@
         api("GET", "/admin/migrations/history"),
       ]);
     } catch (err) {
+      if (epoch !== state.epoch) return false;
       error.textContent = `The server did not answer: ${err.message}`;
       show(error, true);
       return false;
     }
+    // Signed out (or in as another) meanwhile: this answer is not for now.
+    if (epoch !== state.epoch) return false;
     if (status.status === 401 || (status.status === 403 && status.data && status.data.error === "forbidden" && /token/.test(status.data.details || ""))) {
       signOut("The token is no longer accepted: sign in again.");
       return false;
@@ -290,7 +328,7 @@
     const status = state.status;
     const pending = status.pending_migrations;
     if (pending.length === 0) {
-      showResult("ok", "Nothing to run", "There are no pending migrations.");
+      showResult("ok", "Nothing to run", "There are no pending migrations.", null, true);
       return;
     }
     openDialog("run", pending.map((m) => ({ version: m.version, name: m.name, retry: m.status === "failed" })));
@@ -300,12 +338,16 @@
     if (!(await refresh())) return;
     const approval = state.status.approval;
     if (!approval) {
-      showResult("error", "Nothing to approve", "The request was used or lapsed.");
+      showResult("error", "Nothing to approve", "The request was used or lapsed.", null, true);
       return;
     }
     const byVersion = new Map(state.status.all_migrations.map((m) => [m.version, m]));
-    const versions = approval.migrations || state.status.pending_migrations.map((m) => m.version);
-    openDialog("approve", versions.map((v) => ({ version: v, name: (byVersion.get(v) || {}).name, retry: (byVersion.get(v) || {}).status === "failed" })), approval);
+    const pending = new Set(state.status.pending_migrations.map((m) => m.version));
+    const versions = approval.migrations || [...pending];
+    openDialog("approve", versions.map((v) => {
+      const m = byVersion.get(v) || {};
+      return { version: v, name: m.name, retry: m.status === "failed", gone: !pending.has(v) };
+    }), approval);
   }
 
   function openDialog(purpose, steps, approval) {
@@ -319,7 +361,9 @@
       ? `Approving starts it now. It applies ${plural(n, "migration", "migrations")}, in this order, and nothing else:`
       : `These run now, in this order, and nothing else${state.session.require_approval ? ", once another run token approves" : ""}:`;
     $("confirm-list").replaceChildren(...steps.map((s) =>
-      el("li", {}, el("span", { class: "mono" }, label(s.version, s.name)), s.retry ? " (failed before: tried again)" : null)));
+      el("li", {}, el("span", { class: "mono" }, label(s.version, s.name)),
+        s.retry ? " (failed before: tried again)" : null,
+        s.gone ? " (no longer pending: will not run)" : null)));
     const scripts = state.status.bootstrap_scripts || [];
     $("confirm-bootstrap").textContent = scripts.length
       ? `Then the bootstrap ${plural(scripts.length, "script", "scripts")}: ${scripts.join(", ")}.`
@@ -349,23 +393,34 @@
     state.dialogFor = null;
     closeDialog();
     if (!chosen) return;
-    const expect = chosen.steps.map((s) => s.version);
+    const expect = chosen.steps.filter((s) => !s.gone).map((s) => s.version);
+    const epoch = state.epoch;
     startProgress();
     state.asking = true;
-    let response;
+    state.finishedWhileAsking = null;
+    let response = null;
+    let failure = null;
     try {
       response = chosen.purpose === "approve"
         ? await api("POST", "/admin/migrations/approve", { approval: chosen.approval.approval, expect })
         : await api("POST", "/admin/migrations/run", { confirm: true, expect });
     } catch (err) {
-      state.asking = false;
-      showResult("error", "No answer", `The server did not answer (${err.message}). A run that started goes on: check the status.`);
-      return;
-    } finally {
-      state.asking = false;
-      (chosen.purpose === "approve" ? $("approve") : $("run")).focus();
+      failure = err;
     }
-    answered(response);
+    if (epoch !== state.epoch) return;
+    state.asking = false;
+    const seen = state.finishedWhileAsking;
+    state.finishedWhileAsking = null;
+    if (response) {
+      if (response.run) state.shownRuns.add(response.run);
+      answered(response, true);
+    } else if (seen) {
+      // The answer was lost on the way, but the stream said how it ended.
+      state.shownRuns.add(seen.run);
+      answered({ status: seen.status, data: seen.body, retryAfter: null }, true);
+    } else {
+      showResult("error", "No answer", `The server did not answer (${failure.message}). A run that started goes on: check the status.`, null, true);
+    }
     await refresh();
   }
 
@@ -390,41 +445,43 @@
     return line;
   }
 
-  function showResult(kind, title, text, extra) {
+  // Shows a run's end. `own`: this page asked for it, and the focus moves
+  // to it; another client's run is only announced.
+  function showResult(kind, title, text, extra, own) {
     show($("run-section"), true);
     const result = $("result");
     result.className = `result ${kind}`;
     result.setAttribute("role", kind === "error" ? "alert" : "status");
     const parts = [el("h3", {}, title), text ? el("p", {}, text) : null, ...(extra || [])];
     result.replaceChildren(...parts.filter((part) => part !== null && part !== undefined));
-    result.focus();
+    if (own) result.focus();
   }
 
   // A run's answer, from the response or from the stream (same body).
-  function answered(response) {
+  function answered(response, own) {
     const data = response.data || {};
     const applied = (data.applied_migrations || []).map((m) => `${label(m.version, m.name)} (${took(m.duration)})`);
     const appliedList = applied.length ? el("ul", { class: "plain" }, ...applied.map((a) => el("li", {}, a))) : null;
     switch (response.status) {
       case 200:
         if (data.status === "up_to_date") {
-          showResult("ok", "Nothing to apply", "There were no pending migrations.");
+          showResult("ok", "Nothing to apply", "There were no pending migrations.", null, own);
         } else {
-          showResult("ok", `Applied ${plural(data.applied_count, "migration", "migrations")}`, null, [appliedList]);
+          showResult("ok", `Applied ${plural(data.applied_count, "migration", "migrations")}`, null, [appliedList], own);
         }
         return;
       case 202:
-        showResult("notice", "Waiting for approval", `The run (${data.approval}) starts when another run token approves it, within ${plural(Math.round(data.expires_in_seconds / 60), "minute", "minutes")}.`);
+        showResult("notice", "Waiting for approval", `The run (${data.approval}) starts when another run token approves it, within ${plural(Math.round(data.expires_in_seconds / 60), "minute", "minutes")}.`, null, own);
         return;
       case 409:
         if (data.holder !== undefined) {
-          showResult("error", "The migration lock is held", `${data.details}. Nothing was run: try again when it is free.`);
+          showResult("error", "The migration lock is held", `${data.details}. Nothing was run: try again when it is free.`, null, own);
         } else {
-          showResult("error", data.error || "Conflict", data.details || "");
+          showResult("error", data.error || "Conflict", data.details || "", null, own);
         }
         return;
       case 429:
-        showResult("error", data.error || "Too many runs", refusalText(response));
+        showResult("error", data.error || "Too many runs", refusalText(response), null, own);
         return;
       case 401:
         signOut("The token is no longer accepted: sign in again.");
@@ -433,7 +490,7 @@
         const extra = [];
         if (data.details) extra.push(el("pre", { class: "details" }, data.details));
         if (applied.length) extra.push(el("p", {}, "These committed before it and stay applied:"), appliedList);
-        showResult("error", data.error || `The server answered ${response.status}`, null, extra);
+        showResult("error", data.error || `The server answered ${response.status}`, null, extra, own);
       }
     }
   }
@@ -444,9 +501,17 @@
     const key = data.version !== undefined ? `run-${data.run}-${data.version}` : null;
     switch (name) {
       case "hello":
-        $("live").textContent = "Live updates on.";
+        setLive("Live updates on.");
+        state.attempts = 0;
+        state.hellos += 1;
+        // Back after a break: what happened meanwhile is in the tables.
+        if (state.hellos > 1) refresh();
+        break;
+      case "lagged":
+        refresh();
         break;
       case "run_started":
+        if (state.shownRuns.has(data.run)) break;
         startProgress();
         progressLine(`run-${data.run}`, `Run started by ${data.actor}.`, "info");
         break;
@@ -477,10 +542,15 @@
         progressLine(`run-${data.run}-b-${data.script}`, `bootstrap ${data.script}: ran in ${took(data.duration_ms * 1e6)}`, "applied");
         break;
       case "run_finished":
-        if (!state.asking) {
-          answered({ status: data.status, data: data.body, retryAfter: null });
-          refresh();
+        if (state.shownRuns.has(data.run)) break;
+        if (state.asking) {
+          // Shown from the request's own answer, or from this if it is lost.
+          state.finishedWhileAsking = data;
+          break;
         }
+        state.shownRuns.add(data.run);
+        answered({ status: data.status, data: data.body, retryAfter: null }, false);
+        refresh();
         break;
       case "approval_requested":
         refresh();
@@ -492,7 +562,6 @@
 
   // The tables follow a run as its migrations commit: one read at a time,
   // however fast the events come.
-  let refreshing = null;
   function refreshSoon() {
     if (refreshing) return;
     refreshing = setTimeout(async () => {
@@ -515,6 +584,25 @@
           credentials: "omit",
           signal: controller.signal,
         });
+        if (response.status === 401 || response.status === 403) {
+          // The token is no longer taken (the server restarted with other
+          // tokens): asking again would only count as guessing.
+          signOut("The token is no longer accepted: sign in again.");
+          return;
+        }
+        if (response.status === 429) {
+          const wait = retryAfter({ retryAfter: response.headers.get("Retry-After") }) || 10;
+          setLive(`Live updates paused: asked too often; again in ${plural(wait, "second", "seconds")}.`);
+          await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+          continue;
+        }
+        if (response.status === 503) {
+          // Too many streams open on the server: wait as it says.
+          const wait = retryAfter({ retryAfter: response.headers.get("Retry-After") }) || 30;
+          setLive(`Live updates paused: the server has too many open; again in ${plural(wait, "second", "seconds")}.`);
+          await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+          continue;
+        }
         if (response.status !== 200 || !response.body) throw new Error(`answered ${response.status}`);
         const reader = response.body.getReader();
         const decoder = new TextDecoder();
@@ -546,8 +634,11 @@
         if (controller.signal.aborted) return;
       }
       if (state.stream !== controller) return;
-      $("live").textContent = "Live updates interrupted: connecting again…";
-      await new Promise((resolve) => setTimeout(resolve, 2000));
+      setLive("Live updates interrupted: connecting again…");
+      // 1, 2, 4 ... 30 s, spread so that tabs do not all come back at once.
+      state.attempts += 1;
+      const delay = Math.min(30000, 1000 * 2 ** (state.attempts - 1)) * (0.5 + Math.random());
+      await new Promise((resolve) => setTimeout(resolve, delay));
     }
   }
 
@@ -566,6 +657,19 @@
       cancelDialog();
     });
     $("confirm-run").addEventListener("click", confirmed);
+    // A tab out of sight gives its stream back (a browser keeps about six
+    // connections to a server), and catches up when it is looked at again.
+    document.addEventListener("visibilitychange", () => {
+      if (!state.session) return;
+      if (document.hidden) {
+        if (state.stream) state.stream.abort();
+        state.stream = null;
+      } else if (!state.stream) {
+        state.hellos = 1;
+        refresh();
+        listen();
+      }
+    });
     if (state.token) {
       // Signed in earlier in this tab.
       let response = null;
@@ -578,7 +682,15 @@
         enter(response.data);
         return;
       }
-      signOut(response ? refusalText(response) : "The server did not answer.");
+      if (response && (response.status === 401 || response.status === 403)) {
+        signOut(refusalText(response));
+        return;
+      }
+      // Throttled, or the server restarting: the token is kept for a retry.
+      const error = $("sign-in-error");
+      error.textContent = `${response ? refusalText(response) : "The server did not answer."} Sign in again, or reload to retry.`;
+      show(error, true);
+      $("token").focus();
       return;
     }
     $("token").focus();
