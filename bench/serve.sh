@@ -6,11 +6,14 @@
 # BENCHMARKS.md records them.
 #
 # Needs wrk (Debian: apt-get install wrk) and the PostgreSQL server
-# programs. DURATION (default 5s), CONNECTIONS (default 16).
+# programs. DURATION (default 5s), CONNECTIONS (default 16), ROUTE (default
+# /admin/migrations/status; /admin/migrations/lock and / are the page's
+# other reads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${DURATION:-5s}
 connections=${CONNECTIONS:-16}
+route=${ROUTE:-/admin/migrations/status}
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
 bin=$(dirname "$(command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
 
@@ -40,7 +43,7 @@ for i in $(seq -w 1 1000); do
 done
 
 token=load-check-token-$(date +%s%N)
-echo "wrk: $connections connections, 2 threads, $duration; $(nproc) cores"
+echo "wrk: GET $route, $connections connections, 2 threads, $duration; $(nproc) cores"
 echo
 echo "| folder | requests/s | p50 | p99 | max | server peak RSS |"
 echo "| --- | --- | --- | --- | --- | --- |"
@@ -72,7 +75,7 @@ time.sleep(3600)' "$port" &
         hogs=$!
         sleep 1
     fi
-    url=http://$address/admin/migrations/status
+    url=http://$address$route
     wrk -t2 -c"$connections" -d1s -H "Authorization: Bearer $token" "$url" >/dev/null
     out=$(wrk -t2 -c"$connections" -d"$duration" --latency -H "Authorization: Bearer $token" "$url")
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")

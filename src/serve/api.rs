@@ -42,6 +42,7 @@ pub(super) fn router(app: Arc<App>) -> Router {
         .route("/admin/migrations/history", get(history))
         .route("/admin/migrations/run", post(run))
         .route("/admin/migrations/approve", post(approve))
+        .route("/admin/migrations/lock", get(lock))
         .route("/admin/migrations/events", get(super::events::stream))
         .route("/admin/session", get(session))
         .route("/", get(super::page::index))
@@ -460,13 +461,8 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn status(State(app): State<Arc<App>>) -> Response {
-    let read_both = async |client: &tokio_postgres::Client| {
-        let report = app.migrator.status_on(client).await?;
-        let lock = app.migrator.lock_on(client).await?;
-        Ok((report, lock))
-    };
-    let (report, lock) = match read(&app, read_both).await {
-        Ok(both) => both,
+    let report = match read(&app, async |client| app.migrator.status_on(client).await).await {
+        Ok(report) => report,
         Err(response) => return response,
     };
     let (mut body, pending) = shapes::status(&report);
@@ -477,7 +473,6 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         "schema": database.tracking.schema,
         "table": database.tracking.table,
     });
-    body["lock"] = shapes::lock(&lock);
     // What runs after the migrations, every run.
     body["bootstrap_scripts"] = json!(match (&database.bootstrap, app.skip_bootstrap) {
         (Some(bootstrap), false) => bootstrap.scripts.iter().map(|s| s.file_name()).collect(),
@@ -491,6 +486,15 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         .and_then(Pending::shown)
         .unwrap_or(Value::Null);
     json_response(StatusCode::OK, body, "ok")
+}
+
+/// `GET /admin/migrations/lock`: who holds the migration lock, as `migrate
+/// lock` says it.
+async fn lock(State(app): State<Arc<App>>) -> Response {
+    match read(&app, async |client| app.migrator.lock_on(client).await).await {
+        Ok(report) => json_response(StatusCode::OK, shapes::lock(&report), "ok"),
+        Err(response) => response,
+    }
 }
 
 /// `GET /admin/session`: who the token is, what it may do, and whether

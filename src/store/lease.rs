@@ -387,8 +387,21 @@ pub(super) async fn lease_holder(
     tracking: &Tracking,
     key: i64,
 ) -> Result<Option<LockHolder>, Error> {
+    // Looked for first: a query of a missing table would be an ERROR in the
+    // server's log each time a waiter or the admin page asks.
+    let table = tracking.lease_table();
+    let exists = client
+        .query_typed(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[(&table, Type::TEXT)],
+        )
+        .await
+        .map_err(|err| Error::database("cannot look up the lease table", err))?;
+    if !exists.first().is_some_and(|row| row.get::<_, bool>(0)) {
+        return Ok(None);
+    }
     match client
-        .query_typed(&holder_sql(&tracking.lease_table()), &[(&key, Type::INT8)])
+        .query_typed(&holder_sql(&table), &[(&key, Type::INT8)])
         .await
     {
         Ok(rows) => Ok(rows.first().map(|row| LockHolder {

@@ -1602,7 +1602,7 @@ fn the_page_and_its_files_are_served_under_a_strict_policy() {
 }
 
 /// What the page shows beside the table: the totals line, the database,
-/// the lock's holder and the bootstrap scripts.
+/// the bootstrap scripts, and from its own route the lock's holder.
 #[test]
 fn status_says_who_holds_the_lock_and_which_database() {
     let t = TestEnv::new();
@@ -1617,8 +1617,12 @@ fn status_says_who_holds_the_lock_and_which_database() {
     assert_eq!(doc["summary"], "2 migrations: 1 applied, 1 pending");
     assert_eq!(doc["totals"]["applied"], 1);
     assert_eq!(doc["totals"]["pending"], 1);
-    assert_eq!(doc["lock"]["held"], false);
-    assert_eq!(doc["lock"]["holder"], Value::Null);
+    let lock = server
+        .get("/admin/migrations/lock", Some(VIEWER_TOKEN))
+        .json();
+    assert_eq!(lock["held"], false);
+    assert_eq!(lock["holder"], Value::Null);
+    assert_eq!(lock["key"], t.default_lock_key().to_string());
     assert_eq!(doc["database"]["schema"], "public");
     assert_eq!(doc["database"]["table"], "schema_migrations");
     let target = doc["database"]["target"].as_str().unwrap();
@@ -1630,10 +1634,10 @@ fn status_says_who_holds_the_lock_and_which_database() {
     assert_eq!(doc["approval"], Value::Null);
 
     let _holder = t.hold_lock("deploy-job", t.default_lock_key());
-    let doc = server.get("/admin/migrations/status", Some(TOKEN)).json();
-    assert_eq!(doc["lock"]["held"], true);
-    assert_eq!(doc["lock"]["holder"]["application"], "deploy-job");
-    let said = doc["lock"]["description"].as_str().unwrap();
+    let doc = server.get("/admin/migrations/lock", Some(TOKEN)).json();
+    assert_eq!(doc["held"], true);
+    assert_eq!(doc["holder"]["application"], "deploy-job");
+    let said = doc["description"].as_str().unwrap();
     assert!(
         said.starts_with("pid ") && said.contains("deploy-job"),
         "{said}"

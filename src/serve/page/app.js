@@ -230,11 +230,12 @@
   async function refresh() {
     const error = $("load-error");
     const epoch = state.epoch;
-    let status, history;
+    let status, history, lock;
     try {
-      [status, history] = await Promise.all([
+      [status, history, lock] = await Promise.all([
         api("GET", "/admin/migrations/status"),
         api("GET", "/admin/migrations/history"),
+        api("GET", "/admin/migrations/lock"),
       ]);
     } catch (err) {
       if (epoch !== state.epoch) return false;
@@ -257,14 +258,13 @@
     state.status = status.data;
     renderStatus(status.data);
     if (history.status === 200) renderHistory(history.data);
+    renderLock(lock.status === 200 ? lock.data : null);
     return true;
   }
 
   function renderStatus(status) {
     $("target").textContent = status.database.target;
     $("tracking").textContent = `${status.database.schema}.${status.database.table}`;
-    $("lock").textContent = status.lock.held ? `held by ${status.lock.description}` : "free";
-    $("lock").className = status.lock.held ? "held" : "";
     $("checked").textContent = new Date().toISOString().slice(0, 19).replace("T", " ") + " UTC";
     $("summary").textContent = status.summary;
     const rows = [];
@@ -287,6 +287,17 @@
     run.disabled = pending === 0;
     run.setAttribute("aria-describedby", "summary");
     renderApproval(status.approval);
+  }
+
+  function renderLock(lock) {
+    const shown = $("lock");
+    if (!lock) {
+      shown.textContent = "unknown (the server did not say)";
+      shown.className = "";
+      return;
+    }
+    shown.textContent = lock.held ? `held by ${lock.description}` : "free";
+    shown.className = lock.held ? "held" : "";
   }
 
   function renderHistory(history) {
