@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+mod deadline;
 mod events;
 mod limits;
 mod page;
@@ -14,6 +15,7 @@ mod shapes;
 mod throttle;
 
 pub use auth::{MIN_TOKEN_LENGTH, Refused, Role, Tokens};
+pub use deadline::WRITE_TIMEOUT;
 pub use limits::{AllowList, RateLimit, RunBudget};
 
 use crate::cli::ServeArgs;
@@ -463,8 +465,10 @@ async fn serve_connections(
                 tower_service::Service::call(&mut router.clone(), request)
             },
         );
-        let connection =
-            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        let connection = graceful.watch(http.serve_connection(
+            hyper_util::rt::TokioIo::new(deadline::WriteDeadline::new(stream)),
+            service,
+        ));
         let app = Arc::clone(app);
         tokio::spawn(async move {
             if let Err(err) = connection.await {

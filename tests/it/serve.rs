@@ -1919,3 +1919,56 @@ fn a_head_that_never_ends_is_cut_off_and_audited() {
             .any(|l| l["outcome"] == "head_timeout" && l["client"].as_str().is_some())
     });
 }
+
+/// A client that sends requests and never reads the answers holds its
+/// connection only until a write has waited `WRITE_TIMEOUT` (20 s).
+#[test]
+fn a_client_that_stops_reading_is_cut_off() {
+    let t = TestEnv::new();
+    // Answers of about 240 KB each.
+    for i in 1..=1000 {
+        t.migration(&format!("{i:04}_table_{i}.sql"), "SELECT 1;");
+    }
+    let server = Server::start(&t, &[]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    let request = format!(
+        "GET /admin/migrations/status HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    // 80 answers (19 MB) are far more than the kernel buffers on both sides
+    // hold while the client reads nothing (a receive buffer grows only as
+    // its reader reads).
+    for _ in 0..80 {
+        stream.write_all(request.as_bytes()).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(26));
+    // Cut off: what was sent before is there, then the end, at once.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buffer[..n]),
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(err) => panic!(
+                "the connection stayed open: {err} after {} bytes",
+                got.len()
+            ),
+        }
+    }
+    let answers = String::from_utf8_lossy(&got)
+        .matches("HTTP/1.1 200")
+        .count();
+    assert!(answers < 80, "all {answers} answers were sent");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{} bytes took {:?}",
+        got.len(),
+        started.elapsed()
+    );
+    // The server goes on serving.
+    assert_eq!(server.get("/healthz", None).status, 200);
+}
