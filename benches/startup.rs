@@ -5,11 +5,14 @@
 //!     and against `pg_floor` reading and hashing the same 1000 files first
 //!     (the I/O that checking files against the database cannot avoid);
 //! (b) applying 1000 small migrations from empty, against one `psql`
-//!     session running the same files, each in its own transaction.
+//!     session running the same files, each in its own transaction;
+//! (c) the same with 1000 one-statement migrations (an INSERT each), over
+//!     TCP to 127.0.0.1 (password authentication, no TLS) for both: where
+//!     the bookkeeping weighs most against the work itself.
 //!
 //! Medians of several runs, interleaved, on a throwaway server with
 //! PostgreSQL's default durability (fsync and synchronous commit on), over
-//! the Unix socket. Also the peak RSS of each program.
+//! the Unix socket for (a) and (b). Also the peak RSS of each program.
 //!
 //! Run with `bench/run.sh`, which builds `pg_floor` first.
 
@@ -107,6 +110,19 @@ fn write_migrations(dir: &Path) {
     }
 }
 
+/// (c): the first makes a table, each of the others inserts one row.
+fn write_one_statement_migrations(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for v in 1..=MIGRATIONS {
+        let sql = if v == 1 {
+            "CREATE TABLE steps (v int PRIMARY KEY);\n".to_owned()
+        } else {
+            format!("INSERT INTO steps VALUES ({v});\n")
+        };
+        std::fs::write(dir.join(format!("{v:04}_step.sql")), sql).unwrap();
+    }
+}
+
 /// One psql script running every file in its own transaction.
 fn write_psql_script(migrations: &Path, script: &Path) {
     let mut text = String::new();
@@ -147,6 +163,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
+    let runs_c: usize = std::env::var("BENCH_RUNS_C")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
 
     let cluster = TempCluster::start(ClusterOptions {
         settings: vec![
@@ -154,6 +174,8 @@ fn main() {
             ("synchronous_commit".into(), "on".into()),
             ("full_page_writes".into(), "on".into()),
         ],
+        // (c) comes over TCP.
+        tcp: true,
         ..ClusterOptions::default()
     })
     .expect("start a server");
@@ -162,6 +184,16 @@ fn main() {
     write_migrations(&migrations);
     let script = work.path().join("all.sql");
     write_psql_script(&migrations, &script);
+    let one_statement = work.path().join("one-statement");
+    write_one_statement_migrations(&one_statement);
+    let one_statement_script = work.path().join("one-statement.sql");
+    write_psql_script(&one_statement, &one_statement_script);
+    let tcp_dsn = |db: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=postgres password=postgres sslmode=disable dbname={db}",
+            cluster.port()
+        )
+    };
     println!(
         "PostgreSQL {}; {} migrations; runs: (a) {runs_a}, (b) {runs_b}",
         cluster.version(),
@@ -257,6 +289,40 @@ fn main() {
     let psql = summarize(&psql_samples);
     let apply = summarize(&apply_samples);
 
+    // (c) 1000 one-statement migrations from empty, over TCP.
+    let mut psql_tcp_samples = Vec::new();
+    let mut apply_tcp_samples = Vec::new();
+    for run in 0..runs_c {
+        let (a, b) = (format!("psql_tcp_{run}"), format!("migrate_tcp_{run}"));
+        sql(&cluster, "postgres", &format!("CREATE DATABASE {a}"));
+        sql(&cluster, "postgres", &format!("CREATE DATABASE {b}"));
+        psql_tcp_samples.push(measure(
+            Command::new("psql")
+                .args([
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-d",
+                    &tcp_dsn(&a),
+                    "-f",
+                ])
+                .arg(&one_statement_script),
+        ));
+        apply_tcp_samples.push(measure(
+            Command::new(&migrate_bin)
+                .current_dir(work.path())
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .args(["up", "--yes", "--dsn", &tcp_dsn(&b), "--path"])
+                .arg(&one_statement),
+        ));
+        sql(&cluster, "postgres", &format!("DROP DATABASE {a}"));
+        sql(&cluster, "postgres", &format!("DROP DATABASE {b}"));
+    }
+    let psql_tcp = summarize(&psql_tcp_samples);
+    let apply_tcp = summarize(&apply_tcp_samples);
+
     println!();
     println!("| case | program | median | fastest | peak RSS |");
     println!("| --- | --- | --- | --- | --- |");
@@ -288,6 +354,16 @@ fn main() {
             &psql,
         ),
         ("(b) 1000 from empty", "migrate up --yes", &apply),
+        (
+            "(c) 1000 one-statement, TCP",
+            "psql -f (BEGIN; \\i file; COMMIT; each)",
+            &psql_tcp,
+        ),
+        (
+            "(c) 1000 one-statement, TCP",
+            "migrate up --yes",
+            &apply_tcp,
+        ),
     ] {
         println!(
             "| {case} | {program} | {} | {} | {} MiB |",
@@ -298,9 +374,11 @@ fn main() {
     }
     println!();
     println!(
-        "(a) migrate / floor: {:.2}x, / floor with files: {:.2}x   (b) migrate / psql: {:.2}x",
+        "(a) migrate / floor: {:.2}x, / floor with files: {:.2}x   (b) migrate / psql: {:.2}x   \
+         (c) migrate / psql: {:.2}x",
         up.median.as_secs_f64() / floor.median.as_secs_f64(),
         up.median.as_secs_f64() / floor_files.median.as_secs_f64(),
-        apply.median.as_secs_f64() / psql.median.as_secs_f64()
+        apply.median.as_secs_f64() / psql.median.as_secs_f64(),
+        apply_tcp.median.as_secs_f64() / psql_tcp.median.as_secs_f64()
     );
 }
