@@ -118,27 +118,17 @@ pub(super) struct Statements {
     upsert_failed: Sql,
     progress: Sql,
     journal: Sql,
-    lock_held: Sql,
 }
 
 /// A statement's text and the types of its parameters.
 struct Sql {
     text: String,
     types: &'static [Type],
-    /// Prepared by name for the run, on a direct connection: then the
-    /// server parses and plans it once, not at every use. Through a
-    /// pooler it stays unset, since a named statement would outlive the
-    /// run on a pooled server connection.
-    named: std::sync::OnceLock<tokio_postgres::Statement>,
 }
 
 impl Sql {
     fn new(text: String, types: &'static [Type]) -> Sql {
-        Sql {
-            text,
-            types,
-            named: std::sync::OnceLock::new(),
-        }
+        Sql { text, types }
     }
 }
 
@@ -149,46 +139,12 @@ impl Store {
         sql: &Sql,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
-        if let Some(named) = sql.named.get() {
-            return self.client().execute(named, params).await;
-        }
         let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
             .iter()
             .zip(sql.types)
             .map(|(param, ty)| (*param, ty.clone()))
             .collect();
         self.client().execute_typed(&sql.text, &typed).await
-    }
-
-    /// On a direct connection, prepares the statements the run uses for
-    /// each migration by name, all in one round trip, before the first
-    /// migration (never inside its pipeline, where a statement's Parse
-    /// would let the COMMIT sent beside it overtake it). One that cannot be
-    /// prepared is sent unnamed, as through a pooler.
-    async fn name_statements(&self) {
-        if self.pooled.is_some() || self.unnamed_only {
-            return;
-        }
-        let statements = self.prepared();
-        let each = [
-            &statements.record_applied,
-            &statements.clear_failed,
-            &statements.lock_held,
-        ];
-        if each.iter().all(|sql| sql.named.get().is_some()) {
-            return;
-        }
-        let client = self.client();
-        let (first, second, third) = tokio::join!(
-            client.prepare_typed(&each[0].text, each[0].types),
-            client.prepare_typed(&each[1].text, each[1].types),
-            client.prepare_typed(&each[2].text, each[2].types),
-        );
-        for (sql, statement) in each.iter().zip([first, second, third]) {
-            if let Ok(statement) = statement {
-                let _ = sql.named.set(statement);
-            }
-        }
     }
 
     fn statements(&mut self, tracking: &Tracking, settings: &SessionSettings) -> &Statements {
@@ -229,7 +185,6 @@ impl Store {
                     ],
                 ),
                 progress: Sql::new(bookkeeping::progress(tracking), &[T::TEXT, T::TEXT]),
-                lock_held: Sql::new(bookkeeping::LOCK_HELD.to_owned(), &[T::INT8, T::INT8]),
                 journal: Sql::new(
                     bookkeeping::journal(tracking),
                     &[
@@ -259,14 +214,7 @@ impl Store {
         settings: &SessionSettings,
         run: Run<'_>,
     ) -> Result<Done, RunError> {
-        let lowered = run.script.sql.to_ascii_lowercase();
-        if !self.unnamed_only && (lowered.contains("deallocate") || lowered.contains("discard")) {
-            // The named statements could be gone after it: none from now on.
-            self.unnamed_only = true;
-            self.statements = None;
-        }
         self.statements(tracking, settings);
-        self.name_statements().await;
         if run.script.transactional {
             self.run_in_transaction(run).await
         } else {
@@ -873,21 +821,13 @@ impl Store {
             Some(Lock::Lease(claim)) => self.holds_lease(claim).await,
             Some(Lock::Advisory(key)) => {
                 let (classid, objid) = bookkeeping::lock_key_halves(*key);
-                let rows = match self
-                    .statements
-                    .as_ref()
-                    .and_then(|s| s.lock_held.named.get())
-                {
-                    Some(named) => self.client().query(named, &[&classid, &objid]).await?,
-                    None => {
-                        self.client()
-                            .query_typed(
-                                bookkeeping::LOCK_HELD,
-                                &[(&classid, Type::INT8), (&objid, Type::INT8)],
-                            )
-                            .await?
-                    }
-                };
+                let rows = self
+                    .client()
+                    .query_typed(
+                        bookkeeping::LOCK_HELD,
+                        &[(&classid, Type::INT8), (&objid, Type::INT8)],
+                    )
+                    .await?;
                 Ok(rows.first().is_some_and(|row| row.get(0)))
             }
         }

@@ -105,9 +105,6 @@ pub struct Store {
     /// nothing is set for the session, and each migration's transaction
     /// may stay idle at most that long.
     pooled: Option<Duration>,
-    /// A script of the run may drop prepared statements (`DEALLOCATE`,
-    /// `DISCARD`): the bookkeeping is sent unnamed from then on.
-    unnamed_only: bool,
 }
 
 impl Store {
@@ -164,7 +161,6 @@ impl Store {
             backend_pid: None,
             server_port: None,
             pooled: None,
-            unnamed_only: false,
         };
         let mut store = store;
         store.server_port = store.refuse_statement_pooling(dsn).await?;

@@ -351,30 +351,3 @@ fn a_hundred_and_twenty_runs_against_a_hundred_connections_all_succeed() {
         Some("30".into())
     );
 }
-
-/// The bookkeeping is prepared by name on a direct connection; a migration
-/// that drops prepared statements (`DEALLOCATE ALL`, `DISCARD PLANS`) takes
-/// nothing from the runs after it.
-#[test]
-fn a_migration_that_drops_prepared_statements_breaks_no_record() {
-    let t = TestEnv::new();
-    t.migration("001_a.sql", "CREATE TABLE a (id int);")
-        .migration(
-            "002_deallocate.sql",
-            "DEALLOCATE ALL;\nCREATE TABLE b (id int);",
-        )
-        .migration(
-            "003_discard.sql",
-            "DISCARD PLANS;\nCREATE TABLE c (id int);",
-        )
-        .migration("004_d.sql", "CREATE TABLE d (id int);");
-    t.migrate().args(["up", "--yes"]).run().code(0);
-    assert_eq!(
-        t.state(),
-        ["001:applied", "002:applied", "003:applied", "004:applied"]
-    );
-    assert_eq!(
-        t.journal(),
-        ["applied:001", "applied:002", "applied:003", "applied:004"]
-    );
-}

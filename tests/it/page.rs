@@ -75,7 +75,7 @@ fn with_the_keyboard_alone_an_operator_signs_in_runs_and_watches_them_apply() {
     t.migration("001_users.sql", "CREATE TABLE users (id int);")
         .migration(
             "002_slow.sql",
-            "SELECT pg_sleep(3);\nCREATE TABLE orders (id int);",
+            "SELECT pg_sleep(1.5);\nCREATE TABLE orders (id int);",
         )
         .migration("003_index.sql", "CREATE INDEX ON users (id);");
     let server = Server::start(&t, &[]);
