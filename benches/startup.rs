@@ -135,6 +135,38 @@ fn write_psql_script(migrations: &Path, script: &Path) {
     std::fs::write(script, text).unwrap();
 }
 
+/// `runs` times, interleaved, each on fresh databases: `psql -f` of a
+/// script and a `migrate` command, as `setup(database)` gives the psql
+/// DSN, its script and the migrate command.
+fn psql_against_migrate(
+    cluster: &TempCluster,
+    runs: usize,
+    prefix: &str,
+    setup: impl Fn(&str) -> (String, PathBuf, Command),
+) -> (Summary, Summary) {
+    let mut psql_samples = Vec::new();
+    let mut migrate_samples = Vec::new();
+    for run in 0..runs {
+        let (a, b) = (
+            format!("psql_{prefix}{run}"),
+            format!("migrate_{prefix}{run}"),
+        );
+        sql(cluster, "postgres", &format!("CREATE DATABASE {a}"));
+        sql(cluster, "postgres", &format!("CREATE DATABASE {b}"));
+        let (dsn, script, _) = setup(&a);
+        psql_samples.push(measure(
+            Command::new("psql")
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &dsn, "-f"])
+                .arg(&script),
+        ));
+        let (_, _, mut migrate) = setup(&b);
+        migrate_samples.push(measure(&mut migrate));
+        sql(cluster, "postgres", &format!("DROP DATABASE {a}"));
+        sql(cluster, "postgres", &format!("DROP DATABASE {b}"));
+    }
+    (summarize(&psql_samples), summarize(&migrate_samples))
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let exe_dir = std::env::current_exe()
@@ -262,66 +294,21 @@ fn main() {
     let with_bootstrap = summarize(&bootstrap_samples);
     let skipping = summarize(&skip_samples);
 
-    // (b) 1000 migrations from empty.
-    let mut psql_samples = Vec::new();
-    let mut apply_samples = Vec::new();
-    for run in 0..runs_b {
-        let (a, b) = (format!("psql_{run}"), format!("migrate_{run}"));
-        sql(&cluster, "postgres", &format!("CREATE DATABASE {a}"));
-        sql(&cluster, "postgres", &format!("CREATE DATABASE {b}"));
-        psql_samples.push(measure(
-            Command::new("psql")
-                .args([
-                    "-X",
-                    "-q",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-d",
-                    &cluster.socket_dsn(&a),
-                    "-f",
-                ])
-                .arg(&script),
-        ));
-        apply_samples.push(measure(&mut migrate(&b)));
-        sql(&cluster, "postgres", &format!("DROP DATABASE {a}"));
-        sql(&cluster, "postgres", &format!("DROP DATABASE {b}"));
-    }
-    let psql = summarize(&psql_samples);
-    let apply = summarize(&apply_samples);
-
+    // (b) 1000 migrations from empty, over the socket.
+    let (psql, apply) = psql_against_migrate(&cluster, runs_b, "", |db| {
+        (cluster.socket_dsn(db), script.clone(), migrate(db))
+    });
     // (c) 1000 one-statement migrations from empty, over TCP.
-    let mut psql_tcp_samples = Vec::new();
-    let mut apply_tcp_samples = Vec::new();
-    for run in 0..runs_c {
-        let (a, b) = (format!("psql_tcp_{run}"), format!("migrate_tcp_{run}"));
-        sql(&cluster, "postgres", &format!("CREATE DATABASE {a}"));
-        sql(&cluster, "postgres", &format!("CREATE DATABASE {b}"));
-        psql_tcp_samples.push(measure(
-            Command::new("psql")
-                .args([
-                    "-X",
-                    "-q",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-d",
-                    &tcp_dsn(&a),
-                    "-f",
-                ])
-                .arg(&one_statement_script),
-        ));
-        apply_tcp_samples.push(measure(
-            Command::new(&migrate_bin)
-                .current_dir(work.path())
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .args(["up", "--yes", "--dsn", &tcp_dsn(&b), "--path"])
-                .arg(&one_statement),
-        ));
-        sql(&cluster, "postgres", &format!("DROP DATABASE {a}"));
-        sql(&cluster, "postgres", &format!("DROP DATABASE {b}"));
-    }
-    let psql_tcp = summarize(&psql_tcp_samples);
-    let apply_tcp = summarize(&apply_tcp_samples);
+    let (psql_tcp, apply_tcp) = psql_against_migrate(&cluster, runs_c, "tcp_", |db| {
+        let mut command = Command::new(&migrate_bin);
+        command
+            .current_dir(work.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .args(["up", "--yes", "--dsn", &tcp_dsn(db), "--path"])
+            .arg(&one_statement);
+        (tcp_dsn(db), one_statement_script.clone(), command)
+    });
 
     println!();
     println!("| case | program | median | fastest | peak RSS |");
