@@ -467,3 +467,32 @@ fn text_from_the_database_is_shown_as_text_not_markup() {
     );
     assert_eq!(injected, json!([0, true]));
 }
+
+/// The database goes away while the page is open: "Check status" says so,
+/// and comes back with it.
+#[test]
+fn a_database_that_goes_away_is_said_and_the_page_recovers() {
+    let t = TestEnv::on_own_server();
+    t.migration("001_users.sql", "CREATE TABLE users (id int);");
+    let server = Server::start(&t, &[]);
+    let Some(browser) = open(&server, DESKTOP) else {
+        return;
+    };
+    sign_in(&browser, TOKEN);
+    browser.wait_text("#summary", "1 migration: 0 applied, 1 pending");
+    t.stop_server();
+    browser.click("#refresh");
+    let said = browser.wait_text("#load-error", "database unavailable");
+    assert!(said.contains("error connecting to server"), "{said}");
+    browser.screenshot("page-database-gone");
+    t.start_server();
+    browser.wait(Duration::from_secs(30), "the page to recover", |b| {
+        b.click("#refresh");
+        std::thread::sleep(Duration::from_millis(500));
+        !b.shown("#load-error")
+    });
+    assert_eq!(
+        browser.text("#summary"),
+        "1 migration: 0 applied, 1 pending"
+    );
+}

@@ -1187,6 +1187,10 @@ fn a_run_through_a_transaction_pool_races_cli_runs_and_applies_each_once() {
     );
     let status = server.get("/admin/migrations/status", Some(TOKEN));
     assert_eq!(status.status, 200, "{}", status.body);
+    // The lock route reads through the pool too (the lease table exists).
+    let lock = server.get("/admin/migrations/lock", Some(TOKEN));
+    assert_eq!(lock.status, 200, "{}", lock.body);
+    assert_eq!(lock.json()["held"], false);
     assert_eq!(t.advisory_locks(), 0);
     assert_eq!(
         t.value("SELECT count(*) FROM schema_migrations_lock"),
