@@ -16,7 +16,8 @@ Environment: SKIP_MIGRATIONS=true makes `up` exit 0 at once without connecting; 
 skips the bootstrap scripts (config: skip-migrations, skip-bootstrap in deployment.yaml).\n\
 Exit codes: 0 done or nothing to do, 1 a migration or the run failed, 2 bad usage, config or \
 migration files, 3 drift between files and database, 4 the lock was not acquired within \
---lock-wait, 5 the database could not be reached."
+--lock-wait, 5 the database could not be reached. Across a fleet, the most severe of the targets' \
+codes: 1, then 3, 2, 5, 4."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -227,6 +228,44 @@ pub struct GlobalArgs {
     /// Same as `migrate status`
     #[arg(long = "status", global = true)]
     pub status_flag: bool,
+
+    /// Every schema whose name matches this LIKE pattern (tenant_%), each with its own state table, journal and lock [env: MIGRATE_EACH_SCHEMA]
+    #[arg(long, global = true, value_name = "PATTERN", conflicts_with_all = ["targets", "targets_query"], help_heading = "Fleets")]
+    pub each_schema: Option<String>,
+
+    /// A YAML list of targets, each a `name` with a `dsn` and/or a `schema`; ${VAR} is expanded [env: MIGRATE_TARGETS]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "targets_query",
+        help_heading = "Fleets"
+    )]
+    pub targets: Option<PathBuf>,
+
+    /// A query run on the main connection whose rows give each target's `name` and its `schema` and/or `dsn` [env: MIGRATE_TARGETS_QUERY]
+    #[arg(long, global = true, value_name = "SQL", help_heading = "Fleets")]
+    pub targets_query: Option<String>,
+
+    /// Targets migrated at a time, each over one connection [env: MIGRATE_PARALLEL] [default: 4]
+    #[arg(long, global = true, value_name = "N", help_heading = "Fleets")]
+    pub parallel: Option<String>,
+
+    /// Migrate the first K targets alone first, and stop if any of them fails
+    #[arg(long, global = true, value_name = "K", help_heading = "Fleets")]
+    pub canary: Option<String>,
+
+    /// After a target fails, go on with the others (by default none starts after a failure)
+    #[arg(long, global = true, help_heading = "Fleets")]
+    pub keep_going: bool,
+
+    /// Only the targets whose name hashes into shard I of N (0-based), e.g. 2/8 [env: MIGRATE_SHARD]
+    #[arg(long, global = true, value_name = "I/N", help_heading = "Fleets")]
+    pub shard: Option<String>,
+
+    /// N shards, this one numbered by JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) [env: MIGRATE_SHARDS]
+    #[arg(long, global = true, value_name = "N", help_heading = "Fleets")]
+    pub shards: Option<String>,
 }
 
 /// A `--dsn` value as given; its `Debug` hides it, since it may hold a

@@ -142,6 +142,43 @@ impl Dsn {
     }
 }
 
+impl Dsn {
+    /// The server this connection goes to, as written (host names in lower
+    /// case, the port 5432 unless given): two DSNs with the same key reach
+    /// the same server.
+    pub fn server_key(&self) -> String {
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                Host::Tcp(name) => name.to_ascii_lowercase(),
+                Host::Unix(path) => path.display().to_string(),
+            })
+            .chain(self.config.get_hostaddrs().iter().map(|a| a.to_string()))
+            .collect();
+        let ports: Vec<String> = match self.config.get_ports() {
+            [] => vec!["5432".into()],
+            ports => ports.iter().map(u16::to_string).collect(),
+        };
+        format!("{}:{}", hosts.join(","), ports.join(","))
+    }
+
+    /// Whether the two open the same kind of connection to the same place
+    /// as the same user (a fleet worker keeps a connection for the next
+    /// target only then).
+    pub fn same_connection(&self, other: &Dsn) -> bool {
+        self.config == other.config && self.tls == other.tls && self.root_certs == other.root_certs
+    }
+
+    /// The database on that server (`dbname`, else the user's name).
+    pub fn database_key(&self) -> String {
+        let user = self.config.get_user().unwrap_or("");
+        let db = self.config.get_dbname().unwrap_or(user);
+        format!("{}/{db}", self.server_key())
+    }
+}
+
 impl fmt::Debug for Dsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // tokio-postgres' Config Debug already redacts the password.

@@ -48,6 +48,7 @@ pub mod engine;
 #[cfg(feature = "cli")]
 pub mod environment;
 pub mod error;
+pub mod fleet;
 #[cfg(feature = "cli")]
 pub mod metrics;
 pub mod migration;

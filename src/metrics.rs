@@ -63,6 +63,83 @@ pub fn write_run(path: &Path, done: &Progress, success: bool) -> Result<(), Erro
     })
 }
 
+/// Writes the metrics of a fleet's run: the migrations of every target
+/// together (as one run's are), the pending ones summed and the longest
+/// lock wait; then per target, labelled `target`, four gauges (its
+/// outcome, migrations applied or rolled back, pending, and how long it
+/// took), so a fleet of T targets adds 4×T series. The run succeeded when
+/// every target did.
+pub fn write_fleet(path: &Path, report: &crate::fleet::FleetReport) -> Result<(), Error> {
+    let mut recorded = Recorded::default();
+    let mut lock_wait = Duration::ZERO;
+    let mut pending = None::<usize>;
+    for target in &report.targets {
+        recorded.add(&target.done);
+        lock_wait = lock_wait.max(target.done.lock_waited);
+        if let Some(p) = target.pending() {
+            pending = Some(pending.unwrap_or(0) + p);
+        }
+    }
+    recorded.lock_wait = lock_wait;
+    recorded.pending = pending;
+    let success = report.exit_code() == crate::error::exit::OK;
+    let mut text = render(&recorded, Some((success, unix_now())));
+    text.push_str(&render_targets(report));
+    write_atomically(path, &text).map_err(|err| Error::Config {
+        origin: path.display().to_string(),
+        message: format!("cannot write the metrics file: {err}"),
+    })
+}
+
+fn render_targets(report: &crate::fleet::FleetReport) -> String {
+    let mut registry = Registry::default();
+    let outcome = Family::<Labels, Gauge>::default();
+    registry.register(
+        "migrate_target_outcome",
+        "1 for each target, labelled with how its last run ended",
+        outcome.clone(),
+    );
+    let changed = Family::<Labels, Gauge>::default();
+    registry.register(
+        "migrate_target_migrations",
+        "Migrations the last run applied (or rolled back) on each target",
+        changed.clone(),
+    );
+    let pending = Family::<Labels, Gauge>::default();
+    registry.register(
+        "migrate_target_pending_migrations",
+        "Migrations pending on each target at the end of the last run",
+        pending.clone(),
+    );
+    let took = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    registry.register(
+        "migrate_target_duration_seconds",
+        "How long the last run took on each target",
+        took.clone(),
+    );
+    for target in &report.targets {
+        let name = ("target".to_owned(), target.name.clone());
+        let label = serde_json::to_value(target.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        outcome
+            .get_or_create(&vec![name.clone(), ("outcome".to_owned(), label)])
+            .set(1);
+        changed
+            .get_or_create(&vec![name.clone()])
+            .set((target.done.applied.len() + target.done.rolled_back.len()) as i64);
+        if let Some(p) = target.pending() {
+            pending.get_or_create(&vec![name.clone()]).set(p as i64);
+        }
+        took.get_or_create(&vec![name])
+            .set(target.duration.as_secs_f64());
+    }
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("writing to a String does not fail");
+    text_format(&text)
+}
+
 type Labels = Vec<(String, String)>;
 
 /// The metrics of a long-running process (`migrate serve`): every run's

@@ -246,6 +246,13 @@ pub struct Progress {
     pub lock_waited: Duration,
     /// Migrations still pending when the run ended, once it had looked.
     pub pending: Option<usize>,
+    /// The newest applied version when the run looked, before it changed
+    /// anything, and when it ended (a fleet's summary shows both); `None`
+    /// for none, or before the run looked.
+    #[serde(skip)]
+    pub version_before: Option<Version>,
+    #[serde(skip)]
+    pub version_after: Option<Version>,
 }
 
 /// An `up` or `down` that failed, with what it committed before it did.

@@ -2,6 +2,8 @@
 //! variable, then the config folder, then the default. Every error names
 //! the flag, variable or file line the bad value came from.
 
+pub mod fleet;
+
 use crate::cli::GlobalArgs;
 use crate::config::{ConfigFolder, ConfigValue, DbEntry};
 use crate::dsn::Dsn;

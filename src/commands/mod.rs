@@ -1,6 +1,7 @@
 //! One module per command: settings in, engine call, output through the
 //! printer (text, or one JSON document), an exit code out.
 
+mod fleet;
 mod sandbox;
 
 use crate::cli::{Cli, Command, DownArgs, RepairArgs};
@@ -68,6 +69,16 @@ pub fn run(cli: Cli) -> i32 {
             return fail(&printer, command.name(), &err);
         }
     };
+    let fleet = match settings::fleet::resolve(&cli.global, &env) {
+        Ok(fleet) => fleet,
+        Err(err) => {
+            return fail(
+                &Printer::with_output(terminal, false, early),
+                command.name(),
+                &err,
+            );
+        }
+    };
     let output = Output {
         json: settings.json,
         verbosity: settings.verbosity,
@@ -88,6 +99,17 @@ pub fn run(cli: Cli) -> i32 {
             return exit::FAILED;
         }
     };
+    if let Some(fleet) = &fleet {
+        let code = runtime.block_on(fleet::run(
+            &command,
+            &cli.global,
+            &settings,
+            fleet,
+            &printer,
+        ));
+        runtime.shutdown_background();
+        return code;
+    }
     let result = match command {
         // A person or Kubernetes may stop a run: say what that leaves.
         // (repair asks too: Ctrl-C at its prompt is handled the same way.)

@@ -6,7 +6,8 @@ use super::{Migrator, check_scripts};
 use crate::error::Error;
 use crate::migration::{FileProblem, MigrationSet, Script, Version};
 use crate::report::{
-    DownOutcome, DownReport, DownStep, Event, MigrationRef, Progress, Reporter, RunFailed,
+    AppliedMigration, DownOutcome, DownReport, DownStep, Event, MigrationRef, Progress, Reporter,
+    RunFailed,
 };
 use crate::state::{DbState, RowStatus, StateRow};
 use crate::store::{Action, StateDetail, Store};
@@ -32,6 +33,17 @@ impl Migrator {
         options: &DownOptions,
         reporter: &dyn Reporter,
     ) -> Result<DownReport, RunFailed> {
+        self.down_with(None, options, reporter).await
+    }
+
+    /// [`Migrator::down`]; over `kept`, a connection the caller keeps from
+    /// one target to the next, when given: then it is left open.
+    pub(crate) async fn down_with(
+        &self,
+        kept: Option<&mut Store>,
+        options: &DownOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<DownReport, RunFailed> {
         let mut report = DownReport {
             outcome: DownOutcome::NothingToDo,
             planned: Vec::new(),
@@ -46,19 +58,29 @@ impl Migrator {
             if options.steps == Some(0) {
                 return Err(Error::Usage("--steps must be at least 1".into()));
             }
-            let (migrations, mut store, state) = self.open(StateDetail::Full, reporter).await?;
-            let result = self
-                .down_on(
-                    &migrations,
-                    &mut store,
-                    state,
-                    options,
-                    &mut report,
-                    reporter,
-                )
-                .await;
-            store.close().await;
-            result
+            match kept {
+                Some(store) => {
+                    let (migrations, state) = self.read_over(store, StateDetail::Full).await?;
+                    self.down_on(&migrations, store, state, options, &mut report, reporter)
+                        .await
+                }
+                None => {
+                    let (migrations, mut store, state) =
+                        self.open(StateDetail::Full, reporter).await?;
+                    let result = self
+                        .down_on(
+                            &migrations,
+                            &mut store,
+                            state,
+                            options,
+                            &mut report,
+                            reporter,
+                        )
+                        .await;
+                    store.close().await;
+                    result
+                }
+            }
         }
         .await;
         match result {
@@ -76,6 +98,18 @@ impl Migrator {
         report: &mut DownReport,
         reporter: &dyn Reporter,
     ) -> Result<(), Error> {
+        let newest = |state: &DbState, gone: &[AppliedMigration]| {
+            state
+                .rows
+                .iter()
+                .filter(|r| r.status == RowStatus::Applied)
+                .map(|r| &r.version)
+                .filter(|v| !gone.iter().any(|g| g.migration.version == **v))
+                .max()
+                .cloned()
+        };
+        report.done.version_before = newest(&state, &[]);
+        report.done.version_after = report.done.version_before.clone();
         let chosen = choose(&state, options)?;
         if chosen.is_empty() {
             reporter.event(Event::NothingToRollBack);
@@ -136,7 +170,7 @@ impl Migrator {
                     },
                 })
                 .collect();
-            run_steps(
+            let ran = run_steps(
                 store,
                 database,
                 &runs,
@@ -145,7 +179,9 @@ impl Migrator {
                 &mut report.done,
                 reporter,
             )
-            .await?;
+            .await;
+            report.done.version_after = newest(&state, &report.done.rolled_back);
+            ran?;
             report.outcome = DownOutcome::RolledBack;
             Ok(())
         }

@@ -132,6 +132,14 @@ impl Migrator {
         }
     }
 
+    /// A migrator over a set already read and shared (a fleet's targets).
+    pub(crate) fn shared(migrations: Arc<MigrationSet>, database: Database) -> Migrator {
+        Migrator {
+            source: Source::Loaded(migrations),
+            database,
+        }
+    }
+
     pub fn database(&self) -> &Database {
         &self.database
     }
@@ -245,6 +253,38 @@ impl Migrator {
             }
             (Err(err), Err(_)) | (Ok(_), Err(err)) => Err(err),
         }
+    }
+
+    /// As [`Migrator::open`], over a connection the caller keeps from one
+    /// target to the next (a fleet's worker).
+    async fn read_over(
+        &self,
+        store: &Store,
+        detail: StateDetail,
+    ) -> Result<(Arc<MigrationSet>, DbState), Error> {
+        let migrations = self.load().await?;
+        let tracking = &self.database.tracking;
+        let mut state = store.read_state(tracking, detail).await?;
+        look_for_lost_rows(store.client(), tracking, &migrations, &mut state).await?;
+        Ok((migrations, state))
+    }
+
+    /// `status` over a connection the caller keeps.
+    pub(crate) async fn status_over(&self, store: &Store) -> Result<StatusReport, Error> {
+        let (migrations, state) = self.read_over(store, StateDetail::Full).await?;
+        Ok(status_report(&migrations, &state))
+    }
+
+    /// `validate` over a connection the caller keeps.
+    pub(crate) async fn validate_over(&self, store: &Store) -> Result<ValidateReport, Error> {
+        let (migrations, state) = self.read_over(store, StateDetail::Plan).await?;
+        validate_state(&migrations, &state)
+    }
+
+    /// Connects as the settings say (waiting for `--wait-for-db`), for a
+    /// caller that runs several targets over one connection.
+    pub(crate) async fn connect_for(&self, reporter: &dyn Reporter) -> Result<Store, Error> {
+        self.connect(reporter).await
     }
 
     /// Every version with its status; reads only, creates nothing.
@@ -472,13 +512,18 @@ impl Migrator {
     pub async fn validate(&self, reporter: &dyn Reporter) -> Result<ValidateReport, Error> {
         let (migrations, store, state) = self.open(StateDetail::Plan, reporter).await?;
         store.close().await;
-        let steps = plan::pending(&migrations, &state.rows, None);
-        check_drift(&migrations, &state, &out_of_order(&steps, &state))?;
-        let rows = plan::status_rows(&migrations, &state.rows);
-        Ok(ValidateReport {
-            totals: plan::totals(&rows),
-        })
+        validate_state(&migrations, &state)
     }
+}
+
+/// Drift is an error; otherwise the totals.
+fn validate_state(migrations: &MigrationSet, state: &DbState) -> Result<ValidateReport, Error> {
+    let steps = plan::pending(migrations, &state.rows, None);
+    check_drift(migrations, state, &out_of_order(&steps, state))?;
+    let rows = plan::status_rows(migrations, &state.rows);
+    Ok(ValidateReport {
+        totals: plan::totals(&rows),
+    })
 }
 
 /// The status of every version, with what `up` would refuse.

@@ -88,6 +88,18 @@ impl Migrator {
         options: &UpOptions,
         reporter: &dyn Reporter,
     ) -> Result<UpReport, RunFailed> {
+        self.up_with(None, options, reporter).await
+    }
+
+    /// [`Migrator::up`]; over `kept`, a connection the caller keeps from
+    /// one target to the next (a fleet's worker), when given: then it is
+    /// left open, the lock given up.
+    pub(crate) async fn up_with(
+        &self,
+        kept: Option<&mut Store>,
+        options: &UpOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<UpReport, RunFailed> {
         let mut report = UpReport {
             outcome: UpOutcome::UpToDate,
             planned: Vec::new(),
@@ -100,24 +112,52 @@ impl Migrator {
                 Some(b) if !b.scripts.is_empty() && !options.skip_bootstrap => Some(b.resolved()?),
                 _ => None,
             };
-            let (migrations, mut store, state) = self.open(StateDetail::Plan, reporter).await?;
-            let result = self
-                .up_on(
-                    &migrations,
-                    &mut store,
-                    state,
-                    bootstrap.as_ref(),
-                    options,
-                    &mut report,
-                    reporter,
-                )
-                .await;
-            // Closing the connection also releases the lock on every error
-            // path.
-            store.close().await;
-            result
+            let bootstrap = bootstrap.as_ref();
+            match kept {
+                Some(store) => {
+                    let (migrations, state) = self.read_over(store, StateDetail::Plan).await?;
+                    self.up_on(
+                        &migrations,
+                        store,
+                        state,
+                        bootstrap,
+                        options,
+                        &mut report,
+                        reporter,
+                    )
+                    .await
+                }
+                None => {
+                    let (migrations, mut store, state) =
+                        self.open(StateDetail::Plan, reporter).await?;
+                    let result = self
+                        .up_on(
+                            &migrations,
+                            &mut store,
+                            state,
+                            bootstrap,
+                            options,
+                            &mut report,
+                            reporter,
+                        )
+                        .await;
+                    // Closing the connection also releases the lock on every
+                    // error path.
+                    store.close().await;
+                    result
+                }
+            }
         }
         .await;
+        let done = &mut report.done;
+        done.version_after = done
+            .applied
+            .iter()
+            .map(|a| &a.migration.version)
+            .chain(done.version_before.as_ref())
+            .chain(done.version_after.as_ref())
+            .max()
+            .cloned();
         match result {
             Ok(()) => Ok(report),
             Err(cause) => Err(RunFailed::new(report.done, cause)),
@@ -139,6 +179,7 @@ impl Migrator {
         if let Some(target) = target {
             known_version(migrations, target, "--target")?;
         }
+        report.done.version_before = plan::newest_applied(&state.rows).cloned();
         let steps = self.plan(migrations, &state, options)?;
         // The bootstrap scripts are written for the newest schema: a run
         // that `--target` stops short of it leaves them for a later run.
@@ -232,6 +273,7 @@ impl Migrator {
             }
             Locked::NothingLeft { waited, state } => {
                 report.done.lock_waited = *waited;
+                report.done.version_after = plan::newest_applied(&state.rows).cloned();
                 report.done.pending = Some(after_target);
                 reporter.event(Event::DoneElsewhere {
                     applied: applied_count(&state.rows),
@@ -282,6 +324,7 @@ impl Migrator {
             .read_state(&database.tracking, StateDetail::Plan)
             .await?;
         look_for_lost_rows(store.client(), &database.tracking, migrations, &mut state).await?;
+        report.done.version_after = plan::newest_applied(&state.rows).cloned();
         let steps = self.plan(migrations, &state, options)?;
         check_expected(&steps, options.expect.as_deref())?;
         report.done.pending = Some(steps.len() + after_target);

@@ -189,3 +189,76 @@ pub fn repair(report: &RepairReport) -> Value {
 pub fn lock(report: &LockReport) -> Value {
     envelope("lock", to_value(report))
 }
+
+/// A fleet's run: one entry per target, in the order they were given,
+/// each with what that target's own document would hold (`detail`), and
+/// the totals by outcome. `ok` is false when any target failed;
+/// `exit_code` is the process's.
+pub fn fleet(report: &crate::fleet::FleetReport, selection: &crate::fleet::Selection) -> Value {
+    use crate::fleet::{Detail, Outcome};
+    let targets: Vec<Value> = report
+        .targets
+        .iter()
+        .map(|t| {
+            let (before, after) = t.versions();
+            let detail = match &t.detail {
+                Detail::Up(r) => to_value(r),
+                Detail::Down(r) => to_value(r),
+                Detail::Status(r) => to_value(r),
+                Detail::Validated(r) => to_value(r),
+                Detail::None => to_value(&t.done),
+            };
+            json!({
+                "name": t.name,
+                "database": t.database,
+                "schema": t.schema,
+                "outcome": t.outcome,
+                "version_before": before.map(|v| v.as_str()),
+                "version_after": after.map(|v| v.as_str()),
+                "applied": t.done.applied.len(),
+                "rolled_back": t.done.rolled_back.len(),
+                "duration_us": micros(t.duration),
+                "exit_code": t.exit_code(),
+                "error": t.error.as_deref().map(error_value),
+                "detail": detail,
+            })
+        })
+        .collect();
+    let mut totals = serde_json::Map::new();
+    for outcome in [
+        Outcome::UpToDate,
+        Outcome::Applied,
+        Outcome::DryRun,
+        Outcome::SkippedLocked,
+        Outcome::DoneElsewhere,
+        Outcome::RolledBack,
+        Outcome::NothingToDo,
+        Outcome::Checked,
+        Outcome::Failed,
+        Outcome::NotStarted,
+    ] {
+        let count = report.count(outcome);
+        if count > 0 {
+            totals.insert(
+                to_value(&outcome).as_str().unwrap_or_default().to_owned(),
+                json!(count),
+            );
+        }
+    }
+    let exit_code = report.exit_code();
+    json!({
+        "json_version": JSON_VERSION,
+        "command": report.operation,
+        "ok": exit_code == 0,
+        "exit_code": exit_code,
+        "fleet": {
+            "found": selection.found,
+            "shard": selection.shard.map(|s| s.to_string()),
+            "targets": report.targets.len(),
+        },
+        "totals": totals,
+        "stopped": report.stopped,
+        "duration_us": micros(report.duration),
+        "targets": targets,
+    })
+}

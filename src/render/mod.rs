@@ -7,7 +7,9 @@
 pub mod json;
 mod table;
 
-pub use table::{history_table, lock_table, status_table, totals_line};
+pub use table::{
+    fleet_table, fleet_totals_line, history_table, lock_table, status_table, totals_line,
+};
 
 use crate::settings::Verbosity;
 
@@ -355,6 +357,29 @@ impl Printer {
         self.finish_progress();
         let label = style("error:").for_stderr().red().bold();
         let _ = writeln!(self.err(), "{label} {}", redact_secrets(text.as_ref()));
+    }
+
+    /// A bar across `total` steps (a fleet's targets), drawn only at a
+    /// terminal and not with `--quiet`; returns whether it is drawn.
+    pub fn begin_progress(&self, total: usize) -> bool {
+        self.start_progress(total);
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// One step of the bar done; `message` shows beside it.
+    pub fn advance_progress(&self, message: &str) {
+        self.with_progress(|bar| {
+            bar.inc(1);
+            bar.set_message(redact_secrets(message));
+        });
+    }
+
+    /// Clears the bar.
+    pub fn end_progress(&self) {
+        self.finish_progress();
     }
 
     fn finish_progress(&self) {

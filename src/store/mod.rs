@@ -93,6 +93,8 @@ where
 /// One open connection and what was learnt while opening it.
 pub struct Store {
     client: Client,
+    /// What it was opened with.
+    dsn: Dsn,
     connection: JoinHandle<()>,
     /// Woken by a notification on a channel this session listens to.
     notified: Arc<tokio::sync::Notify>,
@@ -154,6 +156,7 @@ impl Store {
         };
         let store = Store {
             client,
+            dsn: dsn.clone(),
             connection,
             notified,
             server_version,
@@ -346,6 +349,25 @@ impl Store {
             _ => None,
         });
         Ok(())
+    }
+
+    /// Whether this connection was opened with `dsn`.
+    pub fn dsn_matches(&self, dsn: &Dsn) -> bool {
+        self.dsn.same_connection(dsn)
+    }
+
+    /// Makes the session as new, for the next target over the same
+    /// connection: whatever a migration set for the session (a role, a
+    /// search path, a setting without LOCAL) goes with `DISCARD ALL`, as
+    /// do this run's bookkeeping statements and the types looked up.
+    pub async fn reset(&mut self) -> Result<(), Error> {
+        self.statements = None;
+        self.backend_pid = None;
+        self.client.clear_type_cache();
+        self.client
+            .batch_execute("DISCARD ALL")
+            .await
+            .map_err(|err| Error::database("cannot reset the session", err))
     }
 
     /// Closes the connection cleanly (the server logs no lost client).

@@ -23,7 +23,7 @@ impl Reporter for Collect {
     }
 }
 
-fn migrator(t: &TestEnv) -> Migrator {
+pub(crate) fn migrator(t: &TestEnv) -> Migrator {
     Migrator::new(
         discover(&t.migrations()).unwrap(),
         Database {

@@ -10,6 +10,7 @@ mod down;
 mod drift;
 mod faults;
 mod files;
+mod fleet;
 mod help;
 mod json;
 mod kill;

@@ -1,0 +1,712 @@
+//! Fleets: `--each-schema`, `--targets`, `--targets-query`, `--parallel`,
+//! `--canary`, `--keep-going`, `--shard`, the summary, the exit codes.
+
+use crate::common::{TestEnv, tally};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// `count` schemas `tenant_000`...; and a schema that the pattern leaves
+/// out.
+fn tenants(t: &TestEnv, count: usize) {
+    let mut sql = String::new();
+    for n in 0..count {
+        sql.push_str(&format!("CREATE SCHEMA tenant_{n:03};"));
+    }
+    sql.push_str("CREATE SCHEMA other;");
+    t.client().batch_execute(&sql).unwrap();
+}
+
+fn three(t: &TestEnv) {
+    t.migration("001_users.sql", "CREATE TABLE users (id int PRIMARY KEY);")
+        .migration("002_email.sql", "ALTER TABLE users ADD COLUMN email text;")
+        .migration(
+            "003_seed.sql",
+            "INSERT INTO users VALUES (1, 'a@example.com');",
+        );
+}
+
+/// Applied versions per schema, from every state table the pattern's
+/// schemas have, as `schema:version` → how many rows.
+fn applied(t: &TestEnv, pattern: &str) -> Vec<(String, String)> {
+    let schemas: Vec<String> = t
+        .rows(&format!(
+            "SELECT n.nspname FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid \
+              WHERE c.relname = 'schema_migrations' AND n.nspname LIKE '{pattern}' \
+              ORDER BY 1"
+        ))
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    let mut all = Vec::new();
+    for schema in schemas {
+        for row in t.rows(&format!(
+            "SELECT version FROM \"{schema}\".schema_migrations WHERE status = 'applied' \
+              ORDER BY version"
+        )) {
+            all.push((schema.clone(), row[0].clone().unwrap()));
+        }
+    }
+    all
+}
+
+/// How many times the journals of the pattern's schemas record each
+/// `schema:version` as applied.
+fn journalled(t: &TestEnv, pattern: &str) -> std::collections::BTreeMap<String, usize> {
+    let schemas: Vec<String> = t
+        .rows(&format!(
+            "SELECT n.nspname FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid \
+              WHERE c.relname = 'schema_migrations_log' AND n.nspname LIKE '{pattern}'"
+        ))
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    let mut seen = Vec::new();
+    for schema in schemas {
+        for row in t.rows(&format!(
+            "SELECT version FROM \"{schema}\".schema_migrations_log WHERE event = 'applied'"
+        )) {
+            seen.push(format!("{schema}:{}", row[0].clone().unwrap()));
+        }
+    }
+    tally(seen)
+}
+
+fn json(out: &crate::common::Outcome) -> serde_json::Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
+fn names_with(doc: &serde_json::Value, outcome: &str) -> Vec<String> {
+    doc["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["outcome"] == outcome)
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn each_schema_migrates_every_tenant_once_in_its_own_schema_within_n_plus_one_connections() {
+    let t = TestEnv::new();
+    tenants(&t, 200);
+    three(&t);
+    // The most sessions of `migrate` seen in this database while it runs.
+    let most = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (most, done, dsn, db) = (most.clone(), done.clone(), t.dsn.clone(), t.db_name.clone());
+        std::thread::spawn(move || {
+            let mut client = crate::common::connect(&dsn);
+            while !done.load(Ordering::SeqCst) {
+                let row = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+                           AND application_name LIKE 'migrate%'",
+                        &[&db],
+                    )
+                    .unwrap();
+                let now: i64 = row.get(0);
+                most.fetch_max(now as usize, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let out = t
+        .migrate()
+        .args(["up", "--each-schema", "tenant_%", "--parallel", "3"])
+        .run();
+    done.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+    out.code(0)
+        .stdout_has("200 targets, 3 at a time")
+        .stdout_has("tenant_000: applied 3 (none → 003)")
+        .stdout_has("200 targets in ")
+        .stdout_has(": 200 applied");
+    let seen = most.load(Ordering::SeqCst);
+    assert!(
+        (1..=4).contains(&seen),
+        "{seen} sessions of migrate at once"
+    );
+    let rows = applied(&t, "%");
+    assert_eq!(rows.len(), 600, "{rows:?}");
+    assert!(rows.iter().all(|(schema, _)| schema.starts_with("tenant_")));
+    // Each tenant's table is in its own schema; nothing went to public or
+    // to the schema the pattern leaves out.
+    assert_eq!(
+        t.value("SELECT count(*) FROM pg_tables WHERE tablename = 'users'"),
+        Some("200".into())
+    );
+    assert_eq!(
+        t.value("SELECT count(*) FROM tenant_123.users"),
+        Some("1".into())
+    );
+    assert!(!t.table_exists("public.users"));
+    assert!(!t.table_exists("other.schema_migrations"));
+    assert!(!t.table_exists("public.schema_migrations"));
+    assert_eq!(t.advisory_locks(), 0);
+
+    // A rerun: every target up to date, nothing journalled twice.
+    t.migrate()
+        .args(["up", "--each-schema", "tenant_%", "--json"])
+        .run()
+        .code(0);
+    let journal = journalled(&t, "tenant_%");
+    assert_eq!(journal.len(), 600);
+    assert!(journal.values().all(|n| *n == 1), "{journal:?}");
+    let out = t
+        .migrate()
+        .args(["status", "--each-schema", "tenant_1%", "--json"])
+        .run();
+    out.code(0);
+    let doc = json(&out);
+    assert_eq!(doc["fleet"]["targets"], 100);
+    assert_eq!(doc["totals"]["checked"], 100);
+    let first = &doc["targets"][0];
+    assert_eq!(first["name"], "tenant_100");
+    assert_eq!(first["schema"], "tenant_100");
+    assert_eq!(first["version_after"], "003");
+    assert_eq!(first["detail"]["totals"]["applied"], 3);
+}
+
+#[test]
+fn a_failure_starts_no_new_target_and_keep_going_goes_on() {
+    let t = TestEnv::new();
+    tenants(&t, 6);
+    three(&t);
+    // tenant_002 already has the table the first migration creates.
+    t.client()
+        .batch_execute("CREATE TABLE tenant_002.users (id int)")
+        .unwrap();
+    let out = t
+        .migrate()
+        .args([
+            "up",
+            "--each-schema",
+            "tenant_%",
+            "--parallel",
+            "1",
+            "--json",
+        ])
+        .run();
+    out.code(1);
+    let doc = json(&out);
+    assert_eq!(names_with(&doc, "applied"), ["tenant_000", "tenant_001"]);
+    assert_eq!(names_with(&doc, "failed"), ["tenant_002"]);
+    assert_eq!(
+        names_with(&doc, "not_started"),
+        ["tenant_003", "tenant_004", "tenant_005"]
+    );
+    assert_eq!(doc["exit_code"], 1);
+    assert!(
+        doc["stopped"]
+            .as_str()
+            .unwrap()
+            .starts_with("tenant_002 failed")
+    );
+    let failed = &doc["targets"][2];
+    assert_eq!(failed["error"]["kind"], "migration_failed");
+    assert_eq!(failed["version_before"], serde_json::Value::Null);
+    assert!(!t.table_exists("tenant_003.schema_migrations"));
+
+    // The summary table says the same to a person.
+    let out = t
+        .migrate()
+        .args(["up", "--each-schema", "tenant_%", "--parallel", "1"])
+        .run();
+    out.code(1)
+        .stdout_has("tenant_002 failed: the targets not yet started were left")
+        .stdout_has("not started")
+        .stderr_has("1 of 6 targets failed (exit 1, the most severe)");
+
+    // --keep-going: the others are migrated; the rerun finds the first two
+    // done and re-applies nothing.
+    let out = t
+        .migrate()
+        .args([
+            "up",
+            "--each-schema",
+            "tenant_%",
+            "--parallel",
+            "2",
+            "--keep-going",
+            "--json",
+        ])
+        .run();
+    out.code(1);
+    let doc = json(&out);
+    assert_eq!(names_with(&doc, "up_to_date"), ["tenant_000", "tenant_001"]);
+    assert_eq!(names_with(&doc, "failed"), ["tenant_002"]);
+    assert_eq!(
+        names_with(&doc, "applied"),
+        ["tenant_003", "tenant_004", "tenant_005"]
+    );
+    assert_eq!(doc["stopped"], serde_json::Value::Null);
+    let journal = journalled(&t, "tenant_%");
+    assert_eq!(journal.len(), 15, "{journal:?}");
+    assert!(journal.values().all(|n| *n == 1), "{journal:?}");
+}
+
+#[test]
+fn a_failing_canary_stops_the_fleet_even_with_keep_going() {
+    let t = TestEnv::new();
+    tenants(&t, 8);
+    three(&t);
+    t.client()
+        .batch_execute("CREATE TABLE tenant_001.users (id int)")
+        .unwrap();
+    let out = t
+        .migrate()
+        .args([
+            "up",
+            "--each-schema",
+            "tenant_%",
+            "--canary",
+            "2",
+            "--keep-going",
+            "--json",
+        ])
+        .run();
+    out.code(1);
+    let doc = json(&out);
+    assert_eq!(names_with(&doc, "applied"), ["tenant_000"]);
+    assert_eq!(names_with(&doc, "failed"), ["tenant_001"]);
+    assert_eq!(names_with(&doc, "not_started").len(), 6);
+    assert!(
+        doc["stopped"]
+            .as_str()
+            .unwrap()
+            .contains("a canary failed (tenant_001)")
+    );
+    // Canaries that pass let the rest go.
+    t.client()
+        .batch_execute("DROP TABLE tenant_001.users")
+        .unwrap();
+    let out = t
+        .migrate()
+        .args(["up", "--each-schema", "tenant_%", "--canary", "3"])
+        .run();
+    out.code(0)
+        .stdout_has("the first 3 alone first")
+        .stdout_has(": 7 applied, 1 up to date");
+}
+
+#[test]
+fn a_fleet_killed_halfway_is_finished_by_a_rerun_that_reapplies_nothing() {
+    let t = TestEnv::new();
+    tenants(&t, 40);
+    t.migration(
+        "001_a.sql",
+        "CREATE TABLE a (id int); SELECT pg_sleep(0.03);",
+    )
+    .migration(
+        "002_b.sql",
+        "CREATE TABLE b (id int); SELECT pg_sleep(0.03);",
+    );
+    let mut child = t
+        .migrate()
+        .args(["up", "--each-schema", "tenant_%", "--parallel", "2"])
+        .spawn();
+    crate::common::wait_until(Duration::from_secs(30), "some tenants migrated", || {
+        applied(&t, "tenant_%").len() >= 20
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    let before = applied(&t, "tenant_%").len();
+    assert!(before < 80, "the run ended before it was killed ({before})");
+    crate::common::wait_until(Duration::from_secs(10), "the killed sessions gone", || {
+        t.migrate_sessions() == 0
+    });
+    let out = t
+        .migrate()
+        .args(["up", "--each-schema", "tenant_%", "--json"])
+        .run();
+    out.code(0);
+    let doc = json(&out);
+    assert!(!names_with(&doc, "up_to_date").is_empty());
+    assert_eq!(applied(&t, "tenant_%").len(), 80);
+    let journal = journalled(&t, "tenant_%");
+    assert_eq!(journal.len(), 80);
+    assert!(journal.values().all(|n| *n == 1), "{journal:?}");
+}
+
+#[test]
+fn shards_run_as_separate_processes_migrate_each_target_exactly_once() {
+    let t = TestEnv::new();
+    tenants(&t, 60);
+    three(&t);
+    let shards = 4;
+    let children: Vec<_> = (0..shards)
+        .map(|i| {
+            t.migrate()
+                .args(["up", "--each-schema", "tenant_%", "--shards", "4", "--json"])
+                .env("JOB_COMPLETION_INDEX", i.to_string())
+                .spawn()
+        })
+        .collect();
+    let mut taken = BTreeSet::new();
+    let mut total = 0;
+    for child in children {
+        let out = crate::common::Outcome::from_output(child.wait_with_output().unwrap());
+        out.code(0);
+        let doc = json(&out);
+        assert_eq!(doc["fleet"]["found"], 60);
+        let names = names_with(&doc, "applied");
+        assert!(!names.is_empty(), "a shard with nothing: {}", out.stdout);
+        total += names.len();
+        taken.extend(names);
+    }
+    assert_eq!(total, 60, "a target was in two shards");
+    assert_eq!(taken.len(), 60);
+    let journal = journalled(&t, "tenant_%");
+    assert_eq!(journal.len(), 180);
+    assert!(journal.values().all(|n| *n == 1), "{journal:?}");
+    // --shard I/N says the same as the index.
+    let out = t
+        .migrate()
+        .args([
+            "status",
+            "--each-schema",
+            "tenant_%",
+            "--shard",
+            "2/4",
+            "--json",
+        ])
+        .run();
+    out.code(0);
+    assert!(json(&out)["fleet"]["shard"] == "2/4");
+}
+
+#[test]
+fn targets_from_a_file_and_an_unreachable_one_fails_only_its_own_row() {
+    let t = TestEnv::new();
+    tenants(&t, 2);
+    three(&t);
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    t.file(
+        "targets.yaml",
+        &format!(
+            "- name: first\n  schema: tenant_000\n\
+             - name: gone\n  dsn: postgres://nobody:${{GONE_PW}}@127.0.0.1:{closed}/x?sslmode=disable&connect_timeout=2\n\
+             - name: second\n  dsn: '{}'\n  schema: tenant_001\n",
+            t.dsn
+        ),
+    );
+    let out = t
+        .migrate()
+        .args([
+            "up",
+            "--targets",
+            "targets.yaml",
+            "--parallel",
+            "1",
+            "--json",
+        ])
+        .env("GONE_PW", "hunter2-secret")
+        .run();
+    out.code(5);
+    assert!(!out.stdout.contains("hunter2-secret") && !out.stderr.contains("hunter2-secret"));
+    let doc = json(&out);
+    assert_eq!(names_with(&doc, "applied"), ["first"]);
+    assert_eq!(names_with(&doc, "failed"), ["gone"]);
+    // An unreachable target stops the fleet like any failure.
+    assert_eq!(names_with(&doc, "not_started"), ["second"]);
+    assert_eq!(doc["targets"][1]["error"]["exit_code"], 5);
+    let out = t
+        .migrate()
+        .args(["up", "--targets", "targets.yaml", "--keep-going"])
+        .env("GONE_PW", "x")
+        .run();
+    out.code(5).stdout_has("second ").stdout_has("applied");
+    assert_eq!(applied(&t, "tenant_%").len(), 6);
+}
+
+#[test]
+fn targets_from_a_query_on_a_tenants_table() {
+    let t = TestEnv::new();
+    tenants(&t, 3);
+    three(&t);
+    t.client()
+        .batch_execute(
+            "CREATE TABLE public.tenants (slug text, schema_name text, active bool);
+             INSERT INTO public.tenants VALUES ('acme', 'tenant_000', true),
+               ('globex', 'tenant_002', true), ('gone', 'tenant_001', false);",
+        )
+        .unwrap();
+    let out = t
+        .migrate()
+        .args([
+            "up",
+            "--targets-query",
+            "SELECT slug AS name, schema_name AS schema FROM tenants WHERE active ORDER BY slug",
+        ])
+        .run();
+    out.code(0)
+        .stdout_has("acme: applied 3")
+        .stdout_has("globex: applied 3");
+    assert!(!t.table_exists("tenant_001.schema_migrations"));
+    // The query's mistakes are the operator's: exit 2, with the reason.
+    let bad = |query: &str, says: &str| {
+        t.migrate()
+            .args(["up", "--targets-query", query])
+            .run()
+            .code(2)
+            .stderr_has(says);
+    };
+    bad(
+        "SELECT slug AS name FROM tenants",
+        "need a `schema` or a `dsn` column",
+    );
+    bad(
+        "SELECT schema_name AS schema FROM tenants",
+        "need a `name` column",
+    );
+    bad(
+        "SELECT slug AS name, schema_name AS schema FROM tenants WHERE false",
+        "returned no rows",
+    );
+    bad("SELEKT 1", "--targets-query failed");
+    bad(
+        "SELECT NULL::text AS name, 'x' AS schema",
+        "row 1 has no name",
+    );
+}
+
+#[test]
+fn bad_fleet_input_is_refused_before_anything_runs() {
+    let t = TestEnv::new();
+    tenants(&t, 2);
+    three(&t);
+    let refused = |args: &[&str], says: &str| {
+        let out = t.migrate().args(args).run();
+        out.code(2).stderr_has(says);
+    };
+    refused(
+        &["up", "--each-schema", "nomatch_%"],
+        "--each-schema nomatch_%: no schema of",
+    );
+    // Two targets on one tracking table.
+    t.file(
+        "twice.yaml",
+        &format!(
+            "- name: a\n  schema: tenant_000\n- name: b\n  schema: tenant_000\n  dsn: '{}'\n",
+            t.dsn
+        ),
+    );
+    refused(
+        &["up", "--targets", "twice.yaml"],
+        "targets `a` and `b` are the same database",
+    );
+    t.file(
+        "names.yaml",
+        "- name: a\n  schema: tenant_000\n- name: a\n  schema: tenant_001\n",
+    );
+    refused(
+        &["up", "--targets", "names.yaml"],
+        "the name `a` is given to targets 1 and 2",
+    );
+    t.file(
+        "broken.yaml",
+        "- name: a\n  schema: tenant_000\n- name: b\n  schemas: x\n",
+    );
+    refused(&["up", "--targets", "broken.yaml"], "broken.yaml:4");
+    refused(
+        &["up", "--each-schema", "tenant_%", "--schema", "app"],
+        "--schema and --each-schema tenant_% both say which schema",
+    );
+    refused(
+        &["down", "--each-schema", "tenant_%"],
+        "down across a fleet needs --to VERSION or --steps N",
+    );
+    refused(
+        &["history", "--each-schema", "tenant_%"],
+        "`history` does not run across a fleet",
+    );
+    refused(&["up", "--parallel", "3"], "--parallel is for a fleet");
+    refused(
+        &["up", "--each-schema", "tenant_%", "--lock-key", "7"],
+        "a lock key",
+    );
+    refused(
+        &["up", "--each-schema", "tenant_%", "--parallel", "0"],
+        "--parallel",
+    );
+    // None of it touched a tenant.
+    assert!(applied(&t, "%").is_empty());
+    assert!(!t.table_exists("tenant_000.schema_migrations"));
+}
+
+#[test]
+fn the_most_severe_exit_code_wins_and_down_and_validate_run_across_the_fleet() {
+    let t = TestEnv::new();
+    tenants(&t, 3);
+    three(&t);
+    t.migration("001_users.down.sql", "DROP TABLE users;")
+        .migration("002_email.down.sql", "ALTER TABLE users DROP COLUMN email;")
+        .migration("003_seed.down.sql", "DELETE FROM users;");
+    t.migrate()
+        .args(["up", "--each-schema", "tenant_%"])
+        .run()
+        .code(0);
+    // Drift on one tenant: validate says 3 for the fleet.
+    t.client()
+        .batch_execute(
+            "UPDATE tenant_001.schema_migrations SET checksum = 'x' WHERE version = '002'",
+        )
+        .unwrap();
+    let out = t
+        .migrate()
+        .args(["validate", "--each-schema", "tenant_%", "--json"])
+        .run();
+    out.code(3);
+    let doc = json(&out);
+    assert_eq!(names_with(&doc, "checked"), ["tenant_000", "tenant_002"]);
+    assert_eq!(doc["targets"][1]["error"]["kind"], "drift");
+    // Drift (3) on one and a failed migration (1) on another: 1 wins.
+    t.migration("004_bad.sql", "SELECT no_such_column FROM users;");
+    let out = t
+        .migrate()
+        .args(["up", "--each-schema", "tenant_%", "--keep-going", "--json"])
+        .run();
+    out.code(1);
+    let doc = json(&out);
+    let codes: Vec<i64> = doc["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["exit_code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, [1, 3, 1]);
+    // Fixed: the failed ones are retried, the drift put right.
+    t.migration("004_bad.sql", "SELECT 1;")
+        .migration("004_bad.down.sql", "SELECT 1;");
+    t.client()
+        .batch_execute(
+            "UPDATE tenant_001.schema_migrations SET checksum = \
+               (SELECT checksum FROM tenant_000.schema_migrations WHERE version = '002') \
+             WHERE version = '002'",
+        )
+        .unwrap();
+    t.migrate()
+        .args(["up", "--each-schema", "tenant_%"])
+        .run()
+        .code(0)
+        .stdout_has(": 3 applied");
+    let out = t
+        .migrate()
+        .args([
+            "down",
+            "--each-schema",
+            "tenant_%",
+            "--steps",
+            "2",
+            "--yes",
+            "--json",
+        ])
+        .run();
+    out.code(0);
+    let doc = json(&out);
+    assert_eq!(names_with(&doc, "rolled_back").len(), 3);
+    assert_eq!(doc["targets"][0]["version_before"], "004");
+    assert_eq!(doc["targets"][0]["version_after"], "002");
+    assert_eq!(doc["targets"][0]["rolled_back"], 2);
+    assert_eq!(applied(&t, "tenant_%").len(), 6);
+    // wait: done at once when nothing is left; bounded when something is.
+    t.migrate()
+        .args(["wait", "--each-schema", "tenant_%", "--timeout", "2s"])
+        .run()
+        .code(1)
+        .stdout_has("tenant_000: FAILED");
+    t.migrate()
+        .args(["up", "--each-schema", "tenant_%", "-q"])
+        .run()
+        .code(0);
+    t.migrate()
+        .args(["wait", "--each-schema", "tenant_%", "--timeout", "5s"])
+        .run()
+        .code(0)
+        .stdout_has(": 3 ok");
+}
+
+#[test]
+fn the_metrics_file_has_a_row_per_target() {
+    let t = TestEnv::new();
+    tenants(&t, 3);
+    three(&t);
+    t.client()
+        .batch_execute("CREATE TABLE tenant_002.users (id int)")
+        .unwrap();
+    t.migrate()
+        .args([
+            "up",
+            "--each-schema",
+            "tenant_%",
+            "--keep-going",
+            "--metrics-file",
+            "fleet.prom",
+        ])
+        .run()
+        .code(1);
+    let text = std::fs::read_to_string(t.dir().join("fleet.prom")).unwrap();
+    for line in [
+        "migrate_target_outcome{target=\"tenant_000\",outcome=\"applied\"} 1",
+        "migrate_target_outcome{target=\"tenant_002\",outcome=\"failed\"} 1",
+        "migrate_target_migrations{target=\"tenant_001\"} 3",
+        "migrate_target_pending_migrations{target=\"tenant_002\"} 3",
+        "migrate_migrations_total{status=\"applied\"} 6",
+        "migrate_migrations_total{status=\"failed\"} 1",
+        "migrate_last_run_success 0",
+    ] {
+        assert!(text.contains(line), "{line} not in:\n{text}");
+    }
+    assert!(text.contains("migrate_target_duration_seconds{target=\"tenant_001\"}"));
+}
+
+#[test]
+fn the_library_runs_the_same_fleet() {
+    use migrate::fleet::{Fleet, FleetOptions, Operation, Outcome, Quiet, Targets};
+    let t = TestEnv::new();
+    tenants(&t, 5);
+    three(&t);
+    let migrator = crate::library::migrator(&t);
+    let fleet = Fleet::new(
+        migrator,
+        FleetOptions {
+            parallel: 2,
+            ..FleetOptions::default()
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = runtime.block_on(async {
+        let chosen = fleet
+            .select(&Targets::EachSchema("tenant_%".into()))
+            .await
+            .unwrap();
+        assert_eq!(chosen.targets.len(), 5);
+        fleet
+            .run(&chosen, &Operation::Up(Default::default()), &Quiet)
+            .await
+            .unwrap()
+    });
+    assert_eq!(report.exit_code(), 0);
+    assert_eq!(report.count(Outcome::Applied), 5);
+    assert_eq!(report.targets[4].name, "tenant_004");
+    assert_eq!(
+        report.targets[4].versions().1.map(|v| v.to_string()),
+        Some("003".into())
+    );
+    assert_eq!(applied(&t, "tenant_%").len(), 15);
+}
