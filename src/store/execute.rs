@@ -820,13 +820,9 @@ impl Store {
             None => Ok(true),
             Some(Lock::Lease(claim)) => self.holds_lease(claim).await,
             Some(Lock::Advisory(key)) => {
-                let (classid, objid) = bookkeeping::lock_key_halves(*key);
                 let rows = self
                     .client()
-                    .query_typed(
-                        bookkeeping::LOCK_HELD,
-                        &[(&classid, Type::INT8), (&objid, Type::INT8)],
-                    )
+                    .query_typed(bookkeeping::LOCK_HELD, &[(key, Type::INT8)])
                     .await?;
                 Ok(rows.first().is_some_and(|row| row.get(0)))
             }

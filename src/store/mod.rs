@@ -332,18 +332,32 @@ impl Store {
             self.backend_pid = None;
             return Ok(());
         }
-        let sql = format!(
-            "SET search_path TO {};
+        let schema = quote_ident(&tracking.schema);
+        // From PostgreSQL 14 the setting exists: set at once. Looking it
+        // up in pg_settings (which builds every setting's row) is for
+        // older servers, and for one that says 14 and lacks it.
+        let fast = format!(
+            "SET search_path TO {schema}; SET client_connection_check_interval = '1s'; \
+             SELECT pg_backend_pid()"
+        );
+        let portable = format!(
+            "SET search_path TO {schema};
              SELECT set_config(name, '1s', false) FROM pg_settings
               WHERE name = 'client_connection_check_interval';
-             SELECT pg_backend_pid()",
-            quote_ident(&tracking.schema)
+             SELECT pg_backend_pid()"
         );
-        let messages = self
-            .client
-            .simple_query(&sql)
-            .await
-            .map_err(|err| Error::database("cannot set up the session", err))?;
+        let first = if self.server_major() >= 14 {
+            self.client.simple_query(&fast).await
+        } else {
+            self.client.simple_query(&portable).await
+        };
+        let messages = match first {
+            Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) => {
+                self.client.simple_query(&portable).await
+            }
+            other => other,
+        }
+        .map_err(|err| Error::database("cannot set up the session", err))?;
         self.backend_pid = messages.iter().rev().find_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse().ok()),
             _ => None,

@@ -115,15 +115,19 @@ SELECT format('%s.%I', c.relnamespace::regnamespace, c.relname)
           WHERE x.indexrelid = ANY (ARRAY(SELECT to_regclass(n) FROM unnest($2::text[]) n))))
  ORDER BY 1";
 
-/// Whether this session still holds the migration lock (a session advisory
-/// lock on one bigint key: classid the high half, objid the low half,
-/// objsubid 1). $1 classid, $2 objid.
+/// Whether this session still holds the migration lock, a session
+/// advisory lock on the bigint key $1, checked in the transaction about to
+/// commit. Taking the key for the transaction as well fails only when
+/// another session holds it; once taken, nobody else can until the commit,
+/// so one session-level hold can be given up and taken back at once:
+/// giving it up fails only when this session had none (a script released
+/// it). Three lookups in the lock table, where reading `pg_locks` would
+/// copy all of it under every partition's lock, which concurrent runs (a
+/// fleet's) contend for.
 pub(super) const LOCK_HELD: &str = "\
-SELECT EXISTS (
-  SELECT 1 FROM pg_lock_status() l
-   WHERE l.locktype = 'advisory' AND l.granted AND l.pid = pg_backend_pid() AND l.objsubid = 1
-     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-     AND l.classid::bigint = $1 AND l.objid::bigint = $2)";
+SELECT CASE WHEN pg_try_advisory_xact_lock($1)
+            THEN CASE WHEN pg_advisory_unlock($1) THEN pg_try_advisory_lock($1) ELSE false END
+            ELSE false END";
 
 /// The two halves of a lock key, as `pg_locks` shows them.
 pub(super) fn lock_key_halves(key: i64) -> (i64, i64) {

@@ -403,12 +403,8 @@ impl Store {
         let held = match lock {
             None => true,
             Some(super::Lock::Advisory(key)) => {
-                let (classid, objid) = super::sql::lock_key_halves(*key);
                 let rows = transaction
-                    .query_typed(
-                        super::sql::LOCK_HELD,
-                        &[(&classid, Type::INT8), (&objid, Type::INT8)],
-                    )
+                    .query_typed(super::sql::LOCK_HELD, &[(key, Type::INT8)])
                     .await
                     .map_err(failed)?;
                 rows.first().is_some_and(|row| row.get(0))
