@@ -11,7 +11,7 @@
 //!
 //! Medians of several runs, interleaved; the state is put back between
 //! runs with SQL. BENCH_TENANTS (default 1000) and BENCH_RUNS (default 3)
-//! scale it. Run with `bench/run.sh`.
+//! scale it; BENCH_ONLY_D=1 leaves (e) out. Run with `bench/run.sh`.
 
 use migrate::pgserver::{ClusterOptions, TempCluster};
 use std::path::Path;
@@ -253,6 +253,9 @@ fn main() {
         rss.1 / 1024
     );
 
+    if std::env::var_os("BENCH_ONLY_D").is_some() {
+        return;
+    }
     // (e) 20 new migrations in each schema.
     let loop_script = format!(
         "set -e; for n in $(seq 0 {}); do s=$(printf 'tenant_%04d' \"$n\"); \

@@ -57,7 +57,12 @@ async fn run_fleet(
         _ => folder_migrator(settings)?,
     };
     let targets = fleet.targets(&settings.environment)?;
-    let runner = Fleet::new(migrator, fleet.options.clone());
+    // The table shows each target's totals; the JSON document its rows.
+    let options = crate::fleet::FleetOptions {
+        details: settings.json,
+        ..fleet.options.clone()
+    };
+    let runner = Fleet::new(migrator, options);
     let selection = runner.select(&targets).await?;
     let options = runner.options();
     let shard = match selection.shard {

@@ -275,10 +275,15 @@ impl Migrator {
         Ok(status_report(&migrations, &state))
     }
 
-    /// `validate` over a connection the caller keeps.
-    pub(crate) async fn validate_over(&self, store: &Store) -> Result<ValidateReport, Error> {
+    /// `validate` over a connection the caller keeps, with the newest
+    /// applied version.
+    pub(crate) async fn validate_over(
+        &self,
+        store: &Store,
+    ) -> Result<(ValidateReport, Option<Version>), Error> {
         let (migrations, state) = self.read_over(store, StateDetail::Plan).await?;
-        validate_state(&migrations, &state)
+        let newest = plan::newest_applied(&state.rows).cloned();
+        validate_state(&migrations, &state).map(|report| (report, newest))
     }
 
     /// Connects as the settings say (waiting for `--wait-for-db`), for a

@@ -199,6 +199,12 @@ fn watch_interval(lock_timeout: Duration) -> Duration {
     }
 }
 
+/// One watching connection at a time in the process: a run has one script
+/// running at a time anyway, and a fleet of N workers then holds at most
+/// N+1 connections (a script that runs long while another's watch is open
+/// is watched once that one ends).
+static WATCH_SLOT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// Runs the script while a spawned task, on a second short-lived
 /// connection, looks up which sessions it waits for; changes are reported.
 async fn watched(
@@ -215,6 +221,9 @@ async fn watched(
         let every = watch_interval(database.session.lock_timeout);
         tokio::spawn(async move {
             tokio::time::sleep(every).await;
+            let Ok(_slot) = WATCH_SLOT.acquire().await else {
+                return;
+            };
             let Ok(side) = Store::connect(&dsn).await else {
                 return;
             };

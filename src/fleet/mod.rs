@@ -60,6 +60,10 @@ pub struct FleetOptions {
     pub keep_going: bool,
     /// Only the targets whose name falls in this shard.
     pub shard: Option<Shard>,
+    /// Keep each target's whole `status` (every migration's row); without,
+    /// only its totals and versions are kept, so a fleet of many thousands
+    /// of targets stays small in memory.
+    pub details: bool,
 }
 
 impl Default for FleetOptions {
@@ -69,6 +73,7 @@ impl Default for FleetOptions {
             canary: 0,
             keep_going: false,
             shard: None,
+            details: true,
         }
     }
 }
@@ -181,16 +186,10 @@ impl TargetReport {
 
     /// The newest applied version before the run, and after it.
     pub fn versions(&self) -> (Option<&Version>, Option<&Version>) {
-        match &self.detail {
-            Detail::Status(report) => {
-                let newest = newest_applied(report);
-                (newest, newest)
-            }
-            _ => (
-                self.done.version_before.as_ref(),
-                self.done.version_after.as_ref(),
-            ),
-        }
+        (
+            self.done.version_before.as_ref(),
+            self.done.version_after.as_ref(),
+        )
     }
 
     /// What a read found (`status`, `validate`, `wait`).
@@ -393,6 +392,7 @@ impl Fleet {
         let context = Context {
             migrations,
             operation,
+            details: self.options.details,
             deadline,
             reporter,
             slots: &slots,
@@ -476,6 +476,7 @@ impl Fleet {
 struct Context<'a> {
     migrations: Arc<MigrationSet>,
     operation: &'a Operation,
+    details: bool,
     deadline: Option<Instant>,
     reporter: &'a dyn FleetReporter,
     slots: &'a Mutex<Vec<Option<TargetReport>>>,
@@ -626,12 +627,29 @@ impl Context<'_> {
                 })
             }
             Operation::Status => {
-                let result = migrator.status_over(&store).await;
-                finish(&mut report, result.map(Detail::Status), start)
+                let result = migrator.status_over(&store).await.map(|mut status| {
+                    let newest = newest_applied(&status).cloned();
+                    report.done.version_before.clone_from(&newest);
+                    report.done.version_after = newest;
+                    if !self.details {
+                        status.rows = Vec::new();
+                        status.out_of_order = Vec::new();
+                        status.unrecorded = Vec::new();
+                    }
+                    Detail::Status(status)
+                });
+                finish(&mut report, result, start)
             }
             Operation::Validate => {
-                let result = migrator.validate_over(&store).await;
-                finish(&mut report, result.map(Detail::Validated), start)
+                let result = migrator
+                    .validate_over(&store)
+                    .await
+                    .map(|(validated, newest)| {
+                        report.done.version_before.clone_from(&newest);
+                        report.done.version_after = newest;
+                        Detail::Validated(validated)
+                    });
+                finish(&mut report, result, start)
             }
             Operation::Wait(_) => unreachable!("handled above"),
         };

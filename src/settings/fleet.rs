@@ -152,6 +152,7 @@ pub fn resolve(args: &GlobalArgs, env: &Environment) -> Result<Option<FleetSetti
             canary,
             keep_going: args.keep_going,
             shard,
+            details: true,
         },
     }))
 }

@@ -63,13 +63,19 @@ const FORGOT_NOTE: &str = "forgot it: its file is gone (this journal keeps its h
 /// table does not exist (dropped whole: every version the journal says is
 /// applied lost its row).
 fn select_unrecorded(tracking: &Tracking, state: bool) -> String {
+    // Without the state table, only while it is still missing: another
+    // run may have created it (and applied, and journalled) since the
+    // statement that found it missing, and its rows are then not lost.
     let no_row = if state {
         format!(
             "AND NOT EXISTS (SELECT 1 FROM {} s WHERE s.version = l.version)",
             tracking.state_table()
         )
     } else {
-        String::new()
+        format!(
+            "AND to_regclass('{}') IS NULL",
+            tracking.state_table().replace('\'', "''")
+        )
     };
     format!(
         "WITH last AS (
@@ -251,7 +257,8 @@ pub async fn read_unrecorded(
         .simple_query(&select_unrecorded(tracking, true))
         .await;
     // The state table gone and the journal kept: everything the journal
-    // says is applied lost its row.
+    // says is applied lost its row (if the table is still gone: see
+    // `select_unrecorded`).
     if let Err(err) = &query
         && err.code() == Some(&SqlState::UNDEFINED_TABLE)
     {

@@ -87,16 +87,12 @@ fn names_with(doc: &serde_json::Value, outcome: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn each_schema_migrates_every_tenant_once_in_its_own_schema_within_n_plus_one_connections() {
-    let t = TestEnv::new();
-    tenants(&t, 200);
-    three(&t);
-    // The most sessions of `migrate` seen in this database while it runs.
+/// Counts the sessions of `migrate` (any application_name it uses) in the
+/// test's database until `done`; returns the most seen at once.
+fn count_sessions(t: &TestEnv, done: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
     let most = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (most, done, dsn, db) = (most.clone(), done.clone(), t.dsn.clone(), t.db_name.clone());
+    {
+        let (most, dsn, db) = (most.clone(), t.dsn.clone(), t.db_name.clone());
         std::thread::spawn(move || {
             let mut client = crate::common::connect(&dsn);
             while !done.load(Ordering::SeqCst) {
@@ -111,20 +107,29 @@ fn each_schema_migrates_every_tenant_once_in_its_own_schema_within_n_plus_one_co
                 most.fetch_max(now as usize, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(2));
             }
+            most.load(Ordering::SeqCst)
         })
-    };
+    }
+}
+
+#[test]
+fn each_schema_migrates_every_tenant_once_in_its_own_schema_within_n_plus_one_connections() {
+    let t = TestEnv::new();
+    tenants(&t, 200);
+    three(&t);
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = count_sessions(&t, done.clone());
     let out = t
         .migrate()
         .args(["up", "--each-schema", "tenant_%", "--parallel", "3"])
         .run();
     done.store(true, Ordering::SeqCst);
-    watcher.join().unwrap();
+    let seen = watcher.join().unwrap();
     out.code(0)
         .stdout_has("200 targets, 3 at a time")
         .stdout_has("tenant_000: applied 3 (none → 003)")
         .stdout_has("200 targets in ")
         .stdout_has(": 200 applied");
-    let seen = most.load(Ordering::SeqCst);
     assert!(
         (1..=4).contains(&seen),
         "{seen} sessions of migrate at once"
@@ -709,4 +714,227 @@ fn the_library_runs_the_same_fleet() {
         Some("003".into())
     );
     assert_eq!(applied(&t, "tenant_%").len(), 15);
+}
+
+#[test]
+fn the_indexed_job_recipe_splits_the_fleet_over_its_pods() {
+    // The recipe's own command line, run as its pods would run it: one
+    // process per completion index, at the same time.
+    let recipe =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s/fleet-indexed-job.yaml");
+    let job: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&recipe).unwrap()).unwrap();
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"].as_str(), Some("Indexed"));
+    let completions = spec["completions"].as_u64().unwrap() as usize;
+    let command: Vec<String> = spec["template"]["spec"]["containers"][0]["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(command[0], "/migrate");
+    let shards_at = command.iter().position(|a| a == "--shards").unwrap();
+    assert_eq!(command[shards_at + 1], completions.to_string());
+
+    let t = TestEnv::new();
+    tenants(&t, 30);
+    three(&t);
+    let pods: Vec<_> = (0..completions)
+        .map(|index| {
+            t.migrate()
+                .args(&command[1..])
+                .arg("--json")
+                .env("JOB_COMPLETION_INDEX", index.to_string())
+                .env(
+                    "MIGRATE_METRICS_FILE",
+                    t.dir().join(format!("pod-{index}.prom")),
+                )
+                .spawn()
+        })
+        .collect();
+    let mut migrated = Vec::new();
+    for pod in pods {
+        let out = crate::common::Outcome::from_output(pod.wait_with_output().unwrap());
+        out.code(0);
+        migrated.extend(names_with(&json(&out), "applied"));
+    }
+    migrated.sort();
+    let all: Vec<String> = (0..30).map(|n| format!("tenant_{n:03}")).collect();
+    assert_eq!(migrated, all, "each tenant in exactly one pod");
+    let journal = journalled(&t, "tenant_%");
+    assert!(
+        journal.len() == 90 && journal.values().all(|n| *n == 1),
+        "{journal:?}"
+    );
+}
+
+#[test]
+fn two_fleets_racing_over_the_same_tenants_apply_each_migration_once() {
+    let t = TestEnv::new();
+    tenants(&t, 40);
+    three(&t);
+    let racers: Vec<_> = (0..3)
+        .map(|_| {
+            t.migrate()
+                .args([
+                    "up",
+                    "--each-schema",
+                    "tenant_%",
+                    "--parallel",
+                    "3",
+                    "--json",
+                ])
+                .spawn()
+        })
+        .collect();
+    let mut applied_by_anyone = 0;
+    for racer in racers {
+        let out = crate::common::Outcome::from_output(racer.wait_with_output().unwrap());
+        out.code(0);
+        let doc = json(&out);
+        applied_by_anyone += doc["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["applied"].as_u64().unwrap())
+            .sum::<u64>();
+    }
+    assert_eq!(applied_by_anyone, 120, "each of 40 x 3 applied once in all");
+    let journal = journalled(&t, "tenant_%");
+    assert!(
+        journal.len() == 120 && journal.values().all(|n| *n == 1),
+        "{journal:?}"
+    );
+    assert_eq!(t.advisory_locks(), 0);
+}
+
+#[test]
+fn sigterm_rolls_back_the_running_targets_and_prints_the_summary() {
+    let t = TestEnv::new();
+    tenants(&t, 6);
+    t.migration("001_a.sql", "CREATE TABLE a (id int);")
+        .migration(
+            "002_slow.sql",
+            "CREATE TABLE b (id int); SELECT pg_sleep(30);",
+        );
+    let child = t
+        .migrate()
+        .args(["up", "--each-schema", "tenant_%", "--parallel", "2"])
+        .spawn();
+    crate::common::wait_until(Duration::from_secs(30), "two tenants in 002", || {
+        t.value(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' \
+               AND application_name = 'migrate'",
+        ) == Some("2".into())
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = crate::common::Outcome::from_output(child.wait_with_output().unwrap());
+    out.code(143)
+        .stdout_has("interrupted by SIGTERM while it ran")
+        .stdout_has("not started")
+        .stdout_has("6 targets in ");
+    crate::common::wait_until(Duration::from_secs(10), "the sessions gone", || {
+        t.migrate_sessions() == 0
+    });
+    // 001 committed on the two that ran; 002 rolled back with its table.
+    let rows = applied(&t, "tenant_%");
+    assert_eq!(
+        rows,
+        [
+            ("tenant_000".to_owned(), "001".to_owned()),
+            ("tenant_001".to_owned(), "001".to_owned())
+        ]
+    );
+    assert!(!t.table_exists("tenant_000.b"));
+    assert_eq!(t.advisory_locks(), 0);
+    // And the rerun finishes the lot.
+    t.client().batch_execute("SELECT 1").unwrap();
+    t.migration(
+        "002_slow.sql",
+        "CREATE TABLE b (id int); SELECT pg_sleep(0);",
+    );
+    t.migrate()
+        .args(["up", "--each-schema", "tenant_%"])
+        .run()
+        .code(0)
+        .stdout_has(": 6 applied");
+}
+
+#[test]
+fn odd_schema_names_are_targets_like_any_other() {
+    let t = TestEnv::new();
+    t.client()
+        .batch_execute(
+            r#"CREATE SCHEMA "tenant_Ünïcode"; CREATE SCHEMA "tenant_with ""quotes"" and space";
+               CREATE SCHEMA "tenant_'; DROP TABLE x; --"; CREATE SCHEMA "TENANT_upper";"#,
+        )
+        .unwrap();
+    three(&t);
+    let out = t
+        .migrate()
+        .args([
+            "up",
+            "--each-schema",
+            "tenant_%",
+            "--json",
+            "--metrics-file",
+            "m.prom",
+        ])
+        .run();
+    out.code(0);
+    let doc = json(&out);
+    let mut names = names_with(&doc, "applied");
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "tenant_'; DROP TABLE x; --",
+            "tenant_with \"quotes\" and space",
+            "tenant_Ünïcode"
+        ]
+    );
+    assert_eq!(
+        t.value(r#"SELECT count(*) FROM "tenant_with ""quotes"" and space".users"#),
+        Some("1".into())
+    );
+    assert!(!t.table_exists(r#""TENANT_upper".users"#));
+    let metrics = std::fs::read_to_string(t.dir().join("m.prom")).unwrap();
+    assert!(
+        metrics
+            .contains(r#"migrate_target_migrations{target="tenant_with \"quotes\" and space"} 3"#),
+        "{metrics}"
+    );
+    // A pattern of the LIKE syntax, quoted as the shell passes it.
+    t.migrate()
+        .args(["status", "--each-schema", "tenant\\_Ü%"])
+        .run()
+        .code(0)
+        .stdout_has("tenant_Ünïcode");
+}
+
+#[test]
+fn long_migrations_keep_a_fleet_within_n_plus_one_connections() {
+    // A script that runs past the watch's first look (0.5 s) has a second
+    // connection watch whom it waits for: one at a time in the process.
+    let t = TestEnv::new();
+    tenants(&t, 6);
+    t.migration("001_slow.sql", "SELECT pg_sleep(1.2);");
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = count_sessions(&t, done.clone());
+    let out = t
+        .migrate()
+        .args(["up", "--each-schema", "tenant_%", "--parallel", "3"])
+        .run();
+    done.store(true, Ordering::SeqCst);
+    let seen = watcher.join().unwrap();
+    out.code(0).stdout_has(": 6 applied");
+    assert!(
+        (3..=4).contains(&seen),
+        "{seen} sessions of migrate at once"
+    );
 }
