@@ -938,3 +938,41 @@ fn long_migrations_keep_a_fleet_within_n_plus_one_connections() {
         "{seen} sessions of migrate at once"
     );
 }
+
+#[test]
+fn at_a_terminal_up_asks_once_for_the_fleet_and_draws_a_bar() {
+    use crate::common::pty::run_on_pty;
+    let t = TestEnv::new();
+    tenants(&t, 4);
+    three(&t);
+    // tenant_003 is done already: three have work.
+    t.migrate()
+        .args(["up", "--each-schema", "tenant_003", "-q"])
+        .run()
+        .code(0);
+    let mut run = t.migrate();
+    run.args(["up", "--each-schema", "tenant_%"]);
+    let out = run_on_pty(run.into_command(), Some(("Continue?", "n")));
+    assert_eq!(out.code, 1, "{}", out.output);
+    assert!(
+        out.output
+            .contains("3 of 4 targets have migrations to apply, 9 in all: tenant_000 (3), tenant_001 (3), tenant_002 (3)"),
+        "{}",
+        out.output
+    );
+    assert!(!t.table_exists("tenant_000.schema_migrations"));
+
+    let mut run = t.migrate();
+    run.args(["up", "--each-schema", "tenant_%"]);
+    let out = run_on_pty(run.into_command(), Some(("Continue?", "y")));
+    assert_eq!(out.code, 0, "{}", out.output);
+    // The bar, not a line per target; then the table.
+    assert!(!out.output.contains("[1/4]"), "{}", out.output);
+    assert!(out.output.contains("4 targets in "), "{}", out.output);
+    assert!(
+        out.output.contains("3 applied, 1 up to date"),
+        "{}",
+        out.output
+    );
+    assert_eq!(applied(&t, "tenant_%").len(), 12);
+}
