@@ -69,7 +69,11 @@ pub fn run(cli: Cli) -> i32 {
             return fail(&printer, command.name(), &err);
         }
     };
-    let fleet = match settings::fleet::resolve(&cli.global, &env) {
+    let fleet_command = matches!(
+        command,
+        Command::Up | Command::Down(_) | Command::Status | Command::Validate | Command::Wait(_)
+    );
+    let fleet = match settings::fleet::resolve(&cli.global, &env, fleet_command) {
         Ok(fleet) => fleet,
         Err(err) => {
             return fail(

@@ -37,11 +37,22 @@ impl FleetSettings {
 }
 
 /// The fleet settings, when a target source is given; an error when a
-/// fleet option is given without one, or a value is wrong.
-pub fn resolve(args: &GlobalArgs, env: &Environment) -> Result<Option<FleetSettings>, Error> {
+/// fleet option is given without one, or a value is wrong. The
+/// environment's `MIGRATE_*` fleet variables count only for a command that
+/// runs across a fleet (`fleet_command`): one set for a whole pod does not
+/// break its `serve` or `history`; flags always count.
+pub fn resolve(
+    args: &GlobalArgs,
+    env: &Environment,
+    fleet_command: bool,
+) -> Result<Option<FleetSettings>, Error> {
     let given = |flag: Option<String>, var: &str| {
         flag.map(|v| (v, format!("--{}", var_flag(var))))
-            .or_else(|| env.get(var).map(|v| (v.to_owned(), var.to_owned())))
+            .or_else(|| {
+                fleet_command
+                    .then(|| env.get(var).map(|v| (v.to_owned(), var.to_owned())))
+                    .flatten()
+            })
     };
     let sources: Vec<(Source, String)> = [
         given(args.each_schema.clone(), "MIGRATE_EACH_SCHEMA")
@@ -63,12 +74,20 @@ pub fn resolve(args: &GlobalArgs, env: &Environment) -> Result<Option<FleetSetti
     let shards = given(args.shards.clone(), "MIGRATE_SHARDS");
     let source = match sources.as_slice() {
         [] => {
+            // Only flags: a variable meant for the fleet's runs may be set
+            // where single runs happen too.
+            let flag = |value: &Option<(String, String)>| {
+                value
+                    .as_ref()
+                    .map(|(_, o)| o.clone())
+                    .filter(|o| o.starts_with("--"))
+            };
             let stray = [
-                parallel.as_ref().map(|(_, o)| o.clone()),
-                canary.as_ref().map(|(_, o)| o.clone()),
+                flag(&parallel),
+                flag(&canary),
                 args.keep_going.then(|| "--keep-going".to_owned()),
-                shard.as_ref().map(|(_, o)| o.clone()),
-                shards.as_ref().map(|(_, o)| o.clone()),
+                flag(&shard),
+                flag(&shards),
             ];
             if let Some(origin) = stray.into_iter().flatten().next() {
                 return Err(Error::Usage(format!(
@@ -264,17 +283,38 @@ mod tests {
 
     #[test]
     fn no_source_is_no_fleet_and_fleet_options_alone_are_refused() {
-        assert!(resolve(&args(&[]), &env(&[])).unwrap().is_none());
+        assert!(resolve(&args(&[]), &env(&[]), true).unwrap().is_none());
         assert!(
-            message(resolve(&args(&["--parallel", "8"]), &env(&[])))
+            message(resolve(&args(&["--parallel", "8"]), &env(&[]), true))
                 .contains("--parallel is for a fleet")
         );
-        assert!(message(resolve(&args(&["--keep-going"]), &env(&[]))).contains("--keep-going"));
+        assert!(
+            message(resolve(&args(&["--keep-going"]), &env(&[]), true)).contains("--keep-going")
+        );
+    }
+
+    #[test]
+    fn the_environment_counts_only_for_commands_that_run_across_a_fleet() {
+        let vars = env(&[
+            ("MIGRATE_EACH_SCHEMA", "tenant_%"),
+            ("MIGRATE_PARALLEL", "8"),
+        ]);
+        assert!(resolve(&args(&[]), &vars, false).unwrap().is_none());
+        let fleet = resolve(&args(&[]), &vars, true).unwrap().unwrap();
+        assert_eq!(fleet.options.parallel, 8);
+        // A variable alone is no mistake; a flag alone is.
+        let parallel = env(&[("MIGRATE_PARALLEL", "8")]);
+        assert!(resolve(&args(&[]), &parallel, true).unwrap().is_none());
+        assert!(
+            resolve(&args(&["--each-schema", "t%"]), &env(&[]), false)
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
     fn defaults_and_values() {
-        let fleet = resolve(&args(&["--each-schema", "tenant_%"]), &env(&[]))
+        let fleet = resolve(&args(&["--each-schema", "tenant_%"]), &env(&[]), true)
             .unwrap()
             .unwrap();
         assert!(matches!(fleet.source, Source::EachSchema(ref p) if p == "tenant_%"));
@@ -293,6 +333,7 @@ mod tests {
                 "--keep-going",
             ]),
             &env(&[]),
+            true,
         )
         .unwrap()
         .unwrap();
@@ -311,11 +352,13 @@ mod tests {
         let e = message(resolve(
             &args(&["--each-schema", "t%", "--parallel", "0"]),
             &env(&[]),
+            true,
         ));
         assert!(e.contains("--parallel") && e.contains("at least 1"), "{e}");
         let e = message(resolve(
             &args(&["--each-schema", "t%"]),
             &env(&[("MIGRATE_PARALLEL", "many")]),
+            true,
         ));
         assert!(
             e.contains("MIGRATE_PARALLEL") && e.contains("`many`"),
@@ -328,6 +371,7 @@ mod tests {
         let e = message(resolve(
             &args(&["--each-schema", "t%"]),
             &env(&[("MIGRATE_TARGETS_QUERY", "SELECT 1")]),
+            true,
         ));
         assert!(e.contains("--each-schema and MIGRATE_TARGETS_QUERY"), "{e}");
     }
@@ -337,7 +381,7 @@ mod tests {
         let shard = |line: &[&str], vars: &[(&str, &str)]| {
             let mut full = vec!["--each-schema", "t%"];
             full.extend_from_slice(line);
-            resolve(&args(&full), &env(vars)).map(|f| f.unwrap().options.shard)
+            resolve(&args(&full), &env(vars), true).map(|f| f.unwrap().options.shard)
         };
         assert_eq!(
             shard(&["--shard", "1/3"], &[]).unwrap(),

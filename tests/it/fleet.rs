@@ -546,6 +546,14 @@ fn bad_fleet_input_is_refused_before_anything_runs() {
         &["up", "--each-schema", "tenant_%", "--parallel", "0"],
         "--parallel",
     );
+    // A fleet variable set for a whole pod leaves its other commands be.
+    t.migrate()
+        .args(["history"])
+        .env("MIGRATE_EACH_SCHEMA", "tenant_%")
+        .env("MIGRATE_PARALLEL", "8")
+        .run()
+        .code(0)
+        .stdout_has("the journal is empty");
     // None of it touched a tenant.
     assert!(applied(&t, "%").is_empty());
     assert!(!t.table_exists("tenant_000.schema_migrations"));
