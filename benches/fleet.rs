@@ -13,6 +13,10 @@
 //! runs with SQL. BENCH_TENANTS (default 1000) and BENCH_RUNS (default 3)
 //! scale it; BENCH_ONLY_D=1 leaves (e) out. Run with `bench/run.sh`.
 
+#[path = "measure.rs"]
+mod measure;
+
+use measure::measure;
 use migrate::pgserver::{ClusterOptions, TempCluster};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -26,37 +30,6 @@ fn env_number(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Runs to completion, wall time and peak RSS (`/usr/bin/time` is not on
-/// every machine: wait4 gives both).
-// The child is reaped by wait4 below, which std's Child does not know of.
-#[allow(clippy::zombie_processes)]
-fn measure(command: &mut Command) -> (Duration, i64) {
-    let start = Instant::now();
-    // BENCH_VERBOSE=1 shows what the programs print (a failure's summary).
-    let out = if std::env::var_os("BENCH_VERBOSE").is_some() {
-        Stdio::inherit()
-    } else {
-        Stdio::null()
-    };
-    let child = command
-        .stdout(out)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child; `status` and `usage` are valid for writes.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let wall = start.elapsed();
-    assert_eq!(waited, pid, "wait4 failed");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{command:?} failed"
-    );
-    (wall, usage.ru_maxrss)
 }
 
 fn psql(cluster: &TempCluster, sql: &str) {
@@ -217,7 +190,10 @@ fn main() {
     let mut status = Vec::new();
     let mut rss = (0, 0);
     for _ in 0..runs.max(5) {
-        let (wall, kib) = measure(&mut migrate(&[
+        let measure::Sample {
+            wall,
+            max_rss_kib: kib,
+        } = measure(&mut migrate(&[
             "up",
             "--each-schema",
             "tenant_%",
@@ -226,7 +202,10 @@ fn main() {
         ]));
         up.push(wall);
         rss.0 = rss.0.max(kib);
-        let (wall, kib) = measure(&mut migrate(&[
+        let measure::Sample {
+            wall,
+            max_rss_kib: kib,
+        } = measure(&mut migrate(&[
             "status",
             "--each-schema",
             "tenant_%",
@@ -269,16 +248,16 @@ fn main() {
         let mut shell = Vec::new();
         for _ in 0..runs {
             reset(&cluster, tenants);
-            let (wall, _) = measure(&mut migrate(&[
+            let wall = measure(&mut migrate(&[
                 "up",
                 "--each-schema",
                 "tenant_%",
                 "--parallel",
                 "4",
             ]));
-            fleet.push(wall);
+            fleet.push(wall.wall);
             reset(&cluster, tenants);
-            let (wall, _) = measure(
+            let wall = measure(
                 Command::new("bash")
                     .args(["-c", &loop_script])
                     .current_dir(work.path())
@@ -287,7 +266,7 @@ fn main() {
                     .env("DB_DSN", &dsn)
                     .env("MIGRATE", &migrate_bin),
             );
-            shell.push(wall);
+            shell.push(wall.wall);
         }
         remove_new(&migrations);
         reset(&cluster, tenants);

@@ -16,44 +16,16 @@
 //!
 //! Run with `bench/run.sh`, which builds `pg_floor` first.
 
+#[path = "measure.rs"]
+mod measure;
+
+use measure::{Sample, measure};
 use migrate::pgserver::{ClusterOptions, TempCluster};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MIGRATIONS: usize = 1000;
-
-struct Sample {
-    wall: Duration,
-    max_rss_kib: i64,
-}
-
-/// Runs a command to completion; wall time and peak RSS from wait4.
-// The child is reaped by wait4 below, which std's Child does not know of.
-#[allow(clippy::zombie_processes)]
-fn measure(command: &mut Command) -> Sample {
-    let start = Instant::now();
-    let child = command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child; `status` and `usage` are valid for writes.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let wall = start.elapsed();
-    assert_eq!(waited, pid, "wait4 failed");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{command:?} failed"
-    );
-    Sample {
-        wall,
-        max_rss_kib: usage.ru_maxrss,
-    }
-}
 
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
