@@ -214,7 +214,13 @@ async fn ask(
     if !printer.asks() {
         return Ok(printer.confirm());
     }
-    let plan = runner.run(selection, &dry, &Quiet).await?;
+    // Every target's plan, whatever fails: a dry run changes nothing.
+    let planner = runner.with_options(crate::fleet::FleetOptions {
+        canary: 0,
+        keep_going: true,
+        ..runner.options().clone()
+    });
+    let plan = planner.run(selection, &dry, &Quiet).await?;
     let mut with_work = Vec::new();
     let mut steps = 0;
     for target in &plan.targets {

@@ -108,6 +108,7 @@ enum Source {
     Folder(Arc<ScannedFolder>),
 }
 
+#[derive(Clone)]
 pub struct Migrator {
     source: Source,
     database: Database,

@@ -302,6 +302,15 @@ impl Fleet {
         &self.options
     }
 
+    /// The same fleet run another way (a plan that goes on past a
+    /// failure, say).
+    pub fn with_options(&self, options: FleetOptions) -> Fleet {
+        Fleet {
+            migrator: self.migrator.clone(),
+            options,
+        }
+    }
+
     /// Finds the targets (through the main connection, for a pattern or a
     /// query, closed afterwards), checks them and keeps this shard's. A
     /// pattern or query that finds nothing is an error; a shard that gets
