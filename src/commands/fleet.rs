@@ -38,6 +38,7 @@ async fn run_fleet(
     fleet: &FleetSettings,
     printer: &Printer,
 ) -> Result<i32, Error> {
+    let mut signals = Signals::catch();
     let operation = operation(command, settings)?;
     if let Source::EachSchema(pattern) = &fleet.source
         && let Some(origin) = args.schema.as_ref().map(|_| "--schema").or_else(|| {
@@ -63,7 +64,10 @@ async fn run_fleet(
         ..fleet.options.clone()
     };
     let runner = Fleet::new(migrator, options);
-    let selection = runner.select(&targets).await?;
+    let selection = tokio::select! {
+        selection = runner.select(&targets) => selection?,
+        error = signals.next() => return Err(error),
+    };
     let options = runner.options();
     let shard = match selection.shard {
         Some(shard) => format!(" (shard {shard} of {} found)", selection.found),
@@ -79,6 +83,7 @@ async fn run_fleet(
             operation: operation.name(),
             targets: Vec::new(),
             stopped: None,
+            interrupted: None,
             duration: std::time::Duration::ZERO,
         };
         return Ok(finish(settings, printer, &report, &selection));
@@ -103,18 +108,20 @@ async fn run_fleet(
         },
     ));
     if !ask(&runner, &selection, &operation, printer).await? {
+        if printer.prompt_interrupted() {
+            return Err(Error::Interrupted {
+                signal: libc_signal::SIGINT,
+                message: "interrupted at the prompt: nothing was changed".into(),
+            });
+        }
         return Err(Error::Aborted);
     }
     let reporter = Lines::new(printer, selection.targets.len());
     let report = runner
-        .run_until(&selection, &operation, &reporter, signalled())
+        .run_until(&selection, &operation, &reporter, signals.next())
         .await?;
     printer.end_progress();
-    if report
-        .targets
-        .iter()
-        .any(|t| matches!(t.error.as_deref(), Some(Error::Interrupted { .. })))
-    {
+    if report.interrupted.is_some() {
         // A lease a dropped target held goes now, rather than running out.
         crate::store::give_up_leases(std::time::Duration::from_secs(2)).await;
     }
@@ -175,7 +182,10 @@ fn operation(command: &Command, settings: &Settings) -> Result<Operation, Error>
                         .into(),
                 ));
             }
-            Operation::Down(down_options(args, settings)?)
+            Operation::Down(crate::engine::DownOptions {
+                to_may_be_ahead: true,
+                ..down_options(args, settings)?
+            })
         }
         Command::Status => Operation::Status,
         Command::Validate => Operation::Validate,
@@ -261,22 +271,33 @@ async fn ask(
     Ok(printer.confirm())
 }
 
-/// SIGINT or SIGTERM, as the error each running target gets.
-async fn signalled() -> Error {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    let (name, number) = tokio::select! {
-        _ = int.recv() => ("SIGINT", libc_signal::SIGINT),
-        _ = term.recv() => ("SIGTERM", libc_signal::SIGTERM),
-    };
-    Error::Interrupted {
-        signal: number,
-        message: format!("interrupted by {name}"),
+/// SIGINT and SIGTERM, caught from before the prompt on (so Ctrl-C there
+/// is an answer, not the end of the process).
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn catch() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals(
+            signal(SignalKind::interrupt())
+                .and_then(|int| Ok((int, signal(SignalKind::terminate())?)))
+                .ok(),
+        )
+    }
+
+    /// The next one, as the error each running target gets.
+    async fn next(&mut self) -> Error {
+        let Some((int, term)) = &mut self.0 else {
+            return std::future::pending().await;
+        };
+        let (name, number) = tokio::select! {
+            _ = int.recv() => ("SIGINT", libc_signal::SIGINT),
+            _ = term.recv() => ("SIGTERM", libc_signal::SIGTERM),
+        };
+        Error::Interrupted {
+            signal: number,
+            message: format!("interrupted by {name}"),
+        }
     }
 }
 

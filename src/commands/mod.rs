@@ -456,6 +456,7 @@ fn down_options(args: &DownArgs, settings: &Settings) -> Result<DownOptions, Err
         steps: args.steps,
         to,
         dry_run: settings.dry_run,
+        to_may_be_ahead: false,
     })
 }
 

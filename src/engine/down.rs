@@ -21,6 +21,10 @@ pub struct DownOptions {
     pub to: Option<Version>,
     /// Print the plan; change nothing, take no lock.
     pub dry_run: bool,
+    /// A database that never reached `to` has nothing to roll back, rather
+    /// than `to` being a mistake (a fleet's targets stand at different
+    /// versions).
+    pub to_may_be_ahead: bool,
 }
 
 impl Migrator {
@@ -209,7 +213,8 @@ fn choose(state: &DbState, options: &DownOptions) -> Result<Vec<Version>, Error>
     Ok(match &options.to {
         Some(to) => {
             let zero = Version::parse("0").expect("digits");
-            if *to != zero && !applied.iter().any(|r| r.version == *to) {
+            let ahead = options.to_may_be_ahead && applied.iter().all(|r| r.version < *to);
+            if *to != zero && !ahead && !applied.iter().any(|r| r.version == *to) {
                 return Err(Error::Usage(format!(
                     "--to {to}: no applied migration has that version (give an applied \
                      version, which stays applied, or 0 to roll back everything)"

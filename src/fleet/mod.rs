@@ -31,8 +31,8 @@ use crate::engine::{DownOptions, Migrator, UpOptions};
 use crate::error::{Error, exit};
 use crate::migration::{MigrationSet, Version};
 use crate::report::{
-    DownOutcome, DownReport, Progress, RunFailed, Silent, StatusReport, UpOutcome, UpReport,
-    ValidateReport,
+    AppliedMigration, DownOutcome, DownReport, Event, MigrationRef, Progress, Reporter, RunFailed,
+    Silent, StatusReport, UpOutcome, UpReport, ValidateReport,
 };
 use crate::store::Store;
 use serde::Serialize;
@@ -238,6 +238,9 @@ pub struct FleetReport {
     pub targets: Vec<TargetReport>,
     /// Why targets were left unstarted, if they were.
     pub stopped: Option<String>,
+    /// The exit code of a signal that stopped the run (130, 143): it wins
+    /// over every target's, since targets were left whatever they did.
+    pub interrupted: Option<i32>,
     pub duration: Duration,
 }
 
@@ -246,6 +249,9 @@ impl FleetReport {
     /// over drift (3) over a bad target (2) over an unreachable one (5)
     /// over a lock not acquired in time (4); 0 when every target is done.
     pub fn exit_code(&self) -> i32 {
+        if let Some(code) = self.interrupted {
+            return code;
+        }
         self.targets
             .iter()
             .map(TargetReport::exit_code)
@@ -321,7 +327,9 @@ impl Fleet {
             let store = self.migrator.connect_for(&Silent).await?;
             let found = match source {
                 Targets::EachSchema(pattern) => targets::each_schema(store.client(), pattern).await,
-                Targets::Query(sql) => targets::from_query(store.client(), sql).await,
+                Targets::Query(sql) => {
+                    targets::from_query(store.client(), sql, &main.tracking.schema).await
+                }
                 Targets::Listed(_) => unreachable!("needs no connection"),
             };
             store.close().await;
@@ -388,11 +396,22 @@ impl Fleet {
     where
         F: std::future::Future<Output = Error>,
     {
+        if let Operation::Down(options) = operation
+            && options.steps.is_none()
+            && options.to.is_none()
+        {
+            return Err(Error::Usage(
+                "down across a fleet needs --to VERSION or --steps N: \"the last migration\" is \
+                 not the same one on every target"
+                    .into(),
+            ));
+        }
         let started = Instant::now();
         let targets = &selection.targets;
         let slots: Mutex<Vec<Option<TargetReport>>> =
             Mutex::new(targets.iter().map(|_| None).collect());
         let mut stopped;
+        let mut interrupted = None;
         let migrations = self.migrator.migrations().await?;
         let deadline = match operation {
             Operation::Wait(timeout) => Some(started + *timeout),
@@ -444,19 +463,13 @@ impl Fleet {
             reason = all => stopped = reason,
             error = interrupt => {
                 stopped = Some(format!("{error}: the targets not yet started were left"));
-                let error = Arc::new(error);
+                interrupted = Some(error.exit_code());
                 let running = context.running.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
-                for index in running {
+                for (index, tracker) in running {
                     if slots[index].is_none() {
-                        let mut report = TargetReport::not_started(&targets[index]);
-                        report.outcome = Outcome::Failed;
-                        report.error = Some(Box::new(Error::Interrupted {
-                            signal: error.exit_code() - 128,
-                            message: format!(
-                                "{error} while it ran: its transaction in progress was rolled back"
-                            ),
-                        }));
+                        let report =
+                            tracker.interrupted(TargetReport::not_started(&targets[index]), &error);
                         reporter.finished(&report);
                         slots[index] = Some(report);
                     }
@@ -469,15 +482,127 @@ impl Fleet {
             .zip(targets)
             .map(|(slot, target)| slot.unwrap_or_else(|| TargetReport::not_started(target)))
             .collect();
-        if reports.iter().all(|r| r.outcome != Outcome::NotStarted) {
+        if interrupted.is_none() && reports.iter().all(|r| r.outcome != Outcome::NotStarted) {
             stopped = None;
         }
         Ok(FleetReport {
             operation: operation.name(),
             targets: reports,
             stopped,
+            interrupted,
             duration: started.elapsed(),
         })
+    }
+}
+
+/// What a target's run did so far, from the engine's events: kept outside
+/// the run, so that the row of a target dropped by a signal still says
+/// what committed and what was running.
+#[derive(Default)]
+struct Tracker(Mutex<Tracked>);
+
+#[derive(Default)]
+struct Tracked {
+    applied: Vec<AppliedMigration>,
+    rolled_back: Vec<AppliedMigration>,
+    /// The label, whether it runs in a transaction, whether it is a down.
+    running: Option<(String, bool, bool)>,
+    /// Each down file's label and whether it runs in a transaction.
+    downs: Vec<(String, bool)>,
+}
+
+impl Reporter for Tracker {
+    fn event(&self, event: Event<'_>) {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Event::Applying { migration, .. } => {
+                t.running = Some((migration.label(), migration.up.transactional, false))
+            }
+            Event::Applied {
+                migration, applied, ..
+            } => {
+                t.applied.push(AppliedMigration {
+                    migration: MigrationRef::of(migration),
+                    duration: applied.duration,
+                });
+                t.running = None;
+            }
+            Event::RollbackPlan { steps, .. } => {
+                t.downs = steps
+                    .iter()
+                    .map(|s| (s.migration.label(), s.down.transactional))
+                    .collect()
+            }
+            Event::RollingBack { migration, .. } => {
+                let label = migration.label();
+                let transactional = t
+                    .downs
+                    .iter()
+                    .find(|(l, _)| *l == label)
+                    .is_none_or(|(_, tx)| *tx);
+                t.running = Some((label, transactional, true));
+            }
+            Event::RolledBack {
+                migration, done, ..
+            } => {
+                t.rolled_back.push(AppliedMigration {
+                    migration: MigrationRef::of(migration),
+                    duration: done.duration,
+                });
+                t.running = None;
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Tracker {
+    /// The row of a target a signal (`error`) dropped while it ran.
+    fn interrupted(&self, mut report: TargetReport, error: &Error) -> TargetReport {
+        let t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut message = match &t.running {
+            Some((label, true, false)) => format!(
+                "{error} while applying {label}: the server rolls back its transaction, so \
+                 nothing of it is applied or recorded"
+            ),
+            Some((label, false, false)) => format!(
+                "{error} while applying {label}, which runs outside a transaction: the \
+                 statements of it that completed stay done, and its row says how far it got"
+            ),
+            Some((label, true, true)) => format!(
+                "{error} while rolling back {label}: the server rolls back its transaction, so \
+                 it stays applied"
+            ),
+            Some((label, false, true)) => format!(
+                "{error} while rolling back {label}, which runs outside a transaction: the \
+                 statements of its down file that completed stay done, and it stays applied"
+            ),
+            None if t.applied.is_empty() && t.rolled_back.is_empty() => {
+                format!("{error} while it ran, before any migration finished: nothing was changed")
+            }
+            None => format!("{error} between migrations"),
+        };
+        let finished = t.applied.len() + t.rolled_back.len();
+        if finished > 0 {
+            message.push_str(&format!(
+                "; the {finished} that finished before stay{} so",
+                if finished == 1 { "s" } else { "" }
+            ));
+        }
+        report.done.applied = t.applied.clone();
+        report.done.rolled_back = t.rolled_back.clone();
+        report.done.version_after = t
+            .applied
+            .iter()
+            .map(|a| &a.migration.version)
+            .max()
+            .cloned();
+        report.outcome = Outcome::Failed;
+        report.error = Some(Box::new(Error::Interrupted {
+            signal: error.exit_code() - 128,
+            message,
+        }));
+        report
     }
 }
 
@@ -493,8 +618,9 @@ struct Context<'a> {
     stop: AtomicBool,
     /// The first target that failed, for the summary.
     stopped_by: Mutex<Option<String>>,
-    /// The targets started and not finished, by number in the selection.
-    running: Mutex<Vec<usize>>,
+    /// The targets started and not finished, by number in the selection,
+    /// each with what it did so far.
+    running: Mutex<Vec<(usize, Arc<Tracker>)>>,
 }
 
 impl Context<'_> {
@@ -532,15 +658,16 @@ impl Context<'_> {
             while let Some(index) = take() {
                 let target = &targets[index];
                 self.reporter.started(target);
+                let tracker = Arc::new(Tracker::default());
                 self.running
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push(offset + index);
-                let report = self.run_one(target, &mut kept).await;
+                    .push((offset + index, Arc::clone(&tracker)));
+                let report = self.run_one(target, &mut kept, &tracker).await;
                 self.running
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .retain(|i| *i != offset + index);
+                    .retain(|(i, _)| *i != offset + index);
                 if report.outcome == Outcome::Failed {
                     self.stopped_by
                         .lock()
@@ -563,7 +690,12 @@ impl Context<'_> {
     /// One target, over the worker's kept connection when it goes to the
     /// same place (reset first); a connection that saw an error is not
     /// kept.
-    async fn run_one(&self, target: &FleetTarget, kept: &mut Option<Store>) -> TargetReport {
+    async fn run_one(
+        &self,
+        target: &FleetTarget,
+        kept: &mut Option<Store>,
+        tracker: &Tracker,
+    ) -> TargetReport {
         let start = Instant::now();
         let migrator = Migrator::shared(Arc::clone(&self.migrations), target.database.clone());
         let mut report = TargetReport::not_started(target);
@@ -605,7 +737,7 @@ impl Context<'_> {
         };
         let healthy = match self.operation {
             Operation::Up(options) => {
-                let result = migrator.up_with(Some(&mut store), options, &Silent).await;
+                let result = migrator.up_with(Some(&mut store), options, tracker).await;
                 run_finished(&mut report, result, start, |r| {
                     (
                         match r.outcome {
@@ -621,7 +753,7 @@ impl Context<'_> {
                 })
             }
             Operation::Down(options) => {
-                let result = migrator.down_with(Some(&mut store), options, &Silent).await;
+                let result = migrator.down_with(Some(&mut store), options, tracker).await;
                 run_finished(&mut report, result, start, |r| {
                     (
                         match r.outcome {

@@ -72,7 +72,17 @@ pub(super) async fn each_schema(client: &Client, pattern: &str) -> Result<Vec<Ta
 
 /// The targets a query's rows give: a `name` column, and a `schema` or
 /// `dsn` column or both (a NULL takes the main connection's).
-pub(super) async fn from_query(client: &Client, sql: &str) -> Result<Vec<Target>, Error> {
+pub(super) async fn from_query(
+    client: &Client,
+    sql: &str,
+    schema: &str,
+) -> Result<Vec<Target>, Error> {
+    // Run as the migrations run: with the search path set to the schema.
+    let path = format!("SET search_path TO {}", crate::store::quote_ident(schema));
+    client
+        .batch_execute(&path)
+        .await
+        .map_err(|err| Error::database("cannot set the search path", err))?;
     let messages = client
         .simple_query(sql)
         .await

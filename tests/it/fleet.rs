@@ -485,6 +485,26 @@ fn targets_from_a_query_on_a_tenants_table() {
         "SELECT NULL::text AS name, 'x' AS schema",
         "row 1 has no name",
     );
+    // The query runs with the search path set to --schema, as migrations do.
+    t.client()
+        .batch_execute(
+            "CREATE SCHEMA app; CREATE TABLE app.customers (slug text, home text);
+             INSERT INTO app.customers VALUES ('initech', 'tenant_001');",
+        )
+        .unwrap();
+    t.migrate()
+        .args([
+            "up",
+            "--schema",
+            "app",
+            "--targets-query",
+            "SELECT slug AS name, home AS schema FROM customers",
+        ])
+        .run()
+        .code(0)
+        .stdout_has("initech: applied 3");
+    assert!(t.table_exists("tenant_001.schema_migrations"));
+    assert!(!t.table_exists("app.schema_migrations"));
 }
 
 #[test]
@@ -843,9 +863,20 @@ fn sigterm_rolls_back_the_running_targets_and_prints_the_summary() {
     .unwrap();
     let out = crate::common::Outcome::from_output(child.wait_with_output().unwrap());
     out.code(143)
-        .stdout_has("interrupted by SIGTERM while it ran")
+        .stdout_has(
+            "interrupted by SIGTERM while applying 002_slow: the server rolls back its \
+             transaction, so nothing of it is applied or recorded; the 1 that finished before \
+             stays so",
+        )
         .stdout_has("not started")
         .stdout_has("6 targets in ");
+    // The interrupted rows still say what committed: 001, one each.
+    assert!(
+        out.stdout.contains("│ tenant_000  ┆ -      ┆ 001   ┆ 1 ")
+            || out.stdout.contains("│ tenant_000 ┆ -      ┆ 001   ┆ 1 "),
+        "{}",
+        out.stdout
+    );
     crate::common::wait_until(Duration::from_secs(10), "the sessions gone", || {
         t.migrate_sessions() == 0
     });
@@ -970,6 +1001,19 @@ fn at_a_terminal_up_asks_once_for_the_fleet_and_draws_a_bar() {
     );
     assert!(!t.table_exists("tenant_000.schema_migrations"));
 
+    // Ctrl-C at the prompt: as for a single run, 130 and nothing changed.
+    let mut run = t.migrate();
+    run.args(["up", "--each-schema", "tenant_%"]);
+    let out = run_on_pty(run.into_command(), Some(("Continue?", "\u{3}")));
+    assert_eq!(out.code, 130, "{}", out.output);
+    assert!(
+        out.output
+            .contains("interrupted at the prompt: nothing was changed"),
+        "{}",
+        out.output
+    );
+    assert!(!t.table_exists("tenant_000.schema_migrations"));
+
     let mut run = t.migrate();
     run.args(["up", "--each-schema", "tenant_%"]);
     let out = run_on_pty(run.into_command(), Some(("Continue?", "y")));
@@ -983,4 +1027,59 @@ fn at_a_terminal_up_asks_once_for_the_fleet_and_draws_a_bar() {
         out.output
     );
     assert_eq!(applied(&t, "tenant_%").len(), 12);
+}
+
+#[test]
+fn down_to_a_version_some_targets_never_reached_leaves_them_be() {
+    let t = TestEnv::new();
+    tenants(&t, 3);
+    three(&t);
+    for (v, sql) in [
+        ("001_users", "DROP TABLE users;"),
+        ("002_email", "ALTER TABLE users DROP COLUMN email;"),
+        ("003_seed", "DELETE FROM users;"),
+    ] {
+        t.migration(&format!("{v}.down.sql"), sql);
+    }
+    t.migrate()
+        .args(["up", "--each-schema", "tenant_%"])
+        .run()
+        .code(0);
+    t.migrate()
+        .args([
+            "down",
+            "--each-schema",
+            "tenant_000",
+            "--to",
+            "001",
+            "--yes",
+        ])
+        .run()
+        .code(0);
+    let out = t
+        .migrate()
+        .args([
+            "down",
+            "--each-schema",
+            "tenant_%",
+            "--to",
+            "002",
+            "--yes",
+            "--json",
+        ])
+        .run();
+    out.code(0);
+    let doc = json(&out);
+    assert_eq!(names_with(&doc, "nothing_to_do"), ["tenant_000"]);
+    assert_eq!(
+        names_with(&doc, "rolled_back"),
+        ["tenant_001", "tenant_002"]
+    );
+    assert_eq!(applied(&t, "tenant_%").len(), 1 + 2 + 2);
+    // A single database keeps refusing a version it never had.
+    t.migrate()
+        .args(["down", "--schema", "tenant_000", "--to", "002", "--yes"])
+        .run()
+        .code(2)
+        .stderr_has("no applied migration has that version");
 }
