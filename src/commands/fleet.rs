@@ -240,7 +240,10 @@ async fn ask(
             _ => 0,
         };
         if planned > 0 {
-            with_work.push(format!("{} ({planned})", target.name));
+            with_work.push(format!(
+                "{} ({planned})",
+                crate::render::printable(&target.name)
+            ));
             steps += planned;
         }
     }
@@ -329,12 +332,13 @@ impl FleetReporter for Lines<'_> {
 
     fn finished(&self, report: &TargetReport) {
         let n = self.done.fetch_add(1, Ordering::SeqCst) + 1;
-        let line = format!("[{n}/{}] {}: {}", self.total, report.name, summary(report));
+        let name = crate::render::printable(&report.name);
+        let line = format!("[{n}/{}] {name}: {}", self.total, summary(report));
         if self.bar {
             if report.outcome == Outcome::Failed {
                 self.printer.line(&line);
             }
-            self.printer.advance_progress(&report.name);
+            self.printer.advance_progress(&name);
         } else {
             self.printer.line(line);
         }

@@ -430,6 +430,26 @@ fn redact_strings(value: serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// A name from the database (a schema, a tenant) as a terminal may show
+/// it: control characters (an escape sequence would repaint the screen)
+/// written as `\u{1b}` and the like.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
+}
+
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -298,7 +298,7 @@ pub fn fleet_table(report: &crate::fleet::FleetReport, color: bool) -> String {
             .as_ref()
             .map(|e| e.to_string().lines().next().unwrap_or_default().to_owned())
             .unwrap_or_default();
-        let mut row = vec![Cell::new(&t.name)];
+        let mut row = vec![Cell::new(super::printable(&t.name))];
         row.extend(middle.into_iter().map(Cell::new));
         row.push(Cell::new(if started {
             format_duration(t.duration)

@@ -948,6 +948,16 @@ fn odd_schema_names_are_targets_like_any_other() {
             .contains(r#"migrate_target_migrations{target="tenant_with \"quotes\" and space"} 3"#),
         "{metrics}"
     );
+    // A name that would repaint the terminal is shown escaped.
+    t.client()
+        .batch_execute("CREATE SCHEMA \"tenant_\x1b[2Jwiped\"")
+        .unwrap();
+    let out = t
+        .migrate()
+        .args(["up", "--each-schema", "tenant_%wiped"])
+        .run();
+    out.code(0).stdout_has("tenant_\\u{1b}[2Jwiped: applied 3");
+    assert!(!out.stdout.contains('\x1b'), "{:?}", out.stdout);
     // A pattern of the LIKE syntax, quoted as the shell passes it.
     t.migrate()
         .args(["status", "--each-schema", "tenant\\_Ü%"])
