@@ -161,6 +161,72 @@ pub trait Reporter: Send + Sync {
     }
 }
 
+/// What a run was doing when a signal stopped it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Running {
+    Applying { label: String, transactional: bool },
+    RollingBack { label: String, transactional: bool },
+    Bootstrap { script: String },
+}
+
+/// What an interrupted run leaves behind, in one line: the migration that
+/// was running (if one was), what the server does with it, and how many
+/// finished before. The same words for a single run and a fleet's target.
+pub fn interrupted_line(signal: &str, running: Option<&Running>, finished: usize) -> String {
+    let mut line = match running {
+        Some(Running::Applying {
+            label,
+            transactional: true,
+        }) => format!(
+            "interrupted by {signal} while applying {label}: the server rolls back its \
+             transaction, so nothing of it is applied or recorded"
+        ),
+        Some(Running::Applying {
+            label,
+            transactional: false,
+        }) => format!(
+            "interrupted by {signal} while applying {label}, which runs outside a \
+             transaction: the server cancels the statement that was running, the ones before \
+             it stay done, and its row says how far it got (the next `up` runs it again)"
+        ),
+        Some(Running::RollingBack {
+            label,
+            transactional: true,
+        }) => format!(
+            "interrupted by {signal} while rolling back {label}: the server rolls back its \
+             transaction, so it stays applied"
+        ),
+        Some(Running::RollingBack {
+            label,
+            transactional: false,
+        }) => format!(
+            "interrupted by {signal} while rolling back {label}, which runs outside a \
+             transaction: the statements of its down file that completed stay done, and it \
+             stays recorded as applied"
+        ),
+        Some(Running::Bootstrap { script }) => format!(
+            "interrupted by {signal} while running bootstrap script {script}: the server \
+             rolls back its transaction"
+        ),
+        None if finished == 0 => {
+            format!("interrupted by {signal} before any migration ran: nothing was changed")
+        }
+        None => format!("interrupted by {signal} between migrations"),
+    };
+    if finished > 0 {
+        line.push_str(&format!(
+            "; the {finished} {} that finished before stay{} so",
+            if finished == 1 {
+                "migration"
+            } else {
+                "migrations"
+            },
+            if finished == 1 { "s" } else { "" }
+        ));
+    }
+    line
+}
+
 /// A reporter that ignores everything and always proceeds.
 pub struct Silent;
 

@@ -32,7 +32,7 @@ use crate::error::{Error, exit};
 use crate::migration::{MigrationSet, Version};
 use crate::report::{
     AppliedMigration, DownOutcome, DownReport, Event, MigrationRef, Progress, Reporter, RunFailed,
-    Silent, StatusReport, UpOutcome, UpReport, ValidateReport,
+    Running, Silent, StatusReport, UpOutcome, UpReport, ValidateReport,
 };
 use crate::store::Store;
 use serde::Serialize;
@@ -505,8 +505,7 @@ struct Tracker(Mutex<Tracked>);
 struct Tracked {
     applied: Vec<AppliedMigration>,
     rolled_back: Vec<AppliedMigration>,
-    /// The label, whether it runs in a transaction, whether it is a down.
-    running: Option<(String, bool, bool)>,
+    running: Option<Running>,
     /// Each down file's label and whether it runs in a transaction.
     downs: Vec<(String, bool)>,
 }
@@ -516,7 +515,10 @@ impl Reporter for Tracker {
         let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match event {
             Event::Applying { migration, .. } => {
-                t.running = Some((migration.label(), migration.up.transactional, false))
+                t.running = Some(Running::Applying {
+                    label: migration.label(),
+                    transactional: migration.up.transactional,
+                })
             }
             Event::Applied {
                 migration, applied, ..
@@ -540,7 +542,10 @@ impl Reporter for Tracker {
                     .iter()
                     .find(|(l, _)| *l == label)
                     .is_none_or(|(_, tx)| *tx);
-                t.running = Some((label, transactional, true));
+                t.running = Some(Running::RollingBack {
+                    label,
+                    transactional,
+                });
             }
             Event::RolledBack {
                 migration, done, ..
@@ -560,35 +565,10 @@ impl Tracker {
     /// The row of a target a signal (`error`) dropped while it ran.
     fn interrupted(&self, mut report: TargetReport, error: &Error) -> TargetReport {
         let t = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let mut message = match &t.running {
-            Some((label, true, false)) => format!(
-                "{error} while applying {label}: the server rolls back its transaction, so \
-                 nothing of it is applied or recorded"
-            ),
-            Some((label, false, false)) => format!(
-                "{error} while applying {label}, which runs outside a transaction: the \
-                 statements of it that completed stay done, and its row says how far it got"
-            ),
-            Some((label, true, true)) => format!(
-                "{error} while rolling back {label}: the server rolls back its transaction, so \
-                 it stays applied"
-            ),
-            Some((label, false, true)) => format!(
-                "{error} while rolling back {label}, which runs outside a transaction: the \
-                 statements of its down file that completed stay done, and it stays applied"
-            ),
-            None if t.applied.is_empty() && t.rolled_back.is_empty() => {
-                format!("{error} while it ran, before any migration finished: nothing was changed")
-            }
-            None => format!("{error} between migrations"),
-        };
+        let signal = error.exit_code() - 128;
+        let name = nix::sys::signal::Signal::try_from(signal).map_or("a signal", |s| s.as_str());
         let finished = t.applied.len() + t.rolled_back.len();
-        if finished > 0 {
-            message.push_str(&format!(
-                "; the {finished} that finished before stay{} so",
-                if finished == 1 { "s" } else { "" }
-            ));
-        }
+        let message = crate::report::interrupted_line(name, t.running.as_ref(), finished);
         report.done.applied = t.applied.clone();
         report.done.rolled_back = t.rolled_back.clone();
         report.done.version_after = t
@@ -598,10 +578,7 @@ impl Tracker {
             .max()
             .cloned();
         report.outcome = Outcome::Failed;
-        report.error = Some(Box::new(Error::Interrupted {
-            signal: error.exit_code() - 128,
-            message,
-        }));
+        report.error = Some(Box::new(Error::Interrupted { signal, message }));
         report
     }
 }

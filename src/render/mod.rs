@@ -15,7 +15,7 @@ use crate::settings::Verbosity;
 
 use crate::dsn::redact_secrets;
 use crate::duration::format_duration;
-use crate::report::{Event, Reporter};
+use crate::report::{Event, Reporter, Running};
 use console::{Term, style};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -120,12 +120,6 @@ struct Activity {
     prompt_interrupted: bool,
 }
 
-enum Running {
-    Applying { label: String, transactional: bool },
-    RollingBack { label: String, transactional: bool },
-    Bootstrap { script: String },
-}
-
 impl Printer {
     pub fn with_output(terminal: Terminal, assume_yes: bool, output: Output) -> Printer {
         Printer::with_writers(
@@ -197,54 +191,7 @@ impl Printer {
     pub fn interrupted(&self, signal: &str) -> String {
         self.finish_progress();
         let activity = self.activity();
-        let mut line = match &activity.running {
-            Some(Running::Applying {
-                label,
-                transactional: true,
-            }) => format!(
-                "interrupted by {signal} while applying {label}: the server rolls back its \
-                 transaction, so nothing of it is applied or recorded"
-            ),
-            Some(Running::Applying {
-                label,
-                transactional: false,
-            }) => format!(
-                "interrupted by {signal} while applying {label}, which runs outside a \
-                 transaction: the server cancels the statement that was running, the ones before \
-                 it stay done, and its row says how far it got (the next `up` runs it again)"
-            ),
-            Some(Running::RollingBack {
-                label,
-                transactional: true,
-            }) => format!(
-                "interrupted by {signal} while rolling back {label}: the server rolls back its \
-                 transaction, so it stays applied"
-            ),
-            Some(Running::RollingBack {
-                label,
-                transactional: false,
-            }) => format!(
-                "interrupted by {signal} while rolling back {label}, which runs outside a \
-                 transaction: the statements of its down file that completed stay done, and it \
-                 stays recorded as applied"
-            ),
-            Some(Running::Bootstrap { script }) => format!(
-                "interrupted by {signal} while running bootstrap script {script}: the server \
-                 rolls back its transaction"
-            ),
-            None if activity.finished == 0 => {
-                format!("interrupted by {signal} before any migration ran: nothing was changed")
-            }
-            None => format!("interrupted by {signal} between migrations"),
-        };
-        if activity.finished > 0 {
-            line.push_str(&format!(
-                "; the {} that finished before stay{} so",
-                plural(activity.finished, "migration", "migrations"),
-                if activity.finished == 1 { "s" } else { "" }
-            ));
-        }
-        line
+        crate::report::interrupted_line(signal, activity.running.as_ref(), activity.finished)
     }
 
     fn activity(&self) -> std::sync::MutexGuard<'_, Activity> {

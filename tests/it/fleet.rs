@@ -865,8 +865,8 @@ fn sigterm_rolls_back_the_running_targets_and_prints_the_summary() {
     out.code(143)
         .stdout_has(
             "interrupted by SIGTERM while applying 002_slow: the server rolls back its \
-             transaction, so nothing of it is applied or recorded; the 1 that finished before \
-             stays so",
+             transaction, so nothing of it is applied or recorded; the 1 migration that \
+             finished before stays so",
         )
         .stdout_has("not started")
         .stdout_has("6 targets in ");
@@ -1092,4 +1092,97 @@ fn down_to_a_version_some_targets_never_reached_leaves_them_be() {
         .run()
         .code(2)
         .stderr_has("no applied migration has that version");
+}
+
+#[test]
+fn two_fleets_through_a_transaction_pool_of_two_apply_each_migration_once() {
+    use crate::common::bouncer::Bouncer;
+    // More workers than server connections: the pooler queues them, each
+    // target takes a lease (no session survives a transaction), and the
+    // connection kept between targets is reset through the pooler.
+    let Some(bouncer) = Bouncer::start("transaction", 2) else {
+        return;
+    };
+    let t = TestEnv::new();
+    tenants(&t, 8);
+    three(&t);
+    let dsn = bouncer.dsn(&t.db_name);
+    let racers: Vec<_> = (0..2)
+        .map(|_| {
+            t.migrate_bare()
+                .args([
+                    "up",
+                    "--yes",
+                    "--dsn",
+                    &dsn,
+                    "--each-schema",
+                    "tenant_%",
+                    "--parallel",
+                    "3",
+                    "--json",
+                ])
+                .spawn()
+        })
+        .collect();
+    let mut applied_by_anyone = 0;
+    for racer in racers {
+        let out = crate::common::Outcome::from_output(racer.wait_with_output().unwrap());
+        out.code(0);
+        applied_by_anyone += json(&out)["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["applied"].as_u64().unwrap())
+            .sum::<u64>();
+    }
+    assert_eq!(applied_by_anyone, 24);
+    let journal = journalled(&t, "tenant_%");
+    assert!(
+        journal.len() == 24 && journal.values().all(|n| *n == 1),
+        "{journal:?}"
+    );
+    // Each target locked with a lease, and every lease was given up.
+    for n in 0..8 {
+        let lease = format!("tenant_{n:03}.schema_migrations_lock");
+        assert!(t.table_exists(&lease), "{lease}");
+        assert_eq!(
+            t.value(&format!("SELECT count(*) FROM {lease}")),
+            Some("0".into())
+        );
+    }
+    assert_eq!(t.advisory_locks(), 0);
+}
+
+#[test]
+fn a_fleet_wider_than_the_server_has_connections_waits_its_turn_and_finishes() {
+    use migrate::pgserver::ClusterOptions;
+    // 5 connections in all (superusers may take the reserved ones too),
+    // and 8 workers: the ones turned away "too many clients" try again
+    // until others close, within --lock-wait.
+    let t = TestEnv::on_own_server_with(ClusterOptions {
+        settings: vec![("max_connections".into(), "5".into())],
+        ..ClusterOptions::default()
+    });
+    tenants(&t, 12);
+    three(&t);
+    let out = t
+        .migrate()
+        .args([
+            "up",
+            "--each-schema",
+            "tenant_%",
+            "--parallel",
+            "8",
+            "--lock-wait",
+            "60s",
+            "--json",
+        ])
+        .run();
+    out.code(0);
+    assert_eq!(names_with(&json(&out), "applied").len(), 12);
+    let journal = journalled(&t, "tenant_%");
+    assert!(
+        journal.len() == 36 && journal.values().all(|n| *n == 1),
+        "{journal:?}"
+    );
 }
