@@ -1186,3 +1186,52 @@ fn a_fleet_wider_than_the_server_has_connections_waits_its_turn_and_finishes() {
         "{journal:?}"
     );
 }
+
+#[test]
+fn the_server_going_away_mid_fleet_fails_the_rows_it_touched_and_a_rerun_finishes() {
+    let t = TestEnv::on_own_server();
+    tenants(&t, 12);
+    t.migration("001_a.sql", "CREATE TABLE a (id int);")
+        .migration(
+            "002_slow.sql",
+            "CREATE TABLE b (id int); SELECT pg_sleep(0.3);",
+        );
+    let child = t
+        .migrate()
+        .args([
+            "up",
+            "--each-schema",
+            "tenant_%",
+            "--parallel",
+            "2",
+            "--keep-going",
+            "--json",
+        ])
+        .spawn();
+    crate::common::wait_until(Duration::from_secs(30), "a few tenants done", || {
+        applied(&t, "tenant_%").len() >= 4
+    });
+    t.stop_server();
+    let out = crate::common::Outcome::from_output(child.wait_with_output().unwrap());
+    // The connection lost mid-migration (1) is the most severe; the ones
+    // that could not connect at all are 5.
+    assert!(matches!(out.code, 1 | 5), "{out:?}");
+    let doc = json(&out);
+    assert!(!names_with(&doc, "applied").is_empty(), "{}", out.stdout);
+    assert!(!names_with(&doc, "failed").is_empty(), "{}", out.stdout);
+    assert!(
+        names_with(&doc, "not_started").is_empty(),
+        "--keep-going: {}",
+        out.stdout
+    );
+    t.start_server();
+    t.migrate()
+        .args(["up", "--each-schema", "tenant_%"])
+        .run()
+        .code(0);
+    let journal = journalled(&t, "tenant_%");
+    assert!(
+        journal.len() == 24 && journal.values().all(|n| *n == 1),
+        "{journal:?}"
+    );
+}
