@@ -110,6 +110,8 @@ pub enum RunError {
 /// server, so a pooler may hand each transaction to another server
 /// connection.
 pub(super) struct Statements {
+    /// Where the records go, for the statements written with their values.
+    tracking: Tracking,
     begin: String,
     session: String,
     clear_failed: Sql,
@@ -153,6 +155,7 @@ impl Store {
             let major = self.server_major();
             let preamble = self.transaction_preamble(tracking, settings);
             self.statements = Some(Statements {
+                tracking: tracking.clone(),
                 begin: format!("{}; {preamble}SELECT txid_current()", self.pooled_begin()),
                 session: bookkeeping::session(tracking, major, settings, false),
                 clear_failed: Sql::new(bookkeeping::clear_failed(tracking), &[T::TEXT]),
@@ -240,18 +243,17 @@ impl Store {
         };
         let targets = index_targets(script);
         let reset_sql = self.reset_for_bookkeeping();
-        let (begun, cleared, ran, reset, held, invalid) = tokio::join!(
+        let (begun, cleared, ran, held, invalid) = tokio::join!(
             client.simple_query(&statements.begin),
             clear,
             client.batch_execute(&script.sql),
-            client.batch_execute(&reset_sql),
-            self.holds_claim(run.lock),
+            self.reset_and_check_claim(&reset_sql, run.lock),
             self.invalid_on(&targets),
         );
         let duration = start.elapsed();
         let failure = match (begun, cleared, ran) {
             (Ok(begun), Ok(()), Ok(())) => {
-                match reset.and(held) {
+                match held {
                     Ok(true) => {}
                     Ok(false) => {
                         client.batch_execute("ROLLBACK").await.ok();
@@ -279,10 +281,21 @@ impl Store {
                 }
                 let txid = transaction_id(&begun);
                 let (recorded, commit) = match run.action {
-                    Action::Apply { .. } => tokio::join!(
-                        self.record_done(&run, txid, duration),
-                        client.batch_execute("COMMIT"),
-                    ),
+                    Action::Apply { .. } => match self.record_and_commit(&run, txid, duration) {
+                        Some(text) => match client.simple_query(&text).await {
+                            Ok(answer) => (Ok(first_count(&answer)), Ok(())),
+                            Err(err) => {
+                                // The record failed (the transaction stays
+                                // open, aborted) or the commit did.
+                                client.batch_execute("ROLLBACK").await.ok();
+                                (Err(err), Ok(()))
+                            }
+                        },
+                        None => tokio::join!(
+                            self.record_done(&run, txid, duration),
+                            client.batch_execute("COMMIT"),
+                        ),
+                    },
                     // A down file's record may find no applied row: then its
                     // work must not commit, so COMMIT waits for the answer
                     // (one round trip more, on a rare path).
@@ -672,6 +685,58 @@ impl Store {
         }
     }
 
+    /// [`Store::record_done`] of an up file and `COMMIT`, as one simple
+    /// query with the values written in; `None` if the actor holds a NUL
+    /// (then the record goes as a statement with parameters, which the
+    /// server refuses with its own message).
+    fn record_and_commit(&self, run: &Run<'_>, txid: i64, duration: Duration) -> Option<String> {
+        let actor = bookkeeping::literal(run.actor)?;
+        let micros = (duration.as_micros() as i64).to_string();
+        let txid = txid.to_string();
+        Some(bookkeeping::record_applied_and_commit(
+            &self.prepared().tracking,
+            [
+                &bookkeeping::literal(record_version(run))?,
+                &bookkeeping::literal(&run.migration.name)?,
+                &bookkeeping::literal(run.script.checksum.as_str())?,
+                &micros,
+                &actor,
+                if run.script.transactional {
+                    "true"
+                } else {
+                    "false"
+                },
+                &txid,
+            ],
+        ))
+    }
+
+    /// The session reset after a script ([`Store::reset_for_bookkeeping`])
+    /// and [`Store::holds_claim`]. With an advisory lock, one simple query
+    /// (the key written in), so that the server answers both at once.
+    async fn reset_and_check_claim(
+        &self,
+        reset_sql: &str,
+        lock: Option<&Lock>,
+    ) -> Result<bool, tokio_postgres::Error> {
+        match lock {
+            Some(Lock::Advisory(key)) => {
+                let text = format!("{reset_sql}; {}", bookkeeping::lock_held_of(*key));
+                let answer = self.client().simple_query(&text).await?;
+                Ok(answer.iter().any(|message| {
+                    matches!(message, SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))
+                }))
+            }
+            _ => {
+                let (reset, held) = tokio::join!(
+                    self.client().batch_execute(reset_sql),
+                    self.holds_claim(lock)
+                );
+                reset.and(held)
+            }
+        }
+    }
+
     /// Records a failure (unless the engine retries it): a failed row and
     /// a journal entry for an up file, a journal entry for a down file.
     async fn record_failure(&self, run: Run<'_>, mut failure: RunFailure) -> RunError {
@@ -1012,6 +1077,17 @@ pub(super) fn transaction_id(messages: &[SimpleQueryMessage]) -> i64 {
 }
 
 /// The first column of the first row, as a number (0 if none).
+/// The rows the first statement of a simple query changed.
+fn first_count(messages: &[SimpleQueryMessage]) -> u64 {
+    messages
+        .iter()
+        .find_map(|message| match message {
+            SimpleQueryMessage::CommandComplete(rows) => Some(*rows),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 fn first_number(messages: &[SimpleQueryMessage]) -> i64 {
     messages
         .iter()

@@ -10,18 +10,39 @@ use std::time::Duration;
 /// for it. $1 version, $2 name, $3 checksum, $4 duration (µs), $5 actor,
 /// $6 in_transaction, $7 transaction id.
 pub(super) fn record_applied(tracking: &Tracking) -> String {
+    record_applied_of(tracking, ["$1", "$2", "$3", "$4", "$5", "$6", "$7"])
+}
+
+/// [`record_applied`] with its seven values written into the text (SQL
+/// literals, each made by [`literal`] or a number), then `COMMIT`: one
+/// simple query, so the record and the commit are one request and one
+/// answer.
+pub(super) fn record_applied_and_commit(tracking: &Tracking, values: [&str; 7]) -> String {
+    format!("{}; COMMIT", record_applied_of(tracking, values))
+}
+
+fn record_applied_of(
+    tracking: &Tracking,
+    [version, name, checksum, micros, actor, in_transaction, txid]: [&str; 7],
+) -> String {
     format!(
         "WITH recorded AS (
              INSERT INTO {state}
                     (version, name, checksum, status, applied_at, duration, applied_by, error, in_transaction)
-             SELECT $1, $2, $3, 'applied', now(), $4::float8 * interval '1 microsecond', $5, NULL, $6
-              WHERE txid_current() = $7
+             SELECT {version}, {name}, {checksum}, 'applied', now(), {micros}::float8 * interval '1 microsecond', {actor}, NULL, {in_transaction}
+              WHERE txid_current() = {txid}
              RETURNING version, name, checksum, duration, applied_by)
          INSERT INTO {journal} (event, version, name, checksum, duration, actor)
          SELECT 'applied', version, name, checksum, duration, applied_by FROM recorded",
         state = tracking.state_table(),
         journal = tracking.journal_table(),
     )
+}
+
+/// A string as an SQL literal, or `None` if it holds a NUL (which no text
+/// value may, and which would end the query text early).
+pub(super) fn literal(text: &str) -> Option<String> {
+    (!text.contains('\0')).then(|| postgres_protocol::escape::escape_literal(text))
 }
 
 /// Removes a rolled-back migration's row if the transaction is still the
@@ -128,6 +149,11 @@ pub(super) const LOCK_HELD: &str = "\
 SELECT CASE WHEN pg_try_advisory_xact_lock($1)
             THEN CASE WHEN pg_advisory_unlock($1) THEN pg_try_advisory_lock($1) ELSE false END
             ELSE false END";
+
+/// [`LOCK_HELD`] for `key`, written into the text, to end a simple query.
+pub(super) fn lock_held_of(key: i64) -> String {
+    LOCK_HELD.replace("$1", &format!("({key})::int8"))
+}
 
 /// The two halves of a lock key, as `pg_locks` shows them.
 pub(super) fn lock_key_halves(key: i64) -> (i64, i64) {

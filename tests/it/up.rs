@@ -61,6 +61,32 @@ fn applies_pending_migrations_in_numeric_order_and_records_each() {
 }
 
 #[test]
+fn an_actor_with_quotes_and_backslashes_is_recorded_as_it_is() {
+    // The record is sent with its values written into the SQL text: the
+    // actor (from USER here) must arrive byte for byte, and not as SQL.
+    let t = TestEnv::new();
+    t.migration("001_one.sql", "CREATE TABLE one (id int);")
+        .migration("002_two.sql", "CREATE TABLE two (id int);");
+    let actor = r#"o'brien\' ); DROP TABLE one; -- $$ "ü"#;
+    t.migrate()
+        .args(["up", "--yes"])
+        .env("USER", actor)
+        .run()
+        .code(0)
+        .stdout_has("done: 2 migrations applied");
+    let expected = format!("{actor}@");
+    for row in t.rows(
+        "SELECT s.applied_by, l.actor FROM schema_migrations s \
+           JOIN schema_migrations_log l USING (version) ORDER BY version",
+    ) {
+        assert!(row[0].as_deref().unwrap().starts_with(&expected), "{row:?}");
+        assert_eq!(row[0], row[1]);
+    }
+    assert!(t.table_exists("public.one"));
+    assert_eq!(t.state(), ["001:applied", "002:applied"]);
+}
+
+#[test]
 fn bare_migrate_is_up_and_without_a_terminal_says_it_does_not_ask() {
     let t = TestEnv::new();
     three(&t);
