@@ -114,26 +114,21 @@ pub fn pending<'a>(
     rows: &[StateRow],
     target: Option<&Version>,
 ) -> Vec<Step<'a>> {
+    let mut row_of = Cursor::new(rows, |r: &StateRow| &r.version);
     files
         .migrations
         .iter()
         .take_while(|m| target.is_none_or(|t| m.version <= *t))
-        .filter_map(|m| {
-            let row = rows
-                .binary_search_by(|r| r.version.cmp(&m.version))
-                .ok()
-                .map(|i| &rows[i]);
-            match row {
-                None => Some(Step {
-                    migration: m,
-                    failed_row_version: None,
-                }),
-                Some(r) if r.status == RowStatus::Failed => Some(Step {
-                    migration: m,
-                    failed_row_version: Some(r.version.as_str().to_owned()),
-                }),
-                Some(_) => None,
-            }
+        .filter_map(|m| match row_of.find(&m.version) {
+            None => Some(Step {
+                migration: m,
+                failed_row_version: None,
+            }),
+            Some(r) if r.status == RowStatus::Failed => Some(Step {
+                migration: m,
+                failed_row_version: Some(r.version.as_str().to_owned()),
+            }),
+            Some(_) => None,
         })
         .collect()
 }
@@ -254,11 +249,12 @@ fn short(checksum: &str) -> &str {
 /// they were applied. A failed row with a file is not drift: `up` retries
 /// it with whatever the file now says.
 pub fn drift(files: &MigrationSet, state: &DbState) -> Vec<Drifted> {
+    let mut file_of = Cursor::new(&files.migrations, |m: &Migration| &m.version);
     let mut drifted: Vec<Drifted> = state
         .rows
         .iter()
         .filter_map(|row| {
-            let file = files.find(&row.version);
+            let file = file_of.find(&row.version);
             let drift = match file {
                 None => Drift::Missing,
                 Some(_) if row.status == RowStatus::Failed => return None,
@@ -300,6 +296,46 @@ pub fn drift(files: &MigrationSet, state: &DbState) -> Vec<Drifted> {
     }
     drifted.sort_by(|a, b| a.version.cmp(&b.version));
     drifted
+}
+
+/// Finds items of a slice sorted by version, for versions asked in
+/// ascending order: a merge of two sorted lists, linear where a binary
+/// search per version would compare ten thousand versions fourteen times
+/// each. A version asked out of order is still found, by binary search.
+struct Cursor<'a, T, F> {
+    items: &'a [T],
+    at: usize,
+    version: F,
+}
+
+impl<'a, T, F: Fn(&T) -> &Version> Cursor<'a, T, F> {
+    fn new(items: &'a [T], version: F) -> Self {
+        Cursor {
+            items,
+            at: 0,
+            version,
+        }
+    }
+
+    fn find(&mut self, wanted: &Version) -> Option<&'a T> {
+        let items = self.items;
+        if self.at > 0 && (self.version)(&items[self.at - 1]) >= wanted {
+            return items
+                .binary_search_by(|item| (self.version)(item).cmp(wanted))
+                .ok()
+                .map(|i| &items[i]);
+        }
+        while self.at < items.len() && (self.version)(&items[self.at]) < wanted {
+            self.at += 1;
+        }
+        match items.get(self.at) {
+            Some(item) if (self.version)(item) == wanted => {
+                self.at += 1;
+                Some(item)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The newest applied version.
@@ -374,13 +410,13 @@ mod tests {
             name: name.into(),
             checksum: checksum(sql.as_bytes()).to_string(),
             status,
-            details: Some(RowDetails {
+            details: Some(Box::new(RowDetails {
                 applied_at: "2026-01-01T00:00:00.000000Z".into(),
                 duration: Duration::from_millis(5),
                 applied_by: "test".into(),
                 error: (status == RowStatus::Failed).then(|| "ERROR: boom".into()),
                 in_transaction: true,
-            }),
+            })),
         }
     }
 
@@ -441,6 +477,30 @@ mod tests {
         assert_eq!(status[0].status, Status::Applied);
         assert_eq!(status[0].version.as_str(), "0007");
         assert!(pending(&files, &rows, None).is_empty());
+    }
+
+    #[test]
+    fn the_cursor_finds_in_order_out_of_order_and_not_at_all() {
+        let versions: Vec<Version> = ["1", "03", "5", "0008", "13"]
+            .iter()
+            .map(|v| Version::parse(v).unwrap())
+            .collect();
+        let mut cursor = Cursor::new(&versions, |v: &Version| v);
+        let found = |c: &mut Cursor<'_, Version, _>, v: &str| {
+            c.find(&Version::parse(v).unwrap())
+                .map(|v| v.as_str().to_owned())
+        };
+        assert_eq!(found(&mut cursor, "0"), None);
+        assert_eq!(found(&mut cursor, "1").as_deref(), Some("1"));
+        assert_eq!(found(&mut cursor, "4"), None);
+        assert_eq!(found(&mut cursor, "5").as_deref(), Some("5"));
+        // Asked again, and asked backwards: still found.
+        assert_eq!(found(&mut cursor, "005").as_deref(), Some("5"));
+        assert_eq!(found(&mut cursor, "3").as_deref(), Some("03"));
+        assert_eq!(found(&mut cursor, "2"), None);
+        assert_eq!(found(&mut cursor, "13").as_deref(), Some("13"));
+        assert_eq!(found(&mut cursor, "8").as_deref(), Some("0008"));
+        assert_eq!(found(&mut cursor, "99"), None);
     }
 
     #[test]

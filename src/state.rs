@@ -20,8 +20,9 @@ pub struct StateRow {
     pub name: String,
     pub checksum: String,
     pub status: RowStatus,
-    /// Read for `status`; planning needs only the columns above.
-    pub details: Option<RowDetails>,
+    /// Read for `status`; planning needs only the columns above. Boxed:
+    /// a plan of ten thousand rows carries none.
+    pub details: Option<Box<RowDetails>>,
 }
 
 /// The columns of a state row that only reports show.

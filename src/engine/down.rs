@@ -269,7 +269,7 @@ fn read_down_files<'m>(
             continue;
         };
         let read = match &migration.down {
-            Some(down) => Ok(down.clone()),
+            Some(down) => Ok(Script::clone(down)),
             None => Script::read(path),
         };
         match read {

@@ -2,7 +2,6 @@
 //! connection is made. Every problem is collected, so one run shows them all.
 
 use super::{Migration, MigrationSet, Script, Version};
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -141,26 +140,43 @@ fn check_names(
     names: Vec<(String, PathBuf)>,
     mut problems: Vec<FileProblem>,
 ) -> Result<ScannedFolder, Vec<FileProblem>> {
-    let mut by_version: BTreeMap<Version, VersionFiles> = BTreeMap::new();
+    // Sorted, then grouped by version: one allocation for the lot, where a
+    // map of versions would make two lists per version.
+    let mut parsed = Vec::with_capacity(names.len());
     for (file_name, path) in names {
         match parse_file_name(&file_name) {
             Ok(None) => {}
-            Ok(Some((version, name, direction))) => {
-                let files = by_version.entry(version).or_default();
-                let named = NamedFile { path, name };
-                match direction {
-                    Direction::Up => files.ups.push(named),
-                    Direction::Down => files.downs.push(named),
-                }
-            }
+            Ok(Some((version, name, direction))) => parsed.push((
+                version.sort_key(),
+                version,
+                direction,
+                NamedFile { path, name },
+            )),
             Err(reason) => problems.push(FileProblem { path, reason }),
+        }
+    }
+    parsed.sort_unstable_by(|a, b| {
+        (a.0.cmp(&b.0))
+            .then_with(|| a.1.cmp(&b.1))
+            .then_with(|| a.3.path.cmp(&b.3.path))
+    });
+    let mut by_version: Vec<(Version, VersionFiles)> = Vec::with_capacity(parsed.len());
+    for (_, version, direction, named) in parsed {
+        let files = match by_version.last_mut() {
+            Some((last, files)) if *last == version => files,
+            _ => {
+                by_version.push((version, VersionFiles::default()));
+                &mut by_version.last_mut().expect("pushed above").1
+            }
+        };
+        match direction {
+            Direction::Up => files.ups.push(named),
+            Direction::Down => files.downs.push(named),
         }
     }
 
     let mut usable = Vec::with_capacity(by_version.len());
-    for (version, mut files) in by_version {
-        files.ups.sort_by(|a, b| a.path.cmp(&b.path));
-        files.downs.sort_by(|a, b| a.path.cmp(&b.path));
+    for (version, files) in by_version {
         if files.ups.len() > 1 {
             problems.push(duplicate(&version, &files.ups));
         }
@@ -240,7 +256,11 @@ pub fn from_files<'a>(
         let down = entry
             .down_path
             .as_ref()
-            .map(|p| Script::from_bytes(p, contents(p)).map_err(|reason| (p.clone(), reason)))
+            .map(|p| {
+                Script::from_bytes(p, contents(p))
+                    .map(Box::new)
+                    .map_err(|reason| (p.clone(), reason))
+            })
             .transpose();
         match (up, down) {
             (Ok(up), Ok(down)) => migrations.push(Migration {
@@ -285,31 +305,15 @@ impl ScannedFolder {
     /// Reads and hashes every up file; reports every unreadable or
     /// non-UTF-8 file.
     pub fn load(&self) -> Result<MigrationSet, Vec<FileProblem>> {
-        let contents = read_up_files(self.entries.iter().map(|e| e.path.as_path()));
-        let mut migrations = Vec::with_capacity(self.entries.len());
-        let mut problems = Vec::new();
-        for (entry, content) in self.entries.iter().zip(contents) {
-            match content {
-                Ok(up) => migrations.push(Migration {
-                    version: entry.version.clone(),
-                    name: entry.name.clone(),
-                    up,
-                    down_path: entry.down_path.clone(),
-                    down: None,
-                }),
-                Err(reason) => problems.push(FileProblem {
-                    path: entry.path.clone(),
-                    reason,
-                }),
-            }
-        }
-        if problems.is_empty() {
+        let read = read_up_files(&self.entries);
+        if read.iter().all(Result::is_ok) {
             Ok(MigrationSet {
                 dir: self.dir.clone(),
-                migrations,
+                // Collected in place: the migrations take the list's room.
+                migrations: read.into_iter().filter_map(Result::ok).collect(),
             })
         } else {
-            Err(problems)
+            Err(read.into_iter().filter_map(Result::err).collect())
         }
     }
 }
@@ -376,12 +380,60 @@ fn parse_file_name(file_name: &str) -> Result<Option<(Version, String, Direction
 
 type FileContent = Result<Script, String>;
 
-/// Reads and checks the up files, reusing one buffer. One thread: the
-/// engine already reads them while it connects, and a second reader
-/// measured no faster on two cores with the server on the same machine.
-fn read_up_files<'a>(paths: impl Iterator<Item = &'a Path>) -> Vec<FileContent> {
-    let mut buffer = Vec::new();
-    paths.map(|p| read_up_file(p, &mut buffer)).collect()
+/// Reads and checks the up files, in order. A large folder is read by two
+/// threads, each with its own buffer: the kernel's work per file (open,
+/// read, close) dominates, and while the engine connects the server has
+/// little to do.
+fn read_up_files(entries: &[ScannedMigration]) -> Vec<Result<Migration, FileProblem>> {
+    const SPLIT_FROM: usize = 512;
+    let read_all = |entries: &[ScannedMigration],
+                    into: &mut Vec<Result<Migration, FileProblem>>| {
+        let mut buffer = Vec::new();
+        into.extend(
+            entries
+                .iter()
+                .map(|entry| match read_up_file(&entry.path, &mut buffer) {
+                    Ok(up) => Ok(Migration {
+                        version: entry.version.clone(),
+                        name: entry.name.clone(),
+                        up,
+                        down_path: entry.down_path.clone(),
+                        down: None,
+                    }),
+                    Err(reason) => Err(FileProblem {
+                        path: entry.path.clone(),
+                        reason,
+                    }),
+                }),
+        );
+    };
+    // Room for all from the start: the second half is moved in after the
+    // first without the list growing, so it is never held twice.
+    let mut read = Vec::with_capacity(entries.len());
+    if entries.len() < SPLIT_FROM {
+        read_all(entries, &mut read);
+        return read;
+    }
+    let (first, second) = entries.split_at(entries.len() / 2);
+    std::thread::scope(|scope| {
+        let later = std::thread::Builder::new()
+            .name("read-files".into())
+            .spawn_scoped(scope, || {
+                let mut rest = Vec::with_capacity(second.len());
+                read_all(second, &mut rest);
+                rest
+            });
+        read_all(first, &mut read);
+        match later {
+            Ok(thread) => match thread.join() {
+                Ok(rest) => read.extend(rest),
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            // No thread to be had: this one reads the rest.
+            Err(_) => read_all(second, &mut read),
+        }
+    });
+    read
 }
 
 /// Reads one file into `buffer` (reused across files: open, read, close,
@@ -447,6 +499,27 @@ mod tests {
         assert!(set.migrations[1].down_path.is_some());
         assert!(set.migrations[0].down_path.is_none());
         assert_eq!(set.migrations[2].up.sql, "SELECT 10;");
+    }
+
+    #[test]
+    fn versions_past_any_integer_sort_among_the_others() {
+        let forty = format!("1{}", "0".repeat(39));
+        let thirty_nine = "9".repeat(39);
+        let padded = format!("{}1", "0".repeat(45));
+        let names = [
+            format!("{forty}_b.sql"),
+            format!("{thirty_nine}_c.sql"),
+            format!("{padded}_a.sql"),
+            "2_d.sql".to_owned(),
+        ];
+        let files: Vec<(&str, &[u8])> = names
+            .iter()
+            .map(|n| (n.as_str(), &b"SELECT 1;"[..]))
+            .collect();
+        let dir = folder(&files);
+        let set = discover(dir.path()).unwrap();
+        let names: Vec<&str> = set.migrations.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["a", "d", "c", "b"]);
     }
 
     #[test]
@@ -547,8 +620,10 @@ mod tests {
 
     #[test]
     fn many_files_are_read_in_order_with_one_buffer() {
+        // 1200: past the count read by two threads, whose halves must join
+        // in order, and whose problems are all reported, in order.
         let dir = tempfile::tempdir().unwrap();
-        for v in 1..=500 {
+        for v in 1..=1200 {
             std::fs::write(
                 dir.path().join(format!("{v}_m.sql")),
                 format!("SELECT {v};"),
@@ -556,11 +631,22 @@ mod tests {
             .unwrap();
         }
         let set = discover(dir.path()).unwrap();
-        assert_eq!(set.len(), 500);
+        assert_eq!(set.len(), 1200);
         for (i, m) in set.migrations.iter().enumerate() {
             assert_eq!(m.up.sql, format!("SELECT {};", i + 1));
             assert_eq!(m.up.checksum, checksum(m.up.sql.as_bytes()));
         }
+        for v in [3, 1100] {
+            std::fs::write(dir.path().join(format!("{v}_m.sql")), b"\xff").unwrap();
+        }
+        let problems = discover(dir.path()).unwrap_err();
+        assert_eq!(
+            reasons(&problems),
+            [
+                "3_m.sql: not valid UTF-8 (line 1, byte 0); migrations must be UTF-8 text",
+                "1100_m.sql: not valid UTF-8 (line 1, byte 0); migrations must be UTF-8 text",
+            ]
+        );
     }
 
     #[test]

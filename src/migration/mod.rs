@@ -18,7 +18,12 @@ use std::path::{Path, PathBuf};
 /// Versions compare numerically (`007` < `010` < `0100`), so `007` and `7`
 /// are the same version; the text is what every message and table shows.
 #[derive(Clone, Debug)]
-pub struct Version(String);
+pub struct Version {
+    text: String,
+    /// Where the significant digits start (`"0"` for all zeros): found
+    /// once, since ordering and matching compare versions many times over.
+    from: usize,
+}
 
 /// As written in the file name (`"007"`): a string, leading zeros kept.
 impl serde::Serialize for Version {
@@ -31,21 +36,34 @@ impl Version {
     /// Parses a version: one or more ASCII digits, nothing else.
     pub fn parse(text: &str) -> Option<Version> {
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-            Some(Version(text.to_owned()))
+            let from = text
+                .bytes()
+                .position(|b| b != b'0')
+                .unwrap_or(text.len() - 1);
+            Some(Version {
+                text: text.to_owned(),
+                from,
+            })
         } else {
             None
         }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// A number that orders as the versions do, for versions of up to 38
+    /// significant digits (longer ones share the largest key, and are
+    /// ordered by [`Ord`] among themselves): a cheap first comparison.
+    pub(crate) fn sort_key(&self) -> u128 {
+        self.significant().parse().unwrap_or(u128::MAX)
     }
 
     /// The digits without leading zeros (`"0"` for all zeros): the numeric
     /// identity that ordering and matching use.
     fn significant(&self) -> &str {
-        let trimmed = self.0.trim_start_matches('0');
-        if trimmed.is_empty() { "0" } else { trimmed }
+        &self.text[self.from..]
     }
 }
 
@@ -78,7 +96,7 @@ impl std::hash::Hash for Version {
 
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -184,7 +202,8 @@ pub struct Migration {
     /// The down file, read only when `down` needs it.
     pub down_path: Option<PathBuf>,
     /// The down file already read (migrations compiled into a binary).
-    pub down: Option<Script>,
+    /// Boxed: most migrations of a folder carry none.
+    pub down: Option<Box<Script>>,
 }
 
 impl Migration {

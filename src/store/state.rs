@@ -171,10 +171,25 @@ pub async fn read_state(
     detail: StateDetail,
 ) -> Result<DbState, Error> {
     let select = select_state(tracking, detail);
-    let (database, rows) = tokio::join!(
-        client.simple_query("SELECT current_database()"),
-        client.simple_query(&select)
-    );
+    // The rows are taken as they arrive, so ten thousand of them are never
+    // held twice (as the server's rows and as state rows).
+    let read_rows = async {
+        use futures_util::TryStreamExt;
+        let stream = client.simple_query_raw(&select).await?;
+        let mut stream = std::pin::pin!(stream);
+        let mut rows = Vec::new();
+        while let Some(message) = stream.try_next().await? {
+            if let SimpleQueryMessage::Row(row) = message {
+                match state_row(&row, tracking, detail) {
+                    Ok(row) => rows.push(row),
+                    Err(err) => return Ok(Err(err)),
+                }
+            }
+        }
+        Ok::<_, tokio_postgres::Error>(Ok(rows))
+    };
+    let (database, rows) =
+        tokio::join!(client.simple_query("SELECT current_database()"), read_rows);
     let database = database
         .map_err(|err| Error::database("cannot read the database name", err))?
         .into_iter()
@@ -188,8 +203,8 @@ pub async fn read_state(
         rows: Vec::new(),
         unrecorded: Vec::new(),
     };
-    let messages = match rows {
-        Ok(messages) => messages,
+    let rows = match rows {
+        Ok(rows) => rows,
         Err(err) => {
             let code = err.code().cloned();
             if code == Some(SqlState::UNDEFINED_TABLE)
@@ -210,39 +225,45 @@ pub async fn read_state(
             ));
         }
     };
-    for message in messages {
-        let SimpleQueryMessage::Row(row) = message else {
-            continue;
-        };
-        let text = |i: usize| row.get(i).unwrap_or("").to_owned();
-        let version_text = text(0);
-        let Some(version) = Version::parse(&version_text) else {
-            return Err(Error::ForeignStateTable {
-                table: tracking.display_state(),
-                missing: format!("a numeric version (it holds `{version_text}`)"),
-            });
-        };
-        let details = (detail == StateDetail::Full).then(|| RowDetails {
+    state.rows = rows?;
+    state.rows.sort_by(|a, b| a.version.cmp(&b.version));
+    Ok(state)
+}
+
+/// One row of the state table, as read by [`read_state`].
+fn state_row(
+    row: &tokio_postgres::SimpleQueryRow,
+    tracking: &Tracking,
+    detail: StateDetail,
+) -> Result<StateRow, Error> {
+    let text = |i: usize| row.get(i).unwrap_or("").to_owned();
+    let version_text = row.get(0).unwrap_or("");
+    let Some(version) = Version::parse(version_text) else {
+        return Err(Error::ForeignStateTable {
+            table: tracking.display_state(),
+            missing: format!("a numeric version (it holds `{version_text}`)"),
+        });
+    };
+    let details = (detail == StateDetail::Full).then(|| {
+        Box::new(RowDetails {
             applied_at: text(4),
             duration: micros(row.get(5)).unwrap_or_default(),
             applied_by: text(6),
             error: row.get(7).map(str::to_owned),
             in_transaction: row.get(8) != Some("f"),
-        });
-        state.rows.push(StateRow {
-            version,
-            name: text(1),
-            checksum: text(2),
-            status: if row.get(3) == Some("failed") {
-                RowStatus::Failed
-            } else {
-                RowStatus::Applied
-            },
-            details,
-        });
-    }
-    state.rows.sort_by(|a, b| a.version.cmp(&b.version));
-    Ok(state)
+        })
+    });
+    Ok(StateRow {
+        version,
+        name: text(1),
+        checksum: text(2),
+        status: if row.get(3) == Some("failed") {
+            RowStatus::Failed
+        } else {
+            RowStatus::Applied
+        },
+        details,
+    })
 }
 
 /// Applies the journal remembers and the state table lost (see
