@@ -243,16 +243,19 @@ impl Store {
         };
         let targets = index_targets(script);
         let reset_sql = self.reset_for_bookkeeping();
-        let (begun, cleared, ran, held, invalid) = tokio::join!(
-            client.simple_query(&statements.begin),
-            clear,
-            client.batch_execute(&script.sql),
+        // BEGIN and the session go in front of the file, in one query: the
+        // server answers them together. The clearing of an earlier failed
+        // row waits for the reset, so the file's SET ROLE cannot refuse it.
+        let prefix = format!("{}; ", statements.begin);
+        let (begun, held, cleared, invalid) = tokio::join!(
+            self.begin_and_run(&prefix, &script.sql),
             self.reset_and_check_claim(&reset_sql, run.lock),
+            clear,
             self.invalid_on(&targets),
         );
         let duration = start.elapsed();
-        let failure = match (begun, cleared, ran) {
-            (Ok(begun), Ok(()), Ok(())) => {
+        let failure = match (begun, cleared) {
+            (Ok(txid), Ok(())) => {
                 match held {
                     Ok(true) => {}
                     Ok(false) => {
@@ -279,7 +282,6 @@ impl Store {
                         return Err(RunError::Record(record_error(&run, err)));
                     }
                 }
-                let txid = transaction_id(&begun);
                 let (recorded, commit) = match run.action {
                     Action::Apply { .. } => match self.record_and_commit(&run, txid, duration) {
                         Some(text) => match client.simple_query(&text).await {
@@ -329,10 +331,18 @@ impl Store {
                 }
             }
             // The script's own error comes first; the others follow from
-            // the same cause (a lost connection) or from it.
-            (_, _, Err(err)) | (_, Err(err), Ok(())) | (Err(err), Ok(()), Ok(())) => {
-                DbFailure::from(err)
+            // the same cause (a lost connection) or from it. Its position
+            // counts from the start of the file, not of what went before.
+            (Err(err), _) => {
+                let mut failure = DbFailure::from(err);
+                let before = prefix.chars().count() as u32;
+                failure.position = failure
+                    .position
+                    .and_then(|p| p.checked_sub(before))
+                    .filter(|&p| p > 0);
+                failure
             }
+            (Ok(_), Err(err)) => DbFailure::from(err),
         };
         client.batch_execute("ROLLBACK").await.ok();
         let location = failure
@@ -711,6 +721,25 @@ impl Store {
         ))
     }
 
+    /// Runs `prefix` (`BEGIN`, the session, `SELECT txid_current()`) and
+    /// the file as one simple query; returns the transaction id. The
+    /// file's own rows are read and dropped as they come.
+    async fn begin_and_run(&self, prefix: &str, sql: &str) -> Result<i64, tokio_postgres::Error> {
+        use futures_util::TryStreamExt;
+        let stream = self
+            .client()
+            .simple_query_raw(&format!("{prefix}{sql}"))
+            .await?;
+        let mut stream = std::pin::pin!(stream);
+        let mut txid = None;
+        while let Some(message) = stream.try_next().await? {
+            if let (None, SimpleQueryMessage::Row(row)) = (txid, &message) {
+                txid = Some(row.get(0).and_then(|v| v.parse().ok()).unwrap_or(0));
+            }
+        }
+        Ok(txid.unwrap_or(0))
+    }
+
     /// The session reset after a script ([`Store::reset_for_bookkeeping`])
     /// and [`Store::holds_claim`]. With an advisory lock, one simple query
     /// (the key written in), so that the server answers both at once.
@@ -1076,7 +1105,6 @@ pub(super) fn transaction_id(messages: &[SimpleQueryMessage]) -> i64 {
     first_number(messages)
 }
 
-/// The first column of the first row, as a number (0 if none).
 /// The rows the first statement of a simple query changed.
 fn first_count(messages: &[SimpleQueryMessage]) -> u64 {
     messages
@@ -1088,6 +1116,7 @@ fn first_count(messages: &[SimpleQueryMessage]) -> u64 {
         .unwrap_or(0)
 }
 
+/// The first column of the first row, as a number (0 if none).
 fn first_number(messages: &[SimpleQueryMessage]) -> i64 {
     messages
         .iter()
