@@ -4,15 +4,20 @@
 //!     1000 migrations applied, against `pg_floor` (connect, one query),
 //!     and against `pg_floor` reading and hashing the same 1000 files first
 //!     (the I/O that checking files against the database cannot avoid);
-//! (b) applying 1000 small migrations from empty, against one `psql`
-//!     session running the same files, each in its own transaction;
-//! (c) the same with 1000 one-statement migrations (an INSERT each), over
-//!     TCP to 127.0.0.1 (password authentication, no TLS) for both: where
-//!     the bookkeeping weighs most against the work itself.
+//! (b) applying 1000 small migrations from empty (two tables' DDL and an
+//!     INSERT each), against one `psql` session running the same files,
+//!     each in its own transaction;
+//! (c) the same with 1000 one-statement migrations (an INSERT each): where
+//!     the bookkeeping weighs most against the work itself;
+//! (f) one database with 10 000 migrations applied (a `SELECT n;` each):
+//!     `migrate up` and `migrate status` against `pg_floor`, with and
+//!     without reading and hashing the files.
 //!
 //! Medians of several runs, interleaved, on a throwaway server with
-//! PostgreSQL's default durability (fsync and synchronous commit on), over
-//! the Unix socket for (a) and (b). Also the peak RSS of each program.
+//! PostgreSQL's default durability (fsync and synchronous commit on); (a)
+//! over the Unix socket, the others over TCP to 127.0.0.1 (password
+//! authentication, no TLS) for every program. Also the peak RSS of each
+//! program.
 //!
 //! Run with `bench/run.sh`, which builds `pg_floor` first.
 
@@ -26,6 +31,8 @@ use std::process::Command;
 use std::time::Duration;
 
 const MIGRATIONS: usize = 1000;
+/// (f): the many-migrations case.
+const MANY: usize = 10_000;
 
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
@@ -92,6 +99,18 @@ fn write_one_statement_migrations(dir: &Path) {
             format!("INSERT INTO steps VALUES ({v});\n")
         };
         std::fs::write(dir.join(format!("{v:04}_step.sql")), sql).unwrap();
+    }
+}
+
+/// (f): `SELECT n;` each.
+fn write_many_migrations(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for v in 1..=MANY {
+        std::fs::write(
+            dir.join(format!("{v:05}_step.sql")),
+            format!("SELECT {v};\n"),
+        )
+        .unwrap();
     }
 }
 
@@ -171,6 +190,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
+    let runs_f: usize = std::env::var("BENCH_RUNS_F")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(11);
 
     let cluster = TempCluster::start(ClusterOptions {
         settings: vec![
@@ -198,8 +221,10 @@ fn main() {
             cluster.port()
         )
     };
+    let many = work.path().join("many");
+    write_many_migrations(&many);
     println!(
-        "PostgreSQL {}; {} migrations; runs: (a) {runs_a}, (b) {runs_b}",
+        "PostgreSQL {}; {} migrations; runs: (a) {runs_a}, (b) {runs_b}, (c) {runs_c}, (f) {runs_f}",
         cluster.version(),
         MIGRATIONS
     );
@@ -266,21 +291,61 @@ fn main() {
     let with_bootstrap = summarize(&bootstrap_samples);
     let skipping = summarize(&skip_samples);
 
-    // (b) 1000 migrations from empty, over the socket.
-    let (psql, apply) = psql_against_migrate(&cluster, runs_b, "", |db| {
-        (cluster.socket_dsn(db), script.clone(), migrate(db))
-    });
-    // (c) 1000 one-statement migrations from empty, over TCP.
-    let (psql_tcp, apply_tcp) = psql_against_migrate(&cluster, runs_c, "tcp_", |db| {
+    let migrate_tcp = |args: &[&str], db: &str, folder: &Path| {
         let mut command = Command::new(&migrate_bin);
         command
             .current_dir(work.path())
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .args(["up", "--yes", "--dsn", &tcp_dsn(db), "--path"])
-            .arg(&one_statement);
-        (tcp_dsn(db), one_statement_script.clone(), command)
+            .args(args)
+            .args(["--dsn", &tcp_dsn(db), "--path"])
+            .arg(folder);
+        command
+    };
+    // (b) 1000 migrations from empty, over TCP.
+    let (psql, apply) = psql_against_migrate(&cluster, runs_b, "", |db| {
+        (
+            tcp_dsn(db),
+            script.clone(),
+            migrate_tcp(&["up", "--yes"], db, &migrations),
+        )
     });
+    // (c) 1000 one-statement migrations from empty, over TCP.
+    let (psql_tcp, apply_tcp) = psql_against_migrate(&cluster, runs_c, "tcp_", |db| {
+        (
+            tcp_dsn(db),
+            one_statement_script.clone(),
+            migrate_tcp(&["up", "--yes"], db, &one_statement),
+        )
+    });
+
+    // (f) 10 000 applied, over TCP.
+    sql(&cluster, "postgres", "CREATE DATABASE many");
+    let first = measure(&mut migrate_tcp(&["up", "--yes", "-q"], "many", &many));
+    println!(
+        "(f) set-up: 10 000 applied by one `migrate up` in {:.1} s",
+        first.wall.as_secs_f64()
+    );
+    let mut many_floor = Vec::new();
+    let mut many_floor_files = Vec::new();
+    let mut many_up = Vec::new();
+    let mut many_status = Vec::new();
+    for _ in 0..runs_f {
+        many_floor.push(measure(Command::new(&floor_bin).arg(tcp_dsn("many"))));
+        many_floor_files.push(measure(
+            Command::new(&floor_bin).arg(tcp_dsn("many")).arg(&many),
+        ));
+        many_up.push(measure(&mut migrate_tcp(
+            &["up", "--yes", "-q"],
+            "many",
+            &many,
+        )));
+        many_status.push(measure(&mut migrate_tcp(&["status"], "many", &many)));
+    }
+    let many_floor = summarize(&many_floor);
+    let many_floor_files = summarize(&many_floor_files);
+    let many_up = summarize(&many_up);
+    let many_status = summarize(&many_status);
 
     println!();
     println!("| case | program | median | fastest | peak RSS |");
@@ -308,11 +373,11 @@ fn main() {
             &skipping,
         ),
         (
-            "(b) 1000 from empty",
+            "(b) 1000 from empty, TCP",
             "psql -f (BEGIN; \\i file; COMMIT; each)",
             &psql,
         ),
-        ("(b) 1000 from empty", "migrate up --yes", &apply),
+        ("(b) 1000 from empty, TCP", "migrate up --yes", &apply),
         (
             "(c) 1000 one-statement, TCP",
             "psql -f (BEGIN; \\i file; COMMIT; each)",
@@ -323,6 +388,18 @@ fn main() {
             "migrate up --yes",
             &apply_tcp,
         ),
+        (
+            "(f) 10 000 applied, TCP",
+            "pg_floor (connect + SELECT 1)",
+            &many_floor,
+        ),
+        (
+            "(f) 10 000 applied, TCP",
+            "pg_floor + read and hash the 10 000 files",
+            &many_floor_files,
+        ),
+        ("(f) 10 000 applied, TCP", "migrate up --yes -q", &many_up),
+        ("(f) 10 000 applied, TCP", "migrate status", &many_status),
     ] {
         println!(
             "| {case} | {program} | {} | {} | {} MiB |",
@@ -339,5 +416,13 @@ fn main() {
         up.median.as_secs_f64() / floor_files.median.as_secs_f64(),
         apply.median.as_secs_f64() / psql.median.as_secs_f64(),
         apply_tcp.median.as_secs_f64() / psql_tcp.median.as_secs_f64()
+    );
+    println!(
+        "(f) up / floor: {:.2}x, / floor with files: {:.2}x   status / floor: {:.2}x, / floor \
+         with files: {:.2}x",
+        many_up.median.as_secs_f64() / many_floor.median.as_secs_f64(),
+        many_up.median.as_secs_f64() / many_floor_files.median.as_secs_f64(),
+        many_status.median.as_secs_f64() / many_floor.median.as_secs_f64(),
+        many_status.median.as_secs_f64() / many_floor_files.median.as_secs_f64()
     );
 }
