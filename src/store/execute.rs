@@ -243,19 +243,16 @@ impl Store {
         };
         let targets = index_targets(script);
         let reset_sql = self.reset_for_bookkeeping();
-        // BEGIN and the session go in front of the file, in one query: the
-        // server answers them together. The clearing of an earlier failed
-        // row waits for the reset, so the file's SET ROLE cannot refuse it.
-        let prefix = format!("{}; ", statements.begin);
-        let (begun, held, cleared, invalid) = tokio::join!(
-            self.begin_and_run(&prefix, &script.sql),
-            self.reset_and_check_claim(&reset_sql, run.lock),
+        let (begun, cleared, ran, held, invalid) = tokio::join!(
+            client.simple_query(&statements.begin),
             clear,
+            client.batch_execute(&script.sql),
+            self.reset_and_check_claim(&reset_sql, run.lock),
             self.invalid_on(&targets),
         );
         let duration = start.elapsed();
-        let failure = match (begun, cleared) {
-            (Ok(txid), Ok(())) => {
+        let failure = match (begun, cleared, ran) {
+            (Ok(begun), Ok(()), Ok(())) => {
                 match held {
                     Ok(true) => {}
                     Ok(false) => {
@@ -282,6 +279,7 @@ impl Store {
                         return Err(RunError::Record(record_error(&run, err)));
                     }
                 }
+                let txid = transaction_id(&begun);
                 let (recorded, commit) = match run.action {
                     Action::Apply { .. } => match self.record_and_commit(&run, txid, duration) {
                         Some(text) => match client.simple_query(&text).await {
@@ -331,18 +329,10 @@ impl Store {
                 }
             }
             // The script's own error comes first; the others follow from
-            // the same cause (a lost connection) or from it. Its position
-            // counts from the start of the file, not of what went before.
-            (Err(err), _) => {
-                let mut failure = DbFailure::from(err);
-                let before = prefix.chars().count() as u32;
-                failure.position = failure
-                    .position
-                    .and_then(|p| p.checked_sub(before))
-                    .filter(|&p| p > 0);
-                failure
+            // the same cause (a lost connection) or from it.
+            (_, _, Err(err)) | (_, Err(err), Ok(())) | (Err(err), Ok(()), Ok(())) => {
+                DbFailure::from(err)
             }
-            (Ok(_), Err(err)) => DbFailure::from(err),
         };
         client.batch_execute("ROLLBACK").await.ok();
         let location = failure
@@ -721,25 +711,6 @@ impl Store {
         ))
     }
 
-    /// Runs `prefix` (`BEGIN`, the session, `SELECT txid_current()`) and
-    /// the file as one simple query; returns the transaction id. The
-    /// file's own rows are read and dropped as they come.
-    async fn begin_and_run(&self, prefix: &str, sql: &str) -> Result<i64, tokio_postgres::Error> {
-        use futures_util::TryStreamExt;
-        let stream = self
-            .client()
-            .simple_query_raw(&format!("{prefix}{sql}"))
-            .await?;
-        let mut stream = std::pin::pin!(stream);
-        let mut txid = None;
-        while let Some(message) = stream.try_next().await? {
-            if let (None, SimpleQueryMessage::Row(row)) = (txid, &message) {
-                txid = Some(row.get(0).and_then(|v| v.parse().ok()).unwrap_or(0));
-            }
-        }
-        Ok(txid.unwrap_or(0))
-    }
-
     /// The session reset after a script ([`Store::reset_for_bookkeeping`])
     /// and [`Store::holds_claim`]. With an advisory lock, one simple query
     /// (the key written in), so that the server answers both at once.
@@ -1105,6 +1076,7 @@ pub(super) fn transaction_id(messages: &[SimpleQueryMessage]) -> i64 {
     first_number(messages)
 }
 
+/// The first column of the first row, as a number (0 if none).
 /// The rows the first statement of a simple query changed.
 fn first_count(messages: &[SimpleQueryMessage]) -> u64 {
     messages
@@ -1116,7 +1088,6 @@ fn first_count(messages: &[SimpleQueryMessage]) -> u64 {
         .unwrap_or(0)
 }
 
-/// The first column of the first row, as a number (0 if none).
 fn first_number(messages: &[SimpleQueryMessage]) -> i64 {
     messages
         .iter()

@@ -87,27 +87,6 @@ fn an_actor_with_quotes_and_backslashes_is_recorded_as_it_is() {
 }
 
 #[test]
-fn an_error_is_placed_in_its_file_whatever_the_schema_is_called() {
-    // BEGIN and the session (search_path naming the schema) are sent in
-    // front of the file: the server's position must still land in it.
-    let t = TestEnv::new();
-    t.migration("001_ok.sql", "CREATE TABLE kept (id int);")
-        .migration("002_bad.sql", "SELECT 'é';\nSELECT * FROM nope_ü;");
-    t.migrate()
-        .args(["up", "--yes", "--schema", "tenänt \"ü\""])
-        .run()
-        .code(1)
-        .stderr_has("migration 002_bad failed at migrations/002_bad.sql:2:15: ERROR: relation \"nope_ü\" does not exist");
-    assert_eq!(
-        t.rows(r#"SELECT version, status FROM "tenänt ""ü"""."schema_migrations" ORDER BY 1"#),
-        [
-            [Some("001".to_owned()), Some("applied".to_owned())],
-            [Some("002".to_owned()), Some("failed".to_owned())]
-        ]
-    );
-}
-
-#[test]
 fn bare_migrate_is_up_and_without_a_terminal_says_it_does_not_ask() {
     let t = TestEnv::new();
     three(&t);
