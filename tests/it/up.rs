@@ -337,6 +337,64 @@ fn a_file_that_commits_behind_the_lexers_back_is_not_recorded_as_applied() {
 }
 
 #[test]
+fn a_files_lexer_settings_do_not_change_how_the_next_is_read() {
+    // The server reads a whole query text with the session's settings of
+    // the moment: a file's session-level standard_conforming_strings or
+    // client_encoding must be gone before the next file is sent, in a
+    // transactional file (it commits) and a statement-by-statement one.
+    let t = TestEnv::new();
+    t.migration(
+        "001_old_dump.sql",
+        "SET standard_conforming_strings = off;\nSET client_encoding = 'LATIN1';\n\
+         CREATE TABLE paths (n int, p text);",
+    )
+    .migration(
+        "002_path.sql",
+        r"INSERT INTO paths VALUES (2, 'C:\new\tab é');",
+    )
+    .migration(
+        "003_notx.sql",
+        "-- migrate:no-transaction\nSET standard_conforming_strings = off;\n\
+         SET client_encoding = 'LATIN1';\nSELECT 1;",
+    )
+    .migration(
+        "004_path.sql",
+        r"INSERT INTO paths VALUES (4, 'C:\new\tab é');",
+    );
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("done: 4 migrations applied");
+    assert_eq!(
+        t.rows("SELECT n::text, p FROM paths ORDER BY n"),
+        [
+            [Some("2".to_owned()), Some(r"C:\new\tab é".to_owned())],
+            [Some("4".to_owned()), Some(r"C:\new\tab é".to_owned())],
+        ]
+    );
+}
+
+#[test]
+fn an_error_is_placed_in_its_file_whatever_the_schema_is_called() {
+    let t = TestEnv::new();
+    t.migration("001_ok.sql", "CREATE TABLE kept (id int);")
+        .migration("002_bad.sql", "SELECT 'é';\nSELECT * FROM nope_ü;");
+    t.migrate()
+        .args(["up", "--yes", "--schema", "tenänt \"ü\""])
+        .run()
+        .code(1)
+        .stderr_has("migration 002_bad failed at migrations/002_bad.sql:2:15: ERROR: relation \"nope_ü\" does not exist");
+    assert_eq!(
+        t.rows(r#"SELECT version, status FROM "tenänt ""ü"""."schema_migrations" ORDER BY 1"#),
+        [
+            [Some("001".to_owned()), Some("applied".to_owned())],
+            [Some("002".to_owned()), Some("failed".to_owned())]
+        ]
+    );
+}
+
+#[test]
 fn each_migration_starts_from_a_clean_session() {
     let t = TestEnv::new();
     let role = format!("{}_owner", t.db_name);
