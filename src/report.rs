@@ -169,6 +169,66 @@ pub enum Running {
     Bootstrap { script: String },
 }
 
+/// What a run is doing, as far as its events tell: what is running, how
+/// many migrations finished, and whether each planned down file runs in a
+/// transaction. Kept by the printer and by each target of a fleet, for
+/// the line a signal leaves ([`interrupted_line`]).
+#[derive(Clone, Debug, Default)]
+pub struct Activity {
+    pub running: Option<Running>,
+    /// Migrations applied or rolled back so far.
+    pub finished: usize,
+    /// Each planned down file's label and whether it runs in a transaction.
+    down_transactional: Vec<(String, bool)>,
+}
+
+impl Activity {
+    pub fn follow(&mut self, event: &Event<'_>) {
+        match event {
+            Event::Applying { migration, .. } => {
+                self.running = Some(Running::Applying {
+                    label: migration.label(),
+                    transactional: migration.up.transactional,
+                })
+            }
+            Event::RollbackPlan { steps, .. } => {
+                self.down_transactional = steps
+                    .iter()
+                    .map(|s| (s.migration.label(), s.down.transactional))
+                    .collect()
+            }
+            Event::RollingBack { migration, .. } => {
+                let label = migration.label();
+                let transactional = self
+                    .down_transactional
+                    .iter()
+                    .find(|(l, _)| *l == label)
+                    .is_none_or(|(_, t)| *t);
+                self.running = Some(Running::RollingBack {
+                    label,
+                    transactional,
+                })
+            }
+            Event::Bootstrapping { script, .. } => {
+                self.running = Some(Running::Bootstrap {
+                    script: (*script).to_owned(),
+                })
+            }
+            Event::Applied { .. } | Event::RolledBack { .. } => {
+                self.running = None;
+                self.finished += 1;
+            }
+            Event::Failed { .. } | Event::Bootstrapped { .. } => self.running = None,
+            _ => {}
+        }
+    }
+
+    /// [`interrupted_line`] for what this activity was doing.
+    pub fn interrupted_line(&self, signal: &str) -> String {
+        interrupted_line(signal, self.running.as_ref(), self.finished)
+    }
+}
+
 /// What an interrupted run leaves behind, in one line: the migration that
 /// was running (if one was), what the server does with it, and how many
 /// finished before. The same words for a single run and a fleet's target.

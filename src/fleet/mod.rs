@@ -31,8 +31,8 @@ use crate::engine::{DownOptions, Migrator, UpOptions};
 use crate::error::{Error, exit};
 use crate::migration::{MigrationSet, Version};
 use crate::report::{
-    AppliedMigration, DownOutcome, DownReport, Event, MigrationRef, Progress, Reporter, RunFailed,
-    Running, Silent, StatusReport, UpOutcome, UpReport, ValidateReport,
+    Activity, AppliedMigration, DownOutcome, DownReport, Event, MigrationRef, Progress, Reporter,
+    RunFailed, Silent, StatusReport, UpOutcome, UpReport, ValidateReport,
 };
 use crate::store::Store;
 use serde::Serialize;
@@ -505,46 +505,20 @@ struct Tracker(Mutex<Tracked>);
 struct Tracked {
     applied: Vec<AppliedMigration>,
     rolled_back: Vec<AppliedMigration>,
-    running: Option<Running>,
-    /// Each down file's label and whether it runs in a transaction.
-    downs: Vec<(String, bool)>,
+    activity: Activity,
 }
 
 impl Reporter for Tracker {
     fn event(&self, event: Event<'_>) {
         let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        t.activity.follow(&event);
         match event {
-            Event::Applying { migration, .. } => {
-                t.running = Some(Running::Applying {
-                    label: migration.label(),
-                    transactional: migration.up.transactional,
-                })
-            }
             Event::Applied {
                 migration, applied, ..
             } => {
                 t.applied.push(AppliedMigration {
                     migration: MigrationRef::of(migration),
                     duration: applied.duration,
-                });
-                t.running = None;
-            }
-            Event::RollbackPlan { steps, .. } => {
-                t.downs = steps
-                    .iter()
-                    .map(|s| (s.migration.label(), s.down.transactional))
-                    .collect()
-            }
-            Event::RollingBack { migration, .. } => {
-                let label = migration.label();
-                let transactional = t
-                    .downs
-                    .iter()
-                    .find(|(l, _)| *l == label)
-                    .is_none_or(|(_, tx)| *tx);
-                t.running = Some(Running::RollingBack {
-                    label,
-                    transactional,
                 });
             }
             Event::RolledBack {
@@ -554,7 +528,6 @@ impl Reporter for Tracker {
                     migration: MigrationRef::of(migration),
                     duration: done.duration,
                 });
-                t.running = None;
             }
             _ => {}
         }
@@ -567,8 +540,7 @@ impl Tracker {
         let t = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let signal = error.exit_code() - 128;
         let name = nix::sys::signal::Signal::try_from(signal).map_or("a signal", |s| s.as_str());
-        let finished = t.applied.len() + t.rolled_back.len();
-        let message = crate::report::interrupted_line(name, t.running.as_ref(), finished);
+        let message = t.activity.interrupted_line(name);
         report.done.applied = t.applied.clone();
         report.done.rolled_back = t.rolled_back.clone();
         report.done.version_after = t

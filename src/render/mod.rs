@@ -15,7 +15,7 @@ use crate::settings::Verbosity;
 
 use crate::dsn::redact_secrets;
 use crate::duration::format_duration;
-use crate::report::{Event, Reporter, Running};
+use crate::report::{Event, Reporter};
 use console::{Term, style};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -111,11 +111,7 @@ impl Write for Capture {
 /// What the run is doing now, as far as its events tell.
 #[derive(Default)]
 struct Activity {
-    running: Option<Running>,
-    /// Migrations applied or rolled back so far.
-    finished: usize,
-    /// Whether each planned down file runs in a transaction, by label.
-    down_transactional: Vec<(String, bool)>,
+    run: crate::report::Activity,
     /// Ctrl-C at the prompt.
     prompt_interrupted: bool,
 }
@@ -191,7 +187,7 @@ impl Printer {
     pub fn interrupted(&self, signal: &str) -> String {
         self.finish_progress();
         let activity = self.activity();
-        crate::report::interrupted_line(signal, activity.running.as_ref(), activity.finished)
+        activity.run.interrupted_line(signal)
     }
 
     fn activity(&self) -> std::sync::MutexGuard<'_, Activity> {
@@ -200,44 +196,7 @@ impl Printer {
 
     /// Keeps track of what is running, for `interrupted`.
     fn follow(&self, event: &Event<'_>) {
-        let mut activity = self.activity();
-        match event {
-            Event::Applying { migration, .. } => {
-                activity.running = Some(Running::Applying {
-                    label: migration.label(),
-                    transactional: migration.up.transactional,
-                })
-            }
-            Event::RollbackPlan { steps, .. } => {
-                activity.down_transactional = steps
-                    .iter()
-                    .map(|s| (s.migration.label(), s.down.transactional))
-                    .collect()
-            }
-            Event::RollingBack { migration, .. } => {
-                let label = migration.label();
-                let transactional = activity
-                    .down_transactional
-                    .iter()
-                    .find(|(l, _)| *l == label)
-                    .is_none_or(|(_, t)| *t);
-                activity.running = Some(Running::RollingBack {
-                    label,
-                    transactional,
-                })
-            }
-            Event::Bootstrapping { script, .. } => {
-                activity.running = Some(Running::Bootstrap {
-                    script: (*script).to_owned(),
-                })
-            }
-            Event::Applied { .. } | Event::RolledBack { .. } => {
-                activity.running = None;
-                activity.finished += 1;
-            }
-            Event::Failed { .. } | Event::Bootstrapped { .. } => activity.running = None,
-            _ => {}
-        }
+        self.activity().run.follow(event);
     }
 
     pub fn terminal(&self) -> Terminal {
