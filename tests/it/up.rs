@@ -87,6 +87,38 @@ fn an_actor_with_quotes_and_backslashes_is_recorded_as_it_is() {
 }
 
 #[test]
+fn a_record_that_fails_rolls_back_the_file_with_it() {
+    // The file puts a trigger on the state table that refuses its own
+    // record: the record and COMMIT go as one query, so the work must be
+    // rolled back with the record, and the run must say so.
+    let t = TestEnv::new();
+    t.migration(
+        "001_refuses.sql",
+        "CREATE TABLE made (id int);\n\
+         CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'no record for %', NEW.version; END $$;\n\
+         CREATE TRIGGER refuse BEFORE INSERT ON schema_migrations \
+         FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .migration("002_next.sql", "CREATE TABLE next (id int);");
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(1)
+        .stderr_has(
+            "001_refuses.sql of 001_refuses ran, but recording it failed, so it was rolled back",
+        )
+        .stderr_has("no record for 001");
+    assert!(!t.table_exists("public.made"));
+    assert!(!t.table_exists("public.next"));
+    assert!(t.state().is_empty(), "{:?}", t.state());
+    assert_eq!(
+        t.value("SELECT count(*) FROM pg_trigger WHERE tgname = 'refuse'"),
+        Some("0".into())
+    );
+}
+
+#[test]
 fn bare_migrate_is_up_and_without_a_terminal_says_it_does_not_ask() {
     let t = TestEnv::new();
     three(&t);
