@@ -1,6 +1,20 @@
 //! Running one script (an up file, or a down file) with its bookkeeping.
 //!
-//! A transactional script takes two round trips, each a pipeline
+//! A transactional up file on a direct connection takes two queries, each
+//! one request and one answer ([`Store::run_in_two_queries`]):
+//!
+//! 1. `BEGIN`, the session reset and the transaction id, then the file, in
+//!    one query text.
+//! 2. `RESET ROLE`; the record, a statement prepared once per run, guarded
+//!    by the lock check and the transaction id; `COMMIT`; `RESET ALL`.
+//!
+//! The server reads a whole query text with the session's settings of the
+//! moment, so the file goes in front only when the session is as the last
+//! file's `RESET ALL` left it: not for the first file of a run, after a
+//! statement-by-statement file or a failure. Then, and through a pooler,
+//! for a file that builds an index (whose table's indexes are checked
+//! before the record), for a down file, and when a value of the record is
+//! not all ASCII, a script takes two round trips, each a pipeline
 //! (tokio-postgres sends a request when its future is first polled, and
 //! `tokio::join!` polls in argument order, so requests reach the server in
 //! the order written):
@@ -31,6 +45,7 @@ use super::{Lock, Store, Tracking};
 use crate::error::{DbFailure, Error, RunFailure};
 use crate::migration::sql::{self, IndexTarget};
 use crate::migration::{Migration, Script};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::types::{ToSql, Type};
@@ -40,6 +55,13 @@ use tokio_postgres::types::{ToSql, Type};
 /// nor its SET statement_timeout how long the bookkeeping may take.
 pub(super) const RESET_FOR_BOOKKEEPING: &str =
     "RESET SESSION AUTHORIZATION; RESET ROLE; SET LOCAL statement_timeout = 0";
+
+/// Why an up file that ran is not recorded: it ended the transaction the
+/// engine opened for it.
+const FILE_ENDED_TRANSACTION: &str = "the file ended its transaction itself (a COMMIT, \
+     ROLLBACK or END outside a function body), so what it did before that was committed or \
+     rolled back apart from its record; check the schema, remove the transaction statements \
+     from the file, and run up again";
 
 /// Why a file that ran is not recorded: an INVALID index on a table it
 /// indexes.
@@ -75,6 +97,20 @@ pub struct Run<'a> {
     /// `--safe=false`). A script that releases it, or that runs when the
     /// lease is no longer this run's, is not recorded.
     pub lock: Option<&'a Lock>,
+}
+
+/// The longest file [`Store::run_in_two_queries`] copies behind `BEGIN`;
+/// a longer one goes on its own, where a round trip more is nothing.
+const ONE_QUERY_AT_MOST: usize = 1 << 20;
+
+/// The bookkeeping values of [`Store::run_in_two_queries`], as literals.
+struct OneQuery {
+    key: i64,
+    clear: bool,
+    version: String,
+    name: String,
+    checksum: String,
+    actor: String,
 }
 
 /// A script that completed, with its record.
@@ -120,6 +156,15 @@ pub(super) struct Statements {
     upsert_failed: Sql,
     progress: Sql,
     journal: Sql,
+    /// Whether [`bookkeeping::prepare_record`] was prepared for the
+    /// session (on a direct connection only: through a pooler each
+    /// transaction may find another server connection).
+    record_prepared: bool,
+    /// Whether the session's settings are as `RESET ALL` left them at the
+    /// end of the last file's bookkeeping, so that a query text sent now
+    /// is read with the connection's own settings. Cleared as each script
+    /// starts.
+    clean: AtomicBool,
 }
 
 /// A statement's text and the types of its parameters.
@@ -149,7 +194,7 @@ impl Store {
         self.client().execute_typed(&sql.text, &typed).await
     }
 
-    fn statements(&mut self, tracking: &Tracking, settings: &SessionSettings) -> &Statements {
+    async fn statements(&mut self, tracking: &Tracking, settings: &SessionSettings) {
         if self.statements.is_none() {
             use Type as T;
             let major = self.server_major();
@@ -201,9 +246,22 @@ impl Store {
                         T::TEXT,
                     ],
                 ),
+                record_prepared: false,
+                clean: AtomicBool::new(false),
             });
+            // One request more per run, for a record planned once instead
+            // of once per file.
+            if self.pooled.is_none() {
+                let prepared = self
+                    .client()
+                    .batch_execute(&bookkeeping::prepare_record(tracking))
+                    .await
+                    .is_ok();
+                if let Some(statements) = self.statements.as_mut() {
+                    statements.record_prepared = prepared;
+                }
+            }
         }
-        self.statements.as_ref().expect("set above")
     }
 
     fn prepared(&self) -> &Statements {
@@ -217,8 +275,12 @@ impl Store {
         settings: &SessionSettings,
         run: Run<'_>,
     ) -> Result<Done, RunError> {
-        self.statements(tracking, settings);
+        self.statements(tracking, settings).await;
+        let clean = self.prepared().clean.swap(false, Ordering::Relaxed);
         if run.script.transactional {
+            if let Some(values) = self.one_query_values(&run, clean) {
+                return self.run_in_two_queries(run, values).await;
+            }
             self.run_in_transaction(run).await
         } else {
             self.run_statements(run, settings).await
@@ -283,7 +345,14 @@ impl Store {
                 let (recorded, commit) = match run.action {
                     Action::Apply { .. } => match self.record_and_commit(&run, txid, duration) {
                         Some(text) => match client.simple_query(&text).await {
-                            Ok(answer) => (Ok(first_count(&answer)), Ok(())),
+                            Ok(answer) => {
+                                // Its RESET ALL ran: the next file may go
+                                // with BEGIN in front of it.
+                                if self.pooled.is_none() {
+                                    statements.clean.store(true, Ordering::Relaxed);
+                                }
+                                (Ok(first_count(&answer)), Ok(()))
+                            }
                             Err(err) => {
                                 // The record failed (the transaction stays
                                 // open, aborted) or the commit did.
@@ -307,12 +376,7 @@ impl Store {
                 match (recorded, commit) {
                     (Ok(1), Ok(())) => return Ok(Done { duration }),
                     (Ok(_), Ok(())) => DbFailure::tool(match run.action {
-                        Action::Apply { .. } => {
-                            "the file ended its transaction itself (a COMMIT, ROLLBACK or END \
-                             outside a function body), so what it did before that was committed \
-                             or rolled back apart from its record; check the schema, remove the \
-                             transaction statements from the file, and run up again"
-                        }
+                        Action::Apply { .. } => FILE_ENDED_TRANSACTION,
                         Action::RollBack { .. } => {
                             "the down file ended its transaction itself, or the migration was no \
                              longer recorded as applied; what ran in its transaction was rolled \
@@ -347,6 +411,157 @@ impl Store {
             recorded: Ok(()),
         };
         Err(self.record_failure(run, failure).await)
+    }
+
+    /// The values of the bookkeeping query, when [`Store::run_in_two_queries`]
+    /// may be used: an up file on a direct connection under the advisory
+    /// lock, with the record prepared and the session `clean`; a file of
+    /// at most [`ONE_QUERY_AT_MOST`] bytes that builds no index (whose
+    /// table's indexes are checked before the record) and does not
+    /// deallocate prepared statements (the record's);
+    /// with values all ASCII ([`bookkeeping::ascii_literal`]). The lock key,
+    /// the version, name, checksum and actor as literals, and
+    /// in_transaction.
+    fn one_query_values(&self, run: &Run<'_>, clean: bool) -> Option<OneQuery> {
+        let Some(Lock::Advisory(key)) = run.lock else {
+            return None;
+        };
+        let Action::Apply { failed_row_version } = run.action else {
+            return None;
+        };
+        let statements = self.prepared();
+        if !clean
+            || !statements.record_prepared
+            || self.pooled.is_some()
+            || !index_targets(run.script).is_empty()
+            || run.script.sql.len() > ONE_QUERY_AT_MOST
+            || mentions(&run.script.sql, b"deallocate")
+        {
+            return None;
+        }
+        Some(OneQuery {
+            key: *key,
+            clear: failed_row_version.is_some(),
+            version: bookkeeping::ascii_literal(record_version(run))?,
+            name: bookkeeping::ascii_literal(&run.migration.name)?,
+            checksum: bookkeeping::ascii_literal(run.script.checksum.as_str())?,
+            actor: bookkeeping::ascii_literal(run.actor)?,
+        })
+    }
+
+    /// A transactional up file in two queries, as many answers as psql's
+    /// `BEGIN; \i file; COMMIT` gets from three: `BEGIN`, the session and
+    /// the transaction id in front of the file; then the bookkeeping
+    /// ([`bookkeeping::record_prepared_and_commit`]): the reset, the
+    /// record guarded by the lock check and the transaction id, `COMMIT`
+    /// and `RESET ALL`. The file is read with the connection's own
+    /// settings, since the session is `clean`. When a guard refuses the
+    /// record, one more question tells which.
+    async fn run_in_two_queries(&self, run: Run<'_>, values: OneQuery) -> Result<Done, RunError> {
+        let statements = self.prepared();
+        let client = self.client();
+        let script = run.script;
+        let start = Instant::now();
+        let prefix = format!("{}; ", statements.begin);
+        let ran = self.begin_and_run(&prefix, &script.sql).await;
+        let duration = start.elapsed();
+        let failure = match ran {
+            Ok(txid) => {
+                let (key, txid, micros) = (
+                    values.key.to_string(),
+                    txid.to_string(),
+                    (duration.as_micros() as i64).to_string(),
+                );
+                let text = bookkeeping::record_prepared_and_commit(
+                    &statements.tracking,
+                    &self.reset_for_bookkeeping(),
+                    values.clear,
+                    [
+                        &key,
+                        &txid,
+                        &values.version,
+                        &values.name,
+                        &values.checksum,
+                        &micros,
+                        &values.actor,
+                        if script.transactional {
+                            "true"
+                        } else {
+                            "false"
+                        },
+                    ],
+                );
+                match client.simple_query(&text).await {
+                    Ok(answer)
+                        if answer
+                            .iter()
+                            .any(|m| matches!(m, SimpleQueryMessage::Row(_))) =>
+                    {
+                        statements.clean.store(true, Ordering::Relaxed);
+                        return Ok(Done { duration });
+                    }
+                    // No row, and it committed: a trigger on the state
+                    // table skipped the insert.
+                    Ok(_) => DbFailure::tool(FILE_ENDED_TRANSACTION),
+                    Err(err) => {
+                        client.batch_execute("ROLLBACK").await.ok();
+                        if !bookkeeping::is_refused_record(&statements.tracking, &err) {
+                            return Err(RunError::Record(record_error(&run, err)));
+                        }
+                        match self.holds_claim(run.lock).await {
+                            Ok(false) => {
+                                return Err(self.lock_released(run, None, duration).await);
+                            }
+                            Ok(true) => DbFailure::tool(FILE_ENDED_TRANSACTION),
+                            Err(err) => return Err(RunError::Record(record_error(&run, err))),
+                        }
+                    }
+                }
+            }
+            // The position counts from the start of the file, not of what
+            // went before it.
+            Err(err) => {
+                let mut failure = DbFailure::from(err);
+                let before = prefix.chars().count() as u32;
+                failure.position = failure
+                    .position
+                    .and_then(|p| p.checked_sub(before))
+                    .filter(|&p| p > 0);
+                failure
+            }
+        };
+        client.batch_execute("ROLLBACK").await.ok();
+        let location = failure
+            .position
+            .map(|p| sql::locate(&script.sql, sql::position_to_offset(&script.sql, p)));
+        let failure = RunFailure {
+            failure,
+            duration,
+            location,
+            statements: None,
+            invalid_indexes: Vec::new(),
+            recorded: Ok(()),
+        };
+        Err(self.record_failure(run, failure).await)
+    }
+
+    /// Runs `prefix` (`BEGIN`, the session, `SELECT txid_current()`) and
+    /// the file as one simple query; returns the transaction id. The
+    /// file's own rows are read and dropped as they come.
+    async fn begin_and_run(&self, prefix: &str, sql: &str) -> Result<i64, tokio_postgres::Error> {
+        use futures_util::TryStreamExt;
+        let stream = self
+            .client()
+            .simple_query_raw(&format!("{prefix}{sql}"))
+            .await?;
+        let mut stream = std::pin::pin!(stream);
+        let mut txid = None;
+        while let Some(message) = stream.try_next().await? {
+            if let (None, SimpleQueryMessage::Row(row)) = (txid, &message) {
+                txid = Some(row.get(0).and_then(|v| v.parse().ok()).unwrap_or(0));
+            }
+        }
+        Ok(txid.unwrap_or(0))
     }
 
     /// A `-- migrate:no-transaction` script: each statement on its own.
@@ -693,7 +908,7 @@ impl Store {
         let actor = bookkeeping::literal(run.actor)?;
         let micros = (duration.as_micros() as i64).to_string();
         let txid = txid.to_string();
-        Some(bookkeeping::record_applied_and_commit(
+        let mut text = bookkeeping::record_applied_and_commit(
             &self.prepared().tracking,
             [
                 &bookkeeping::literal(record_version(run))?,
@@ -708,7 +923,13 @@ impl Store {
                 },
                 &txid,
             ],
-        ))
+        );
+        // On a direct connection the session's settings go back to the
+        // connection's own ([`bookkeeping::record_prepared_and_commit`]).
+        if self.pooled.is_none() {
+            text.push_str("; RESET ALL");
+        }
+        Some(text)
     }
 
     /// The session reset after a script ([`Store::reset_for_bookkeeping`])
@@ -1037,13 +1258,15 @@ impl Store {
 
 /// The tables a transactional file's index statements work on; the file
 /// is split only when it mentions an index at all.
+/// Whether `text` holds `word`, in any case, anywhere (a comment too).
+fn mentions(text: &str, word: &[u8]) -> bool {
+    text.as_bytes()
+        .windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word))
+}
+
 fn index_targets(script: &Script) -> Vec<IndexTarget> {
-    let mentions = script
-        .sql
-        .as_bytes()
-        .windows(5)
-        .any(|w| w.eq_ignore_ascii_case(b"index"));
-    if !mentions {
+    if !mentions(&script.sql, b"index") {
         return Vec::new();
     }
     sql::split(&script.sql)

@@ -39,6 +39,87 @@ fn record_applied_of(
     )
 }
 
+/// The name [`prepare_record`] gives the record of an up file.
+const PREPARED_RECORD: &str = "migrate_record_applied";
+
+/// Prepares, for the session, the record of a transactional up file,
+/// guarded by the lock check ([`LOCK_HELD`] on the key) and the
+/// transaction id: when either guard fails the version written is NULL,
+/// which the primary key refuses, so the transaction is aborted and what
+/// follows in its query does not run: the error is [`is_refused_record`].
+/// Returns one row. Planned once per session instead of once per file.
+/// $1 lock key, $2 transaction id, $3 version, $4 name, $5 checksum,
+/// $6 duration (µs), $7 actor, $8 in_transaction.
+pub(super) fn prepare_record(tracking: &Tracking) -> String {
+    format!(
+        "PREPARE {PREPARED_RECORD} (int8, int8, text, text, text, int8, text, bool) AS
+         WITH claim AS (SELECT {held} AND txid_current() = $2 AS held),
+         recorded AS (
+             INSERT INTO {state}
+                    (version, name, checksum, status, applied_at, duration, applied_by, error, in_transaction)
+             SELECT CASE WHEN held THEN $3 END, $4, $5, 'applied', now(),
+                    $6::float8 * interval '1 microsecond', $7, NULL, $8
+               FROM claim
+             RETURNING version, name, checksum, duration, applied_by)
+         INSERT INTO {journal} (event, version, name, checksum, duration, actor)
+         SELECT 'applied', version, name, checksum, duration, applied_by FROM recorded
+         RETURNING 1",
+        held = LOCK_HELD.trim_start_matches("SELECT "),
+        state = tracking.state_table(),
+        journal = tracking.journal_table(),
+    )
+}
+
+/// The bookkeeping of a transactional up file after it ran, as one simple
+/// query: `reset` (the session for the bookkeeping), the removal of an
+/// earlier failed row if `clear`, the [`prepare_record`]ed record with its
+/// values, `COMMIT`, and `RESET ALL`, so that the next query text is read
+/// with the connection's own settings (the server reads a whole query
+/// with the settings of the moment: a file's session-level
+/// `standard_conforming_strings` or `client_encoding` must not change how
+/// the next file is read). `values` are SQL literals ([`ascii_literal`])
+/// or numbers: key, transaction id, version, name, checksum, duration
+/// (µs), actor, in_transaction.
+pub(super) fn record_prepared_and_commit(
+    tracking: &Tracking,
+    reset: &str,
+    clear: bool,
+    values: [&str; 8],
+) -> String {
+    let clear = if clear {
+        format!(
+            "DELETE FROM {} WHERE version = {} AND status = 'failed'; ",
+            tracking.state_table(),
+            values[2]
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{reset}; {clear}EXECUTE {PREPARED_RECORD}({}); COMMIT; RESET ALL",
+        values.join(", ")
+    )
+}
+
+/// A string as an SQL literal, if it is all ASCII (and so holds no NUL):
+/// a literal of ASCII characters escaped this way reads the same whatever
+/// `client_encoding` and `standard_conforming_strings` a file left set.
+pub(super) fn ascii_literal(text: &str) -> Option<String> {
+    (text.is_ascii() && !text.contains('\0'))
+        .then(|| postgres_protocol::escape::escape_literal(text))
+}
+
+/// Whether `err` is the refusal the [`prepare_record`]ed record
+/// provokes when a guard fails: NULL for the state table's version.
+pub(super) fn is_refused_record(tracking: &Tracking, err: &tokio_postgres::Error) -> bool {
+    err.as_db_error().is_some_and(|db| {
+        db.code() == &tokio_postgres::error::SqlState::NOT_NULL_VIOLATION
+            && db.schema() == Some(tracking.schema.as_str())
+            && db.table() == Some(tracking.table.as_str())
+            && db.column() == Some("version")
+    })
+}
+
 /// A string as an SQL literal, or `None` if it holds a NUL (which no text
 /// value may, and which would end the query text early).
 pub(super) fn literal(text: &str) -> Option<String> {

@@ -368,6 +368,47 @@ fn a_file_that_commits_behind_the_lexers_back_is_not_recorded_as_applied() {
     assert!(t.table_exists("public.after_commit"));
 }
 
+/// The same after a file that went well, when BEGIN goes in front of the
+/// file and the record is checked in the query after it: a COMMIT the
+/// lexer cannot see, and one followed by a BEGIN and more work in a
+/// transaction of the file's own, are both refused their record.
+#[test]
+fn a_second_file_that_ends_its_transaction_is_not_recorded_either() {
+    for (tail, left) in [
+        (
+            "COMMIT;\nCREATE TABLE after_commit (id int);\n",
+            "public.after_commit",
+        ),
+        ("COMMIT;\nBEGIN;\nCREATE TABLE in_its_own (id int);\n", ""),
+    ] {
+        let t = TestEnv::new();
+        t.client()
+            .batch_execute(&format!(
+                "ALTER DATABASE \"{}\" SET standard_conforming_strings = off",
+                t.db_name
+            ))
+            .unwrap();
+        t.migration("001_first.sql", "CREATE TABLE first (id int);")
+            .migration(
+                "002_sneaky.sql",
+                &format!("CREATE TABLE sneaky (note text);\nINSERT INTO sneaky VALUES ('it\\'s');\n{tail}"),
+            );
+        let out = t.migrate().args(["up", "--yes"]).run();
+        out.code(1).stderr_has(
+            "migration 002_sneaky (migrations/002_sneaky.sql) failed: the file ended its transaction itself",
+        );
+        assert_eq!(t.state(), ["001:applied", "002:failed"], "{tail}");
+        assert_eq!(t.journal(), ["applied:001", "failed:002"], "{tail}");
+        assert!(t.table_exists("public.sneaky"), "{tail}");
+        if left.is_empty() {
+            // What ran in the file's own transaction went with the record.
+            assert!(!t.table_exists("public.in_its_own"));
+        } else {
+            assert!(t.table_exists(left));
+        }
+    }
+}
+
 #[test]
 fn a_files_lexer_settings_do_not_change_how_the_next_is_read() {
     // The server reads a whole query text with the session's settings of
@@ -382,26 +423,32 @@ fn a_files_lexer_settings_do_not_change_how_the_next_is_read() {
     )
     .migration(
         "002_path.sql",
-        r"INSERT INTO paths VALUES (2, 'C:\new\tab é');",
+        "INSERT INTO paths VALUES (2, 'C:\\new\\tab é');\n\
+         SET standard_conforming_strings = off;\nSET client_encoding = 'LATIN1';",
     )
     .migration(
-        "003_notx.sql",
+        "003_path.sql",
+        r"INSERT INTO paths VALUES (3, 'C:\new\tab é');",
+    )
+    .migration(
+        "004_notx.sql",
         "-- migrate:no-transaction\nSET standard_conforming_strings = off;\n\
          SET client_encoding = 'LATIN1';\nSELECT 1;",
     )
     .migration(
-        "004_path.sql",
+        "005_path.sql",
         r"INSERT INTO paths VALUES (4, 'C:\new\tab é');",
     );
     t.migrate()
         .args(["up", "--yes"])
         .run()
         .code(0)
-        .stdout_has("done: 4 migrations applied");
+        .stdout_has("done: 5 migrations applied");
     assert_eq!(
         t.rows("SELECT n::text, p FROM paths ORDER BY n"),
         [
             [Some("2".to_owned()), Some(r"C:\new\tab é".to_owned())],
+            [Some("3".to_owned()), Some(r"C:\new\tab é".to_owned())],
             [Some("4".to_owned()), Some(r"C:\new\tab é".to_owned())],
         ]
     );
