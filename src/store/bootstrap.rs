@@ -49,6 +49,7 @@ impl Store {
     ) -> Result<Duration, BootstrapFailure> {
         let (names, values) = variables;
         let client = self.client();
+        self.session_touched();
         let start = Instant::now();
         let reset = self.reset_for_bookkeeping();
         let result = async {

@@ -5,8 +5,9 @@
 //!
 //! 1. `BEGIN`, the session reset and the transaction id, then the file, in
 //!    one query text.
-//! 2. `RESET ROLE`; the record, a statement prepared once per run, guarded
-//!    by the lock check and the transaction id; `COMMIT`; `RESET ALL`.
+//! 2. `RESET ROLE`; a guard that fails unless the session holds the lock
+//!    and the transaction is the one `BEGIN` opened; the record, a
+//!    statement prepared once per run; `COMMIT`; `RESET ALL`.
 //!
 //! The server reads a whole query text with the session's settings of the
 //! moment, so the file goes in front only when the session is as the last
@@ -52,9 +53,12 @@ use tokio_postgres::types::{ToSql, Type};
 
 /// Sent after a transactional script, before the bookkeeping in the same
 /// transaction: the file's SET ROLE must not decide who writes the record,
-/// nor its SET statement_timeout how long the bookkeeping may take.
-pub(super) const RESET_FOR_BOOKKEEPING: &str =
-    "RESET SESSION AUTHORIZATION; RESET ROLE; SET LOCAL statement_timeout = 0";
+/// nor its SET statement_timeout how long the bookkeeping may take, nor
+/// its client_encoding or standard_conforming_strings how a record sent
+/// after this is read.
+pub(super) const RESET_FOR_BOOKKEEPING: &str = "RESET SESSION AUTHORIZATION; RESET ROLE; \
+     SET LOCAL statement_timeout = 0; SET LOCAL client_encoding = 'UTF8'; \
+     SET LOCAL standard_conforming_strings = on";
 
 /// Why an up file that ran is not recorded: it ended the transaction the
 /// engine opened for it.
@@ -98,6 +102,12 @@ pub struct Run<'a> {
     /// lease is no longer this run's, is not recorded.
     pub lock: Option<&'a Lock>,
 }
+
+/// After a file in [`Store::run_in_two_queries`] that is not recorded:
+/// what it set for the session after ending its transaction itself (a
+/// role, settings) must not decide how its failure is recorded, and the
+/// bookkeeping's own reset went with the rollback.
+const ROLLBACK_AND_RESET: &str = "ROLLBACK; RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL";
 
 /// The longest file [`Store::run_in_two_queries`] copies behind `BEGIN`;
 /// a longer one goes on its own, where a round trip more is nothing.
@@ -156,10 +166,14 @@ pub(super) struct Statements {
     upsert_failed: Sql,
     progress: Sql,
     journal: Sql,
-    /// Whether [`bookkeeping::prepare_record`] was prepared for the
-    /// session (on a direct connection only: through a pooler each
-    /// transaction may find another server connection).
-    record_prepared: bool,
+    /// Whether [`bookkeeping::prepare_record`] is prepared for the session
+    /// (on a direct connection only: through a pooler each transaction
+    /// may find another server connection).
+    record_prepared: AtomicBool,
+    /// Whether to prepare it (again) before the next script: at first, and
+    /// after a script that may have deallocated it (a statement-by-statement
+    /// file, one that mentions DEALLOCATE, one whose record found it gone).
+    prepare_record: AtomicBool,
     /// Whether the session's settings are as `RESET ALL` left them at the
     /// end of the last file's bookkeeping, so that a query text sent now
     /// is read with the connection's own settings. Cleared as each script
@@ -194,7 +208,7 @@ impl Store {
         self.client().execute_typed(&sql.text, &typed).await
     }
 
-    async fn statements(&mut self, tracking: &Tracking, settings: &SessionSettings) {
+    fn statements(&mut self, tracking: &Tracking, settings: &SessionSettings) {
         if self.statements.is_none() {
             use Type as T;
             let major = self.server_major();
@@ -246,21 +260,40 @@ impl Store {
                         T::TEXT,
                     ],
                 ),
-                record_prepared: false,
+                record_prepared: AtomicBool::new(false),
+                prepare_record: AtomicBool::new(self.pooled.is_none()),
                 clean: AtomicBool::new(false),
             });
-            // One request more per run, for a record planned once instead
-            // of once per file.
-            if self.pooled.is_none() {
-                let prepared = self
-                    .client()
-                    .batch_execute(&bookkeeping::prepare_record(tracking))
-                    .await
-                    .is_ok();
-                if let Some(statements) = self.statements.as_mut() {
-                    statements.record_prepared = prepared;
-                }
-            }
+        }
+    }
+
+    /// Prepares the record when [`Statements::prepare_record`] says to: one
+    /// request more per run, for a record planned once instead of once per
+    /// file. Already there counts as prepared.
+    async fn prepare_record(&self, tracking: &Tracking) {
+        let statements = self.prepared();
+        if !statements.prepare_record.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let prepared = match self
+            .client()
+            .batch_execute(&bookkeeping::prepare_record(tracking))
+            .await
+        {
+            Ok(()) => true,
+            Err(err) => err.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_PSTATEMENT),
+        };
+        statements
+            .record_prepared
+            .store(prepared, Ordering::Relaxed);
+    }
+
+    /// Something other than the engine's own statements ran on the session
+    /// (a bootstrap script): the next file is not sent behind `BEGIN`
+    /// until a bookkeeping's `RESET ALL` has run again.
+    pub(super) fn session_touched(&self) {
+        if let Some(statements) = &self.statements {
+            statements.clean.store(false, Ordering::Relaxed);
         }
     }
 
@@ -275,8 +308,13 @@ impl Store {
         settings: &SessionSettings,
         run: Run<'_>,
     ) -> Result<Done, RunError> {
-        self.statements(tracking, settings).await;
-        let clean = self.prepared().clean.swap(false, Ordering::Relaxed);
+        self.statements(tracking, settings);
+        self.prepare_record(tracking).await;
+        let statements = self.prepared();
+        let clean = statements.clean.swap(false, Ordering::Relaxed);
+        if !run.script.transactional || mentions(&run.script.sql, b"deallocate") {
+            statements.prepare_record.store(true, Ordering::Relaxed);
+        }
         if run.script.transactional {
             if let Some(values) = self.one_query_values(&run, clean) {
                 return self.run_in_two_queries(run, values).await;
@@ -431,8 +469,14 @@ impl Store {
         };
         let statements = self.prepared();
         if !clean
-            || !statements.record_prepared
+            || !statements.record_prepared.load(Ordering::Relaxed)
             || self.pooled.is_some()
+            // Before 13 a simple query's statements share one timeout
+            // (the session's), not each its own.
+            || self.server_major() < 13
+            // The server counts an error's position in characters, or in
+            // bytes (SQL_ASCII): the same in front of the file.
+            || !statements.begin.is_ascii()
             || !index_targets(run.script).is_empty()
             || run.script.sql.len() > ONE_QUERY_AT_MOST
             || mentions(&run.script.sql, b"deallocate")
@@ -449,14 +493,17 @@ impl Store {
         })
     }
 
-    /// A transactional up file in two queries, as many answers as psql's
-    /// `BEGIN; \i file; COMMIT` gets from three: `BEGIN`, the session and
-    /// the transaction id in front of the file; then the bookkeeping
-    /// ([`bookkeeping::record_prepared_and_commit`]): the reset, the
-    /// record guarded by the lock check and the transaction id, `COMMIT`
-    /// and `RESET ALL`. The file is read with the connection's own
-    /// settings, since the session is `clean`. When a guard refuses the
-    /// record, one more question tells which.
+    /// A transactional up file in two queries, where psql's `BEGIN; \i
+    /// file; COMMIT` makes three: `BEGIN`, the session and the transaction
+    /// id in front of the file; then the bookkeeping
+    /// ([`bookkeeping::record_prepared_and_commit`]): the reset, the guard
+    /// (the lock and the transaction id), the record, `COMMIT` and `RESET
+    /// ALL`. The file is read with the connection's own settings, since
+    /// the session is `clean`. When the guard refuses, one more question
+    /// tells why; when the prepared record is gone (the file, or one
+    /// before it, deallocated it where the lexer could not see), the guard
+    /// has passed, so all the file did was in the transaction rolled back,
+    /// and it runs again on the other path.
     async fn run_in_two_queries(&self, run: Run<'_>, values: OneQuery) -> Result<Done, RunError> {
         let statements = self.prepared();
         let client = self.client();
@@ -467,28 +514,19 @@ impl Store {
         let duration = start.elapsed();
         let failure = match ran {
             Ok(txid) => {
-                let (key, txid, micros) = (
-                    values.key.to_string(),
-                    txid.to_string(),
-                    (duration.as_micros() as i64).to_string(),
-                );
+                let micros = (duration.as_micros() as i64).to_string();
                 let text = bookkeeping::record_prepared_and_commit(
                     &statements.tracking,
                     &self.reset_for_bookkeeping(),
+                    (values.key, txid),
                     values.clear,
                     [
-                        &key,
-                        &txid,
                         &values.version,
                         &values.name,
                         &values.checksum,
                         &micros,
                         &values.actor,
-                        if script.transactional {
-                            "true"
-                        } else {
-                            "false"
-                        },
+                        "true",
                     ],
                 );
                 match client.simple_query(&text).await {
@@ -503,9 +541,18 @@ impl Store {
                     // No row, and it committed: a trigger on the state
                     // table skipped the insert.
                     Ok(_) => DbFailure::tool(FILE_ENDED_TRANSACTION),
+                    // The guards passed, so the file's work was all in
+                    // the transaction, which is rolled back: it runs again
+                    // on the other path, and the record is prepared again
+                    // before the next file.
+                    Err(err) if bookkeeping::is_record_gone(&err) => {
+                        client.batch_execute(ROLLBACK_AND_RESET).await.ok();
+                        statements.prepare_record.store(true, Ordering::Relaxed);
+                        return self.run_in_transaction(run).await;
+                    }
                     Err(err) => {
-                        client.batch_execute("ROLLBACK").await.ok();
-                        if !bookkeeping::is_refused_record(&statements.tracking, &err) {
+                        client.batch_execute(ROLLBACK_AND_RESET).await.ok();
+                        if !bookkeeping::is_refused(&err) {
                             return Err(RunError::Record(record_error(&run, err)));
                         }
                         match self.holds_claim(run.lock).await {
@@ -530,7 +577,7 @@ impl Store {
                 failure
             }
         };
-        client.batch_execute("ROLLBACK").await.ok();
+        client.batch_execute(ROLLBACK_AND_RESET).await.ok();
         let location = failure
             .position
             .map(|p| sql::locate(&script.sql, sql::position_to_offset(&script.sql, p)));

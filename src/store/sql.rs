@@ -42,82 +42,83 @@ fn record_applied_of(
 /// The name [`prepare_record`] gives the record of an up file.
 const PREPARED_RECORD: &str = "migrate_record_applied";
 
-/// Prepares, for the session, the record of a transactional up file,
-/// guarded by the lock check ([`LOCK_HELD`] on the key) and the
-/// transaction id: when either guard fails the version written is NULL,
-/// which the primary key refuses, so the transaction is aborted and what
-/// follows in its query does not run: the error is [`is_refused_record`].
-/// Returns one row. Planned once per session instead of once per file.
-/// $1 lock key, $2 transaction id, $3 version, $4 name, $5 checksum,
-/// $6 duration (µs), $7 actor, $8 in_transaction.
+/// Prepares, for the session, the record of a transactional up file (the
+/// guards are in [`record_prepared_and_commit`]). Returns one row. Planned
+/// once per session instead of once per file. $1 version, $2 name, $3
+/// checksum, $4 duration (µs), $5 actor, $6 in_transaction.
 pub(super) fn prepare_record(tracking: &Tracking) -> String {
     format!(
-        "PREPARE {PREPARED_RECORD} (int8, int8, text, text, text, int8, text, bool) AS
-         WITH claim AS (SELECT {held} AND txid_current() = $2 AS held),
-         recorded AS (
+        "PREPARE {PREPARED_RECORD} (text, text, text, int8, text, bool) AS
+         WITH recorded AS (
              INSERT INTO {state}
                     (version, name, checksum, status, applied_at, duration, applied_by, error, in_transaction)
-             SELECT CASE WHEN held THEN $3 END, $4, $5, 'applied', now(),
-                    $6::float8 * interval '1 microsecond', $7, NULL, $8
-               FROM claim
+             VALUES ($1, $2, $3, 'applied', now(), $4::float8 * interval '1 microsecond', $5, NULL, $6)
              RETURNING version, name, checksum, duration, applied_by)
          INSERT INTO {journal} (event, version, name, checksum, duration, actor)
          SELECT 'applied', version, name, checksum, duration, applied_by FROM recorded
          RETURNING 1",
-        held = LOCK_HELD.trim_start_matches("SELECT "),
         state = tracking.state_table(),
         journal = tracking.journal_table(),
     )
 }
 
 /// The bookkeeping of a transactional up file after it ran, as one simple
-/// query: `reset` (the session for the bookkeeping), the removal of an
-/// earlier failed row if `clear`, the [`prepare_record`]ed record with its
-/// values, `COMMIT`, and `RESET ALL`, so that the next query text is read
-/// with the connection's own settings (the server reads a whole query
-/// with the settings of the moment: a file's session-level
+/// query: `reset` (the session for the bookkeeping); the guard, which
+/// divides by zero unless the session still holds the lock on `key`
+/// ([`LOCK_HELD`]) and the transaction is still `txid`, so that the
+/// transaction aborts and nothing after it runs ([`is_refused`]); the
+/// removal of an earlier failed row if `clear`; the [`prepare_record`]ed
+/// record with its values; `COMMIT`; and `RESET ALL`, so that the next
+/// query text is read with the connection's own settings (the server reads
+/// a whole query with the settings of the moment: a file's session-level
 /// `standard_conforming_strings` or `client_encoding` must not change how
-/// the next file is read). `values` are SQL literals ([`ascii_literal`])
-/// or numbers: key, transaction id, version, name, checksum, duration
-/// (µs), actor, in_transaction.
+/// the next file is read). `values` are SQL literals ([`ascii_literal`]) or
+/// numbers: version, name, checksum, duration (µs), actor, in_transaction.
 pub(super) fn record_prepared_and_commit(
     tracking: &Tracking,
     reset: &str,
+    (key, txid): (i64, i64),
     clear: bool,
-    values: [&str; 8],
+    values: [&str; 6],
 ) -> String {
     let clear = if clear {
         format!(
             "DELETE FROM {} WHERE version = {} AND status = 'failed'; ",
             tracking.state_table(),
-            values[2]
+            values[0]
         )
     } else {
         String::new()
     };
     format!(
-        "{reset}; {clear}EXECUTE {PREPARED_RECORD}({}); COMMIT; RESET ALL",
-        values.join(", ")
+        "{reset}; SELECT 1 OPERATOR(pg_catalog./) CASE WHEN {held} AND txid_current() = {txid} \
+         THEN 1 ELSE 0 END; {clear}EXECUTE {PREPARED_RECORD}({}); COMMIT; RESET ALL",
+        values.join(", "),
+        held = lock_held_of(key).trim_start_matches("SELECT "),
     )
 }
 
-/// A string as an SQL literal, if it is all ASCII (and so holds no NUL):
+/// Whether `err` is the refusal of the guard in
+/// [`record_prepared_and_commit`].
+pub(super) fn is_refused(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO)
+}
+
+/// Whether `err` says the [`prepare_record`]ed record is gone (a file
+/// deallocated it).
+pub(super) fn is_record_gone(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&tokio_postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME)
+        && err
+            .as_db_error()
+            .is_some_and(|db| db.message().contains(PREPARED_RECORD))
+}
+
+/// A string as an SQL literal, if it is all ASCII and holds no NUL:
 /// a literal of ASCII characters escaped this way reads the same whatever
 /// `client_encoding` and `standard_conforming_strings` a file left set.
 pub(super) fn ascii_literal(text: &str) -> Option<String> {
     (text.is_ascii() && !text.contains('\0'))
         .then(|| postgres_protocol::escape::escape_literal(text))
-}
-
-/// Whether `err` is the refusal the [`prepare_record`]ed record
-/// provokes when a guard fails: NULL for the state table's version.
-pub(super) fn is_refused_record(tracking: &Tracking, err: &tokio_postgres::Error) -> bool {
-    err.as_db_error().is_some_and(|db| {
-        db.code() == &tokio_postgres::error::SqlState::NOT_NULL_VIOLATION
-            && db.schema() == Some(tracking.schema.as_str())
-            && db.table() == Some(tracking.table.as_str())
-            && db.column() == Some("version")
-    })
 }
 
 /// A string as an SQL literal, or `None` if it holds a NUL (which no text

@@ -87,6 +87,41 @@ fn an_actor_with_quotes_and_backslashes_is_recorded_as_it_is() {
 }
 
 #[test]
+fn an_actor_is_recorded_as_it_is_whatever_encoding_a_file_leaves_set() {
+    // Each file leaves the session reading text as LATIN1, backslashes
+    // and all: the record written after it is still read as sent, on the
+    // path for all-ASCII values and on the other.
+    for actor in [r"o'brien\' ); --", r"josé\' ); --"] {
+        let t = TestEnv::new();
+        let file = "SET client_encoding = 'LATIN1';\nSET standard_conforming_strings = off;\n";
+        t.migration("001_one.sql", &format!("{file}CREATE TABLE one (id int);"))
+            .migration("002_two.sql", &format!("{file}CREATE TABLE two (id int);"))
+            .migration(
+                "003_three.sql",
+                &format!("{file}CREATE TABLE three (id int);"),
+            );
+        t.migrate()
+            .args(["up", "--yes"])
+            .env("USER", actor)
+            .run()
+            .code(0)
+            .stdout_has("done: 3 migrations applied");
+        let rows = t.rows(
+            "SELECT s.applied_by, l.actor FROM schema_migrations s \
+               JOIN schema_migrations_log l USING (version) ORDER BY version",
+        );
+        assert_eq!(rows.len(), 3);
+        for row in rows {
+            assert!(
+                row[0].as_deref().unwrap().starts_with(&format!("{actor}@")),
+                "{row:?}"
+            );
+            assert_eq!(row[0], row[1]);
+        }
+    }
+}
+
+#[test]
 fn a_record_that_fails_rolls_back_the_file_with_it() {
     // The file puts a trigger on the state table that refuses its own
     // record: the record and COMMIT go as one query, so the work must be
@@ -380,8 +415,18 @@ fn a_second_file_that_ends_its_transaction_is_not_recorded_either() {
             "public.after_commit",
         ),
         ("COMMIT;\nBEGIN;\nCREATE TABLE in_its_own (id int);\n", ""),
+        // A role the file takes after its COMMIT does not write the failure.
+        (
+            "COMMIT;\nSET SESSION AUTHORIZATION ROLE_NAME;\n",
+            "public.sneaky",
+        ),
     ] {
         let t = TestEnv::new();
+        let role = format!("{}_nobody", t.db_name);
+        t.client()
+            .batch_execute(&format!("CREATE ROLE \"{role}\" NOLOGIN"))
+            .unwrap();
+        let tail = tail.replace("ROLE_NAME", &format!("\"{role}\""));
         t.client()
             .batch_execute(&format!(
                 "ALTER DATABASE \"{}\" SET standard_conforming_strings = off",
@@ -397,6 +442,11 @@ fn a_second_file_that_ends_its_transaction_is_not_recorded_either() {
         out.code(1).stderr_has(
             "migration 002_sneaky (migrations/002_sneaky.sql) failed: the file ended its transaction itself",
         );
+        assert!(
+            !out.stderr.contains("could not be recorded"),
+            "{}",
+            out.stderr
+        );
         assert_eq!(t.state(), ["001:applied", "002:failed"], "{tail}");
         assert_eq!(t.journal(), ["applied:001", "failed:002"], "{tail}");
         assert!(t.table_exists("public.sneaky"), "{tail}");
@@ -406,7 +456,58 @@ fn a_second_file_that_ends_its_transaction_is_not_recorded_either() {
         } else {
             assert!(t.table_exists(left));
         }
+        t.client()
+            .batch_execute(&format!("DROP ROLE \"{role}\""))
+            .unwrap();
     }
+}
+
+/// A file that deallocates prepared statements (the record's among them)
+/// is applied and recorded once, and so is the file after it, whether the
+/// lexer can see the DEALLOCATE or not (the file then runs again, on the
+/// path that needs no prepared record, its first run rolled back).
+#[test]
+fn a_file_that_deallocates_prepared_statements_is_applied_and_recorded_once() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);")
+        .migration("002_b.sql", "CREATE TABLE b (id int);\nDEALLOCATE ALL;")
+        .migration("003_c.sql", "CREATE TABLE c (id int);")
+        .migration(
+            "004_d.sql",
+            "CREATE TABLE d (id int);\nINSERT INTO a VALUES (4);\n\
+             DO $$ BEGIN EXECUTE 'DEALL' || 'OCATE ALL'; END $$;",
+        )
+        .migration("005_e.sql", "INSERT INTO a VALUES (5);");
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("done: 5 migrations applied");
+    assert_eq!(
+        t.state(),
+        [
+            "001:applied",
+            "002:applied",
+            "003:applied",
+            "004:applied",
+            "005:applied"
+        ]
+    );
+    assert_eq!(
+        t.journal(),
+        [
+            "applied:001",
+            "applied:002",
+            "applied:003",
+            "applied:004",
+            "applied:005"
+        ]
+    );
+    assert_eq!(
+        t.rows("SELECT id::text FROM a ORDER BY id"),
+        [[Some("4".to_owned())], [Some("5".to_owned())]]
+    );
+    assert!(t.table_exists("public.d"));
 }
 
 #[test]
