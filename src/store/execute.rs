@@ -49,6 +49,7 @@ use crate::migration::{Migration, Script};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
 /// Sent after a transactional script, before the bookkeeping in the same
@@ -109,9 +110,27 @@ pub struct Run<'a> {
 /// bookkeeping's own reset went with the rollback.
 const ROLLBACK_AND_RESET: &str = "ROLLBACK; RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL";
 
+/// Why a file in [`Store::run_in_two_queries`] is not recorded: the
+/// prepared record was gone when it came to be written.
+const FILE_DEALLOCATED: &str = "the prepared statement that records the file was gone (a \
+     DEALLOCATE in a function or in dynamic SQL, in this file or one it calls), so its \
+     transaction was rolled back; run up again: the first file of a run is recorded without it";
+
 /// The longest file [`Store::run_in_two_queries`] copies behind `BEGIN`;
 /// a longer one goes on its own, where a round trip more is nothing.
 const ONE_QUERY_AT_MOST: usize = 1 << 20;
+
+/// How the bookkeeping query of [`Store::run_in_two_queries`] ended.
+enum Bookkept {
+    /// The guard passed, the record was written and committed.
+    Recorded,
+    /// It all ran, but the record wrote no row (and that committed).
+    NoRecord,
+    /// The guard refused: the lock or the transaction was not the run's.
+    Refused,
+    /// After the guard passed, or before the server answered at all.
+    Failed(tokio_postgres::Error),
+}
 
 /// The bookkeeping values of [`Store::run_in_two_queries`], as literals.
 struct OneQuery {
@@ -275,13 +294,23 @@ impl Store {
         if !statements.prepare_record.swap(false, Ordering::Relaxed) {
             return;
         }
-        let prepared = match self
-            .client()
-            .batch_execute(&bookkeeping::prepare_record(tracking))
-            .await
-        {
+        let client = self.client();
+        let text = bookkeeping::prepare_record(tracking);
+        let prepared = match client.batch_execute(&text).await {
             Ok(()) => true,
-            Err(err) => err.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_PSTATEMENT),
+            // One of that name is there: it counts only if it is this one.
+            Err(err) if err.code() == Some(&SqlState::DUPLICATE_PSTATEMENT) => client
+                .query_typed(
+                    bookkeeping::PREPARED_TEXT,
+                    &[(&bookkeeping::PREPARED_RECORD, Type::TEXT)],
+                )
+                .await
+                .is_ok_and(|rows| {
+                    rows.first()
+                        .and_then(|row| row.get::<_, Option<String>>(0))
+                        .is_some_and(|there| there == text)
+                }),
+            Err(_) => false,
         };
         statements
             .record_prepared
@@ -294,6 +323,7 @@ impl Store {
     pub(super) fn session_touched(&self) {
         if let Some(statements) = &self.statements {
             statements.clean.store(false, Ordering::Relaxed);
+            statements.prepare_record.store(true, Ordering::Relaxed);
         }
     }
 
@@ -319,6 +349,8 @@ impl Store {
             if let Some(values) = self.one_query_values(&run, clean) {
                 return self.run_in_two_queries(run, values).await;
             }
+            // Whatever it calls may deallocate the record, unseen.
+            statements.prepare_record.store(true, Ordering::Relaxed);
             self.run_in_transaction(run).await
         } else {
             self.run_statements(run, settings).await
@@ -500,10 +532,11 @@ impl Store {
     /// (the lock and the transaction id), the record, `COMMIT` and `RESET
     /// ALL`. The file is read with the connection's own settings, since
     /// the session is `clean`. When the guard refuses, one more question
-    /// tells why; when the prepared record is gone (the file, or one
-    /// before it, deallocated it where the lexer could not see), the guard
-    /// has passed, so all the file did was in the transaction rolled back,
-    /// and it runs again on the other path.
+    /// tells why; when the prepared record is gone (the file deallocated
+    /// it where the lexer could not see), the guard has passed, so what the
+    /// file did in the database is rolled back with its transaction, and
+    /// it fails (a rerun starts with it, on the path that needs no
+    /// prepared record).
     async fn run_in_two_queries(&self, run: Run<'_>, values: OneQuery) -> Result<Done, RunError> {
         let statements = self.prepared();
         let client = self.client();
@@ -529,32 +562,16 @@ impl Store {
                         "true",
                     ],
                 );
-                match client.simple_query(&text).await {
-                    Ok(answer)
-                        if answer
-                            .iter()
-                            .any(|m| matches!(m, SimpleQueryMessage::Row(_))) =>
-                    {
+                match self.bookkeep(&text).await {
+                    Bookkept::Recorded => {
                         statements.clean.store(true, Ordering::Relaxed);
                         return Ok(Done { duration });
                     }
                     // No row, and it committed: a trigger on the state
                     // table skipped the insert.
-                    Ok(_) => DbFailure::tool(FILE_ENDED_TRANSACTION),
-                    // The guards passed, so the file's work was all in
-                    // the transaction, which is rolled back: it runs again
-                    // on the other path, and the record is prepared again
-                    // before the next file.
-                    Err(err) if bookkeeping::is_record_gone(&err) => {
+                    Bookkept::NoRecord => DbFailure::tool(FILE_ENDED_TRANSACTION),
+                    Bookkept::Refused => {
                         client.batch_execute(ROLLBACK_AND_RESET).await.ok();
-                        statements.prepare_record.store(true, Ordering::Relaxed);
-                        return self.run_in_transaction(run).await;
-                    }
-                    Err(err) => {
-                        client.batch_execute(ROLLBACK_AND_RESET).await.ok();
-                        if !bookkeeping::is_refused(&err) {
-                            return Err(RunError::Record(record_error(&run, err)));
-                        }
                         match self.holds_claim(run.lock).await {
                             Ok(false) => {
                                 return Err(self.lock_released(run, None, duration).await);
@@ -562,6 +579,22 @@ impl Store {
                             Ok(true) => DbFailure::tool(FILE_ENDED_TRANSACTION),
                             Err(err) => return Err(RunError::Record(record_error(&run, err))),
                         }
+                    }
+                    // The guard passed, so what the file did in the
+                    // database was in the transaction rolled back; it is
+                    // not run again here (what it did outside, through
+                    // dblink or a sequence, would be done twice). The
+                    // record is prepared again before the next file, and a
+                    // rerun starts with this one, which needs no prepared
+                    // record.
+                    Bookkept::Failed(err) if bookkeeping::is_record_gone(&err) => {
+                        client.batch_execute(ROLLBACK_AND_RESET).await.ok();
+                        statements.prepare_record.store(true, Ordering::Relaxed);
+                        DbFailure::tool(FILE_DEALLOCATED)
+                    }
+                    Bookkept::Failed(err) => {
+                        client.batch_execute(ROLLBACK_AND_RESET).await.ok();
+                        return Err(RunError::Record(record_error(&run, err)));
                     }
                 }
             }
@@ -590,6 +623,34 @@ impl Store {
             recorded: Ok(()),
         };
         Err(self.record_failure(run, failure).await)
+    }
+
+    /// Sends the bookkeeping query of [`Store::run_in_two_queries`] and
+    /// tells how far it got: the guard answers with a row when it passes,
+    /// before anything else of the query does, so an error before that row
+    /// is the guard's refusal (or the reset's), and one after it the
+    /// record's or the commit's (a trigger or deferred constraint, the
+    /// prepared record gone, the connection lost).
+    async fn bookkeep(&self, text: &str) -> Bookkept {
+        use futures_util::TryStreamExt;
+        let mut rows = 0;
+        let result = async {
+            let stream = self.client().simple_query_raw(text).await?;
+            let mut stream = std::pin::pin!(stream);
+            while let Some(message) = stream.try_next().await? {
+                if let SimpleQueryMessage::Row(_) = message {
+                    rows += 1;
+                }
+            }
+            Ok::<(), tokio_postgres::Error>(())
+        }
+        .await;
+        match (result, rows) {
+            (Ok(()), 0 | 1) => Bookkept::NoRecord,
+            (Ok(()), _) => Bookkept::Recorded,
+            (Err(err), 0) if err.as_db_error().is_some() => Bookkept::Refused,
+            (Err(err), _) => Bookkept::Failed(err),
+        }
     }
 
     /// Runs `prefix` (`BEGIN`, the session, `SELECT txid_current()`) and

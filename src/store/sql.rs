@@ -40,7 +40,11 @@ fn record_applied_of(
 }
 
 /// The name [`prepare_record`] gives the record of an up file.
-const PREPARED_RECORD: &str = "migrate_record_applied";
+pub(super) const PREPARED_RECORD: &str = "migrate_record_applied";
+
+/// The text a prepared statement was prepared with. $1 its name.
+pub(super) const PREPARED_TEXT: &str =
+    "SELECT statement FROM pg_catalog.pg_prepared_statements WHERE name = $1";
 
 /// Prepares, for the session, the record of a transactional up file (the
 /// guards are in [`record_prepared_and_commit`]). Returns one row. Planned
@@ -66,7 +70,8 @@ pub(super) fn prepare_record(tracking: &Tracking) -> String {
 /// query: `reset` (the session for the bookkeeping); the guard, which
 /// divides by zero unless the session still holds the lock on `key`
 /// ([`LOCK_HELD`]) and the transaction is still `txid`, so that the
-/// transaction aborts and nothing after it runs ([`is_refused`]); the
+/// transaction aborts and nothing after it runs (it answers with a row
+/// when it passes, which nothing before it does); the
 /// removal of an earlier failed row if `clear`; the [`prepare_record`]ed
 /// record with its values; `COMMIT`; and `RESET ALL`, so that the next
 /// query text is read with the connection's own settings (the server reads
@@ -96,12 +101,6 @@ pub(super) fn record_prepared_and_commit(
         values.join(", "),
         held = lock_held_of(key).trim_start_matches("SELECT "),
     )
-}
-
-/// Whether `err` is the refusal of the guard in
-/// [`record_prepared_and_commit`].
-pub(super) fn is_refused(err: &tokio_postgres::Error) -> bool {
-    err.code() == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO)
 }
 
 /// Whether `err` says the [`prepare_record`]ed record is gone (a file

@@ -463,26 +463,35 @@ fn a_second_file_that_ends_its_transaction_is_not_recorded_either() {
 }
 
 /// A file that deallocates prepared statements (the record's among them)
-/// is applied and recorded once, and so is the file after it, whether the
-/// lexer can see the DEALLOCATE or not (the file then runs again, on the
-/// path that needs no prepared record, its first run rolled back).
+/// never gets a record without its work, nor makes a later file fail: one
+/// that does it where the lexer sees, or at the start of a run, is applied
+/// and recorded once; one that does it unseen later in a run is rolled
+/// back, not run again, and applied by the rerun.
 #[test]
-fn a_file_that_deallocates_prepared_statements_is_applied_and_recorded_once() {
+fn a_file_that_deallocates_prepared_statements_is_applied_once_or_rolled_back() {
     let t = TestEnv::new();
-    t.migration("001_a.sql", "CREATE TABLE a (id int);")
-        .migration("002_b.sql", "CREATE TABLE b (id int);\nDEALLOCATE ALL;")
-        .migration("003_c.sql", "CREATE TABLE c (id int);")
-        .migration(
-            "004_d.sql",
-            "CREATE TABLE d (id int);\nINSERT INTO a VALUES (4);\n\
-             DO $$ BEGIN EXECUTE 'DEALL' || 'OCATE ALL'; END $$;",
-        )
-        .migration("005_e.sql", "INSERT INTO a VALUES (5);");
-    t.migrate()
-        .args(["up", "--yes"])
-        .run()
-        .code(0)
-        .stdout_has("done: 5 migrations applied");
+    t.migration(
+        "001_a.sql",
+        "CREATE TABLE a (id int);\n\
+         CREATE FUNCTION forget() RETURNS void LANGUAGE plpgsql \
+         AS $$ BEGIN EXECUTE 'DEALL' || 'OCATE ALL'; END $$;\n\
+         SELECT forget();",
+    )
+    .migration(
+        "002_b.sql",
+        "PREPARE ins AS INSERT INTO a VALUES (2);\nEXECUTE ins;",
+    )
+    .migration("003_c.sql", "CREATE TABLE c (id int);\nDEALLOCATE ALL;")
+    .migration("004_d.sql", "CREATE TABLE d (id int);")
+    .migration(
+        "005_e.sql",
+        "CREATE TABLE e (id int);\nINSERT INTO a VALUES (5);\nSELECT forget();",
+    )
+    .migration("006_f.sql", "INSERT INTO a VALUES (6);");
+    let out = t.migrate().args(["up", "--yes"]).run();
+    out.code(1).stderr_has(
+        "migration 005_e (migrations/005_e.sql) failed: the prepared statement that records the file was gone",
+    );
     assert_eq!(
         t.state(),
         [
@@ -490,24 +499,68 @@ fn a_file_that_deallocates_prepared_statements_is_applied_and_recorded_once() {
             "002:applied",
             "003:applied",
             "004:applied",
-            "005:applied"
+            "005:failed"
         ]
     );
+    assert!(!t.table_exists("public.e"));
     assert_eq!(
-        t.journal(),
+        t.rows("SELECT id::text FROM a ORDER BY id"),
+        [[Some("2".to_owned())]]
+    );
+    t.migrate()
+        .args(["up", "--yes"])
+        .run()
+        .code(0)
+        .stdout_has("done: 2 migrations applied");
+    assert_eq!(
+        t.state(),
         [
-            "applied:001",
-            "applied:002",
-            "applied:003",
-            "applied:004",
-            "applied:005"
+            "001:applied",
+            "002:applied",
+            "003:applied",
+            "004:applied",
+            "005:applied",
+            "006:applied"
         ]
     );
     assert_eq!(
         t.rows("SELECT id::text FROM a ORDER BY id"),
-        [[Some("4".to_owned())], [Some("5".to_owned())]]
+        [
+            [Some("2".to_owned())],
+            [Some("5".to_owned())],
+            [Some("6".to_owned())]
+        ]
     );
-    assert!(t.table_exists("public.d"));
+    assert!(t.table_exists("public.e"));
+}
+
+/// A division by zero at COMMIT (a deferred constraint trigger the file
+/// made) is the record's failure, not the guard's: the file is rolled
+/// back and said to be.
+#[test]
+fn a_failure_at_commit_is_not_taken_for_a_lost_lock_or_transaction() {
+    let t = TestEnv::new();
+    t.migration("001_a.sql", "CREATE TABLE a (id int);")
+        .migration(
+            "002_b.sql",
+            "CREATE TABLE b (id int);\n\
+             CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql \
+             AS $$ BEGIN PERFORM 1 / 0; RETURN NULL; END $$;\n\
+             CREATE CONSTRAINT TRIGGER later AFTER INSERT ON b \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION boom();\n\
+             INSERT INTO b VALUES (1);",
+        );
+    let out = t.migrate().args(["up", "--yes"]).run();
+    out.code(1)
+        .stderr_has("ran, but recording it failed, so it was rolled back")
+        .stderr_has("division by zero");
+    assert!(
+        !out.stderr.contains("ended its transaction"),
+        "{}",
+        out.stderr
+    );
+    assert!(!t.table_exists("public.b"));
+    assert_eq!(t.state()[0], "001:applied");
 }
 
 #[test]
