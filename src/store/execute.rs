@@ -468,10 +468,25 @@ impl Store {
                 DbFailure::from(err)
             }
         };
-        client.batch_execute("ROLLBACK").await.ok();
+        Err(self
+            .roll_back_and_record(run, "ROLLBACK", failure, duration)
+            .await)
+    }
+
+    /// A transactional file's failure: `rollback` sent, the error placed in
+    /// the file, and the failure recorded ([`Store::record_failure`]).
+    async fn roll_back_and_record(
+        &self,
+        run: Run<'_>,
+        rollback: &str,
+        failure: DbFailure,
+        duration: Duration,
+    ) -> RunError {
+        self.client().batch_execute(rollback).await.ok();
+        let sql = &run.script.sql;
         let location = failure
             .position
-            .map(|p| sql::locate(&script.sql, sql::position_to_offset(&script.sql, p)));
+            .map(|p| sql::locate(sql, sql::position_to_offset(sql, p)));
         let failure = RunFailure {
             failure,
             duration,
@@ -480,7 +495,7 @@ impl Store {
             invalid_indexes: Vec::new(),
             recorded: Ok(()),
         };
-        Err(self.record_failure(run, failure).await)
+        self.record_failure(run, failure).await
     }
 
     /// The values of the bookkeeping query, when [`Store::run_in_two_queries`]
@@ -610,19 +625,9 @@ impl Store {
                 failure
             }
         };
-        client.batch_execute(ROLLBACK_AND_RESET).await.ok();
-        let location = failure
-            .position
-            .map(|p| sql::locate(&script.sql, sql::position_to_offset(&script.sql, p)));
-        let failure = RunFailure {
-            failure,
-            duration,
-            location,
-            statements: None,
-            invalid_indexes: Vec::new(),
-            recorded: Ok(()),
-        };
-        Err(self.record_failure(run, failure).await)
+        Err(self
+            .roll_back_and_record(run, ROLLBACK_AND_RESET, failure, duration)
+            .await)
     }
 
     /// Sends the bookkeeping query of [`Store::run_in_two_queries`] and
