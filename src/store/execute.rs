@@ -190,8 +190,9 @@ pub(super) struct Statements {
     /// may find another server connection).
     record_prepared: AtomicBool,
     /// Whether to prepare it (again) before the next script: at first, and
-    /// after a script that may have deallocated it (a statement-by-statement
-    /// file, one that mentions DEALLOCATE, one whose record found it gone).
+    /// after anything that may have deallocated it unseen (a script that
+    /// did not go as two queries, a bootstrap script, a record that found
+    /// it gone).
     prepare_record: AtomicBool,
     /// Whether the session's settings are as `RESET ALL` left them at the
     /// end of the last file's bookkeeping, so that a query text sent now
@@ -280,7 +281,7 @@ impl Store {
                     ],
                 ),
                 record_prepared: AtomicBool::new(false),
-                prepare_record: AtomicBool::new(self.pooled.is_none()),
+                prepare_record: AtomicBool::new(true),
                 clean: AtomicBool::new(false),
             });
         }
@@ -291,7 +292,9 @@ impl Store {
     /// file. Already there counts as prepared.
     async fn prepare_record(&self, tracking: &Tracking) {
         let statements = self.prepared();
-        if !statements.prepare_record.swap(false, Ordering::Relaxed) {
+        // Through a pooler each transaction may find another server
+        // connection, where a prepared statement would be left behind.
+        if !statements.prepare_record.swap(false, Ordering::Relaxed) || self.pooled.is_some() {
             return;
         }
         let client = self.client();
@@ -342,15 +345,14 @@ impl Store {
         self.prepare_record(tracking).await;
         let statements = self.prepared();
         let clean = statements.clean.swap(false, Ordering::Relaxed);
-        if !run.script.transactional || mentions(&run.script.sql, b"deallocate") {
-            statements.prepare_record.store(true, Ordering::Relaxed);
+        if run.script.transactional
+            && let Some(values) = self.one_query_values(&run, clean)
+        {
+            return self.run_in_two_queries(run, values).await;
         }
+        // Whatever a script on another path runs may deallocate the record.
+        statements.prepare_record.store(true, Ordering::Relaxed);
         if run.script.transactional {
-            if let Some(values) = self.one_query_values(&run, clean) {
-                return self.run_in_two_queries(run, values).await;
-            }
-            // Whatever it calls may deallocate the record, unseen.
-            statements.prepare_record.store(true, Ordering::Relaxed);
             self.run_in_transaction(run).await
         } else {
             self.run_statements(run, settings).await
@@ -1369,8 +1371,6 @@ impl Store {
     }
 }
 
-/// The tables a transactional file's index statements work on; the file
-/// is split only when it mentions an index at all.
 /// Whether `text` holds `word`, in any case, anywhere (a comment too).
 fn mentions(text: &str, word: &[u8]) -> bool {
     text.as_bytes()
@@ -1378,6 +1378,8 @@ fn mentions(text: &str, word: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(word))
 }
 
+/// The tables a transactional file's index statements work on; the file
+/// is split only when it mentions an index at all.
 fn index_targets(script: &Script) -> Vec<IndexTarget> {
     if !mentions(&script.sql, b"index") {
         return Vec::new();

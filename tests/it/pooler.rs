@@ -33,12 +33,15 @@ fn session_pooling_works_as_a_direct_connection_does() {
     let Some(bouncer) = Bouncer::start("session", 3) else {
         return;
     };
+    // Two transactional files in a row: the second goes as two queries,
+    // with the record prepared on the session's one server connection.
     t.migration("001_a.sql", "CREATE TABLE a (id int);")
+        .migration("002_b.sql", "CREATE TABLE b (id int);")
         .migration(
-            "002_idx.sql",
+            "003_idx.sql",
             "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY a_id ON a (id);\n",
         )
-        .file("migrations/002_idx.down.sql", "DROP INDEX a_id;");
+        .file("migrations/003_idx.down.sql", "DROP INDEX a_id;");
     let dsn = bouncer.dsn(&t.db_name);
     let children: Vec<_> = (0..6)
         .map(|_| {
@@ -51,7 +54,7 @@ fn session_pooling_works_as_a_direct_connection_does() {
         let out = Outcome::from_output(child.wait_with_output().unwrap());
         out.code(0);
     }
-    assert_eq!(t.journal(), ["applied:001", "applied:002"]);
+    assert_eq!(t.journal(), ["applied:001", "applied:002", "applied:003"]);
     for command in ["status", "lock", "history", "validate"] {
         t.migrate_bare()
             .args([command, "--dsn", &dsn])
@@ -62,7 +65,7 @@ fn session_pooling_works_as_a_direct_connection_does() {
         .args(["down", "--yes", "--dsn", &dsn])
         .run()
         .code(0)
-        .stdout_has("rolled back 002_idx");
+        .stdout_has("rolled back 003_idx");
     wait_until(Duration::from_secs(10), "no lock left", || {
         t.advisory_locks() == 0
     });
@@ -80,17 +83,32 @@ fn runs_after_one_another_through_a_transaction_pool_share_no_prepared_statement
     };
     let dsn = bouncer.dsn(&t.db_name);
     for v in 1..=3 {
-        t.migration(
-            &format!("00{v}_t.sql"),
-            &format!("CREATE TABLE t{v} (id int);"),
-        );
+        // Two files a run: nothing is prepared for a second one either.
+        for f in [2 * v - 1, 2 * v] {
+            t.migration(
+                &format!("00{f}_t.sql"),
+                &format!("CREATE TABLE t{f} (id int);"),
+            );
+        }
         t.migrate_bare()
             .args(["up", "--yes", "--dsn", &dsn])
             .run()
             .code(0)
-            .stdout_has(&format!("applied 00{v}_t"));
+            .stdout_has(&format!("applied 00{}_t", 2 * v));
     }
-    assert_eq!(t.journal(), ["applied:001", "applied:002", "applied:003"]);
+    assert_eq!(t.journal().len(), 6);
+    // What the pool's one server connection has prepared, asked through it.
+    let mut client = postgres::Client::connect(&dsn, postgres::NoTls).unwrap();
+    let left: Vec<String> = client
+        .simple_query("SELECT name FROM pg_prepared_statements")
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
 }
 
 /// Five transactional migrations that note each run in an audit table, and
