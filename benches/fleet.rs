@@ -102,6 +102,8 @@ fn reset(cluster: &TempCluster, tenants: usize) {
 fn main() {
     let tenants = env_number("BENCH_TENANTS", 1000);
     let runs = env_number("BENCH_RUNS", 3);
+    // (e) only: (d) is specified at `--parallel 4`.
+    let parallel = env_number("BENCH_PARALLEL", 4).to_string();
     let migrate_bin = std::env::var_os("BENCH_MIGRATE")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_BIN_EXE_migrate")));
@@ -253,7 +255,7 @@ fn main() {
                 "--each-schema",
                 "tenant_%",
                 "--parallel",
-                "4",
+                &parallel,
             ]));
             fleet.push(wall.wall);
             reset(&cluster, tenants);
@@ -276,7 +278,7 @@ fn main() {
             "CREATE TABLEs"
         };
         println!(
-            "| (e) {NEW} new in each of {tenants}, {what} | migrate up --each-schema --parallel 4 | {} | {} | |",
+            "| (e) {NEW} new in each of {tenants}, {what} | migrate up --each-schema --parallel {parallel} | {} | {} | |",
             secs(median(fleet.clone())),
             secs(fastest(&fleet))
         );

@@ -557,7 +557,8 @@ pub(super) async fn look_for_lost_rows(
     state: &mut DbState,
 ) -> Result<(), Error> {
     if !plan::pending(migrations, &state.rows, None).is_empty() {
-        state.unrecorded = crate::store::read_unrecorded(client, tracking).await?;
+        state.unrecorded =
+            crate::store::read_unrecorded(client, tracking, state.rows.len()).await?;
     }
     Ok(())
 }

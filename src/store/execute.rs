@@ -10,12 +10,14 @@
 //!    statement prepared once per run; `COMMIT`; `RESET ALL`.
 //!
 //! The server reads a whole query text with the session's settings of the
-//! moment, so the file goes in front only when the session is as the last
-//! file's `RESET ALL` left it: not for the first file of a run, after a
-//! statement-by-statement file or a failure. Then, and through a pooler,
-//! for a file that builds an index (whose table's indexes are checked
-//! before the record), for a down file, and when a value of the record is
-//! not all ASCII, a script takes two round trips, each a pipeline
+//! moment, so the file goes in front only when the session is as a
+//! `RESET ALL` left it (the first PREPARE's, or the last file's): not after
+//! a statement-by-statement file, a bootstrap script or a failure. Then,
+//! and through a pooler, for a file that failed before (whatever made it
+//! fail cannot fail it the same way again), for a file that builds an
+//! index (whose table's indexes are checked before the record), for a down
+//! file, and when a value of the record is not all ASCII, a script takes
+//! two round trips, each a pipeline
 //! (tokio-postgres sends a request when its future is first polled, and
 //! `tokio::join!` polls in argument order, so requests reach the server in
 //! the order written):
@@ -114,7 +116,7 @@ const ROLLBACK_AND_RESET: &str = "ROLLBACK; RESET SESSION AUTHORIZATION; RESET R
 /// prepared record was gone when it came to be written.
 const FILE_DEALLOCATED: &str = "the prepared statement that records the file was gone (a \
      DEALLOCATE in a function or in dynamic SQL, in this file or one it calls), so its \
-     transaction was rolled back; run up again: the first file of a run is recorded without it";
+     transaction was rolled back; run up again: a file that failed before is recorded without it";
 
 /// The longest file [`Store::run_in_two_queries`] copies behind `BEGIN`;
 /// a longer one goes on its own, where a round trip more is nothing.
@@ -135,7 +137,6 @@ enum Bookkept {
 /// The bookkeeping values of [`Store::run_in_two_queries`], as literals.
 struct OneQuery {
     key: i64,
-    clear: bool,
     version: String,
     name: String,
     checksum: String,
@@ -194,10 +195,10 @@ pub(super) struct Statements {
     /// did not go as two queries, a bootstrap script, a record that found
     /// it gone).
     prepare_record: AtomicBool,
-    /// Whether the session's settings are as `RESET ALL` left them at the
-    /// end of the last file's bookkeeping, so that a query text sent now
-    /// is read with the connection's own settings. Cleared as each script
-    /// starts.
+    /// Whether the session's settings are as `RESET ALL` left them (after
+    /// the first PREPARE of the record, or at the end of the last file's
+    /// bookkeeping), so that a query text sent now is read with the
+    /// connection's own settings. Cleared as each script starts.
     clean: AtomicBool,
 }
 
@@ -289,7 +290,11 @@ impl Store {
 
     /// Prepares the record when [`Statements::prepare_record`] says to: one
     /// request more per run, for a record planned once instead of once per
-    /// file. Already there counts as prepared.
+    /// file. The first time, `RESET ALL` follows, which leaves the session
+    /// `clean`. Once prepared, it is looked up instead (one request, and no
+    /// error in the server's log when it is still there), and prepared
+    /// again only if it is gone. One of that name counts only if it is this
+    /// one.
     async fn prepare_record(&self, tracking: &Tracking) {
         let statements = self.prepared();
         // Through a pooler each transaction may find another server
@@ -299,21 +304,37 @@ impl Store {
         }
         let client = self.client();
         let text = bookkeeping::prepare_record(tracking);
-        let prepared = match client.batch_execute(&text).await {
-            Ok(()) => true,
-            // One of that name is there: it counts only if it is this one.
-            Err(err) if err.code() == Some(&SqlState::DUPLICATE_PSTATEMENT) => client
+        let there = || async {
+            client
                 .query_typed(
                     bookkeeping::PREPARED_TEXT,
                     &[(&bookkeeping::PREPARED_RECORD, Type::TEXT)],
                 )
                 .await
-                .is_ok_and(|rows| {
+                .map(|rows| {
                     rows.first()
-                        .and_then(|row| row.get::<_, Option<String>>(0))
-                        .is_some_and(|there| there == text)
-                }),
-            Err(_) => false,
+                        .map(|row| row.get::<_, Option<String>>(0).is_some_and(|t| t == text))
+                })
+        };
+        let prepared = if statements.record_prepared.load(Ordering::Relaxed) {
+            match there().await {
+                Ok(Some(ours)) => ours,
+                Ok(None) => client.batch_execute(&text).await.is_ok(),
+                Err(_) => false,
+            }
+        } else {
+            // The first on this session: with the session's settings reset
+            // after it, the first file can go in two queries as well.
+            match client.batch_execute(&format!("{text}; RESET ALL")).await {
+                Ok(()) => {
+                    statements.clean.store(true, Ordering::Relaxed);
+                    true
+                }
+                Err(err) if err.code() == Some(&SqlState::DUPLICATE_PSTATEMENT) => {
+                    there().await.is_ok_and(|ours| ours == Some(true))
+                }
+                Err(_) => false,
+            }
         };
         statements
             .record_prepared
@@ -513,7 +534,12 @@ impl Store {
         let Some(Lock::Advisory(key)) = run.lock else {
             return None;
         };
-        let Action::Apply { failed_row_version } = run.action else {
+        // A file that failed before goes on the pipelined path: a
+        // DEALLOCATE the lexer cannot see fails it here, not there.
+        let Action::Apply {
+            failed_row_version: None,
+        } = run.action
+        else {
             return None;
         };
         let statements = self.prepared();
@@ -534,7 +560,6 @@ impl Store {
         }
         Some(OneQuery {
             key: *key,
-            clear: failed_row_version.is_some(),
             version: bookkeeping::ascii_literal(record_version(run))?,
             name: bookkeeping::ascii_literal(&run.migration.name)?,
             checksum: bookkeeping::ascii_literal(run.script.checksum.as_str())?,
@@ -566,10 +591,8 @@ impl Store {
             Ok(txid) => {
                 let micros = (duration.as_micros() as i64).to_string();
                 let text = bookkeeping::record_prepared_and_commit(
-                    &statements.tracking,
                     &self.reset_for_bookkeeping(),
                     (values.key, txid),
-                    values.clear,
                     [
                         &values.version,
                         &values.name,

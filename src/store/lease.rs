@@ -210,19 +210,28 @@ fn micros(d: Duration) -> i64 {
 }
 
 impl Store {
-    /// Deletes the lease of `key` if it ran out (its holder's next renewal
-    /// then finds it gone, and stops); a lease table missing is no lease.
-    pub(super) async fn remove_lapsed_lease(&self, tracking: &Tracking, key: i64) {
+    /// The live lease of `key`, after deleting it if it ran out (its
+    /// holder's next renewal then finds it gone, and stops). A lease table
+    /// missing is no lease, and is not queried.
+    pub(super) async fn live_lease_removing_lapsed(
+        &self,
+        tracking: &Tracking,
+        key: i64,
+    ) -> Result<Option<LockHolder>, Error> {
+        let table = tracking.lease_table();
+        if !lease_table_exists(self.client(), &table).await? {
+            return Ok(None);
+        }
         let _ = self
             .client()
             .execute_typed(
                 &format!(
-                    "DELETE FROM {} WHERE lock_key = $1 AND expires_at <= clock_timestamp()",
-                    tracking.lease_table()
+                    "DELETE FROM {table} WHERE lock_key = $1 AND expires_at <= clock_timestamp()"
                 ),
                 &[(&key, Type::INT8)],
             )
             .await;
+        live_lease(self.client(), &table, key).await
     }
 
     /// Creates the lease table if it is missing (`init` does, so that a run
@@ -387,21 +396,35 @@ pub(super) async fn lease_holder(
     tracking: &Tracking,
     key: i64,
 ) -> Result<Option<LockHolder>, Error> {
-    // Looked for first: a query of a missing table would be an ERROR in the
-    // server's log each time a waiter or the admin page asks.
     let table = tracking.lease_table();
-    let exists = client
+    if !lease_table_exists(client, &table).await? {
+        return Ok(None);
+    }
+    live_lease(client, &table, key).await
+}
+
+/// Whether the lease table is there: looked for first, since a query of a
+/// missing table would be an ERROR in the server's log each time a run
+/// takes the lock, a waiter looks, or the admin page asks.
+async fn lease_table_exists(client: &tokio_postgres::Client, table: &str) -> Result<bool, Error> {
+    let rows = client
         .query_typed(
             "SELECT to_regclass($1) IS NOT NULL",
             &[(&table, Type::TEXT)],
         )
         .await
         .map_err(|err| Error::database("cannot look up the lease table", err))?;
-    if !exists.first().is_some_and(|row| row.get::<_, bool>(0)) {
-        return Ok(None);
-    }
+    Ok(rows.first().is_some_and(|row| row.get::<_, bool>(0)))
+}
+
+/// The live lease of `key` in `table` (`"schema"."<table>_lock"`), if any.
+async fn live_lease(
+    client: &tokio_postgres::Client,
+    table: &str,
+    key: i64,
+) -> Result<Option<LockHolder>, Error> {
     match client
-        .query_typed(&holder_sql(&table), &[(&key, Type::INT8)])
+        .query_typed(&holder_sql(table), &[(&key, Type::INT8)])
         .await
     {
         Ok(rows) => Ok(rows.first().map(|row| LockHolder {

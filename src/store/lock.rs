@@ -146,11 +146,7 @@ impl Store {
                 // pooled run would (deleted, so its holder's next renewal
                 // finds it gone), not just passed over: its holder may be
                 // alive, held up, and about to renew it.
-                let (_, lease) = tokio::join!(
-                    self.remove_lapsed_lease(taker.tracking, *key),
-                    self.lease_holder(taker.tracking, *key)
-                );
-                match lease {
+                match self.live_lease_removing_lapsed(taker.tracking, *key).await {
                     Ok(None) => Ok(Taken::Held { took_over: None }),
                     Ok(Some(_)) => {
                         self.unlock(*key).await?;

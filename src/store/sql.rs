@@ -71,8 +71,7 @@ pub(super) fn prepare_record(tracking: &Tracking) -> String {
 /// divides by zero unless the session still holds the lock on `key`
 /// ([`LOCK_HELD`]) and the transaction is still `txid`, so that the
 /// transaction aborts and nothing after it runs (it answers with a row
-/// when it passes, which nothing before it does); the
-/// removal of an earlier failed row if `clear`; the [`prepare_record`]ed
+/// when it passes, which nothing before it does); the [`prepare_record`]ed
 /// record with its values; `COMMIT`; and `RESET ALL`, so that the next
 /// query text is read with the connection's own settings (the server reads
 /// a whole query with the settings of the moment: a file's session-level
@@ -80,24 +79,13 @@ pub(super) fn prepare_record(tracking: &Tracking) -> String {
 /// the next file is read). `values` are SQL literals ([`ascii_literal`]) or
 /// numbers: version, name, checksum, duration (µs), actor, in_transaction.
 pub(super) fn record_prepared_and_commit(
-    tracking: &Tracking,
     reset: &str,
     (key, txid): (i64, i64),
-    clear: bool,
     values: [&str; 6],
 ) -> String {
-    let clear = if clear {
-        format!(
-            "DELETE FROM {} WHERE version = {} AND status = 'failed'; ",
-            tracking.state_table(),
-            values[0]
-        )
-    } else {
-        String::new()
-    };
     format!(
         "{reset}; SELECT 1 OPERATOR(pg_catalog./) CASE WHEN {held} AND txid_current() = {txid} \
-         THEN 1 ELSE 0 END; {clear}EXECUTE {PREPARED_RECORD}({}); COMMIT; RESET ALL",
+         THEN 1 ELSE 0 END; EXECUTE {PREPARED_RECORD}({}); COMMIT; RESET ALL",
         values.join(", "),
         held = lock_held_of(key).trim_start_matches("SELECT "),
     )

@@ -269,18 +269,45 @@ fn state_row(
 /// Applies the journal remembers and the state table lost (see
 /// [`Unrecorded`]); empty when the tables do not exist yet. Read only when
 /// something is pending: the start-up path of a replica with nothing to do
-/// never pays for it.
+/// never pays for it. `state_rows`: how many rows the state read found.
 pub async fn read_unrecorded(
     client: &Client,
     tracking: &Tracking,
+    state_rows: usize,
 ) -> Result<Vec<Unrecorded>, Error> {
+    // With no state row, the tables may not be there yet (a first run):
+    // looked for first, since a query of a missing table is an ERROR in
+    // the server's log.
+    let with_state = if state_rows == 0 {
+        let exists = client
+            .query_typed(
+                "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
+                &[
+                    (&tracking.state_table(), Type::TEXT),
+                    (&tracking.journal_table(), Type::TEXT),
+                ],
+            )
+            .await
+            .map_err(|err| journal_error(tracking, err))?;
+        match exists
+            .first()
+            .map(|row| (row.get::<_, bool>(0), row.get::<_, bool>(1)))
+        {
+            Some((_, false)) => return Ok(Vec::new()),
+            Some((state, true)) => state,
+            None => true,
+        }
+    } else {
+        true
+    };
     let mut query = client
-        .simple_query(&select_unrecorded(tracking, true))
+        .simple_query(&select_unrecorded(tracking, with_state))
         .await;
     // The state table gone and the journal kept: everything the journal
     // says is applied lost its row (if the table is still gone: see
     // `select_unrecorded`).
-    if let Err(err) = &query
+    if with_state
+        && let Err(err) = &query
         && err.code() == Some(&SqlState::UNDEFINED_TABLE)
     {
         query = client

@@ -150,7 +150,8 @@ fn wait_ends_at_its_timeout_when_the_server_stops_answering() {
         backend = t
             .rows(
                 "SELECT pid FROM pg_stat_activity WHERE application_name = 'migrate' \
-                   AND state = 'idle' AND position('schema_migrations' IN query) > 0",
+                   AND state = 'idle' AND (position('schema_migrations' IN query) > 0 \
+                                           OR position('to_regclass' IN query) > 0)",
             )
             .first()
             .and_then(|row| row[0].as_deref().map(|pid| pid.parse::<i32>().unwrap()));

@@ -1235,3 +1235,92 @@ fn the_server_going_away_mid_fleet_fails_the_rows_it_touched_and_a_rerun_finishe
         "{journal:?}"
     );
 }
+
+/// How many transactions of the test's database were rolled back, once
+/// every other session has ended (a session's counts reach the statistics
+/// as it exits). Every statement that fails rolls one back, and is an
+/// ERROR in the server's log.
+fn rollbacks(t: &TestEnv) -> i64 {
+    let mut client = t.client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let others: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if others == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "sessions left over");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    client
+        .batch_execute("SELECT pg_stat_clear_snapshot()")
+        .unwrap();
+    client
+        .query_one(
+            "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// Runs that go as they should leave no ERROR in the server's log, but
+/// for one on a target's first run: the state read, which looks at no
+/// catalog (it is every start-up's one query), finds no table. The lease
+/// table and a lost row's journal are looked for before they are read,
+/// and the record is looked up before it is prepared again.
+#[test]
+fn runs_that_succeed_leave_no_error_in_the_server_log_after_the_first() {
+    let t = TestEnv::new();
+    tenants(&t, 3);
+    three(&t);
+    let before = rollbacks(&t);
+    t.migrate()
+        .args([
+            "up",
+            "--yes",
+            "--each-schema",
+            "tenant_%",
+            "--parallel",
+            "2",
+        ])
+        .run()
+        .code(0);
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    let first = rollbacks(&t);
+    assert_eq!(first - before, 4, "one for each of the four targets");
+    t.migration(
+        "004_more.sql",
+        "INSERT INTO users VALUES (2, 'b@example.com');",
+    );
+    t.migrate()
+        .args([
+            "up",
+            "--yes",
+            "--each-schema",
+            "tenant_%",
+            "--parallel",
+            "1",
+        ])
+        .run()
+        .code(0);
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    t.migrate()
+        .args(["status", "--each-schema", "tenant_%"])
+        .run()
+        .code(0);
+    t.migrate().args(["validate"]).run().code(0);
+    assert_eq!(applied(&t, "tenant_%").len(), 12);
+    assert_eq!(
+        t.state(),
+        ["001:applied", "002:applied", "003:applied", "004:applied"]
+    );
+    assert_eq!(rollbacks(&t) - first, 0);
+}

@@ -464,9 +464,9 @@ fn a_second_file_that_ends_its_transaction_is_not_recorded_either() {
 
 /// A file that deallocates prepared statements (the record's among them)
 /// never gets a record without its work, nor makes a later file fail: one
-/// that does it where the lexer sees, or at the start of a run, is applied
-/// and recorded once; one that does it unseen later in a run is rolled
-/// back, not run again, and applied by the rerun.
+/// that does it where the lexer sees is applied and recorded once; one
+/// that does it unseen (the first of a run, or later) is rolled back, not
+/// run again, and applied by the rerun.
 #[test]
 fn a_file_that_deallocates_prepared_statements_is_applied_once_or_rolled_back() {
     let t = TestEnv::new();
@@ -488,6 +488,18 @@ fn a_file_that_deallocates_prepared_statements_is_applied_once_or_rolled_back() 
         "CREATE TABLE e (id int);\nINSERT INTO a VALUES (5);\nSELECT forget();",
     )
     .migration("006_f.sql", "INSERT INTO a VALUES (6);");
+    let out = t.migrate().args(["up", "--yes"]).run();
+    out.code(1).stderr_has(
+        "migration 001_a (migrations/001_a.sql) failed: the prepared statement that records the file was gone",
+    );
+    assert!(
+        out.stderr
+            .contains("run up again: a file that failed before is recorded without it"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(t.state(), ["001:failed"]);
+    assert!(!t.table_exists("public.a"));
     let out = t.migrate().args(["up", "--yes"]).run();
     out.code(1).stderr_has(
         "migration 005_e (migrations/005_e.sql) failed: the prepared statement that records the file was gone",
