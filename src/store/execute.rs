@@ -324,12 +324,19 @@ impl Store {
             }
         } else {
             // The first on this session: with the session's settings reset
-            // after it, the first file can go in two queries as well.
-            match client.batch_execute(&format!("{text}; RESET ALL")).await {
-                Ok(()) => {
-                    statements.clean.store(true, Ordering::Relaxed);
-                    true
-                }
+            // after it, the first file can go in two queries as well. Two
+            // requests, one pipeline: a PREPARE in a query of several
+            // statements keeps the whole query as its text, which the
+            // look-up would then never find equal to the record's.
+            let (prepared, reset) = tokio::join!(
+                client.batch_execute(&text),
+                client.batch_execute("RESET ALL")
+            );
+            if reset.is_ok() {
+                statements.clean.store(true, Ordering::Relaxed);
+            }
+            match prepared {
+                Ok(()) => true,
                 Err(err) if err.code() == Some(&SqlState::DUPLICATE_PSTATEMENT) => {
                     there().await.is_ok_and(|ours| ours == Some(true))
                 }

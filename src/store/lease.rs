@@ -222,16 +222,15 @@ impl Store {
         if !lease_table_exists(self.client(), &table).await? {
             return Ok(None);
         }
-        let _ = self
-            .client()
-            .execute_typed(
-                &format!(
-                    "DELETE FROM {table} WHERE lock_key = $1 AND expires_at <= clock_timestamp()"
-                ),
-                &[(&key, Type::INT8)],
-            )
-            .await;
-        live_lease(self.client(), &table, key).await
+        let delete =
+            format!("DELETE FROM {table} WHERE lock_key = $1 AND expires_at <= clock_timestamp()");
+        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] = [(&key, Type::INT8)];
+        // One pipeline: the DELETE reaches the server first.
+        let (_, live) = tokio::join!(
+            self.client().execute_typed(&delete, &params),
+            live_lease(self.client(), &table, key)
+        );
+        live
     }
 
     /// Creates the lease table if it is missing (`init` does, so that a run

@@ -1324,3 +1324,48 @@ fn runs_that_succeed_leave_no_error_in_the_server_log_after_the_first() {
     );
     assert_eq!(rollbacks(&t) - first, 0);
 }
+
+/// A file on the pipelined path (one that builds an index) leaves the
+/// record prepared as it was: the files after it still go in two queries
+/// (their `current_query()` starts with the `BEGIN` in front of them), and
+/// nothing is prepared a second time, so nothing fails in the server's
+/// log; nor does `down`.
+#[test]
+fn a_file_on_the_pipelined_path_leaves_the_rest_in_two_queries_and_no_error() {
+    let t = TestEnv::new();
+    t.migration(
+        "001_a.sql",
+        "CREATE TABLE a (id int); CREATE TABLE q (v text, two bool);",
+    );
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    let probe = |v: &str| format!("INSERT INTO q SELECT '{v}', current_query() LIKE 'BEGIN;%';");
+    t.migration("002_b.sql", &probe("002")).migration(
+        "003_i.sql",
+        &format!("CREATE INDEX a_id ON a (id); {}", probe("003")),
+    );
+    for v in 4..=6 {
+        t.migration(&format!("{v:03}_x.sql"), &probe(&format!("{v:03}")));
+    }
+    for v in 2..=6 {
+        t.file(
+            &format!(
+                "migrations/{v:03}_{}.down.sql",
+                ["b", "i", "x", "x", "x"][v - 2]
+            ),
+            &format!("DELETE FROM q WHERE v = '{v:03}';"),
+        );
+    }
+    let before = rollbacks(&t);
+    t.migrate().args(["up", "--yes"]).run().code(0);
+    assert_eq!(
+        t.rows("SELECT v || ':' || two FROM q ORDER BY v"),
+        ["002:true", "003:false", "004:true", "005:true", "006:true"]
+            .map(|r| vec![Some(r.to_owned())])
+    );
+    t.migrate()
+        .args(["down", "--yes", "--steps", "3"])
+        .run()
+        .code(0);
+    assert_eq!(t.state(), ["001:applied", "002:applied", "003:applied"]);
+    assert_eq!(rollbacks(&t) - before, 0);
+}
