@@ -35,7 +35,7 @@ use crate::state::{LeaseHolder, LockHolder};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 
 /// SQLSTATE undefined_table.
 const UNDEFINED_TABLE: &str = "42P01";
@@ -224,7 +224,7 @@ impl Store {
         }
         let delete =
             format!("DELETE FROM {table} WHERE lock_key = $1 AND expires_at <= clock_timestamp()");
-        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] = [(&key, Type::INT8)];
+        let params: [(&(dyn ToSql + Sync), Type); 1] = [(&key, Type::INT8)];
         // One pipeline: the DELETE reaches the server first.
         let (_, live) = tokio::join!(
             self.client().execute_typed(&delete, &params),

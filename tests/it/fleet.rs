@@ -1280,18 +1280,21 @@ fn runs_that_succeed_leave_no_error_in_the_server_log_after_the_first() {
     let t = TestEnv::new();
     tenants(&t, 3);
     three(&t);
+    let fleet_up = |parallel: &str| {
+        t.migrate()
+            .args([
+                "up",
+                "--yes",
+                "--each-schema",
+                "tenant_%",
+                "--parallel",
+                parallel,
+            ])
+            .run()
+            .code(0);
+    };
     let before = rollbacks(&t);
-    t.migrate()
-        .args([
-            "up",
-            "--yes",
-            "--each-schema",
-            "tenant_%",
-            "--parallel",
-            "2",
-        ])
-        .run()
-        .code(0);
+    fleet_up("2");
     t.migrate().args(["up", "--yes"]).run().code(0);
     let first = rollbacks(&t);
     assert_eq!(first - before, 4, "one for each of the four targets");
@@ -1299,17 +1302,7 @@ fn runs_that_succeed_leave_no_error_in_the_server_log_after_the_first() {
         "004_more.sql",
         "INSERT INTO users VALUES (2, 'b@example.com');",
     );
-    t.migrate()
-        .args([
-            "up",
-            "--yes",
-            "--each-schema",
-            "tenant_%",
-            "--parallel",
-            "1",
-        ])
-        .run()
-        .code(0);
+    fleet_up("1");
     t.migrate().args(["up", "--yes"]).run().code(0);
     t.migrate().args(["up", "--yes"]).run().code(0);
     t.migrate()
